@@ -1,0 +1,28 @@
+"""cntk_core: the exact Convolutional Neural Tangent Kernel (Arora et al. 2019).
+
+>>> import numpy as np, cntk_core
+>>> x = np.random.default_rng(0).standard_normal((4, 8, 8, 3))
+>>> K = cntk_core.kernel_matrix(x, depth=3, readout="gap", fix=True)   # CNTK-GAP-3, [4, 4]
+"""
+
+from .backend import resolve_backend
+from .gram import kernel_matrix, network_kernel
+from .layers import AvgPool, CanonicalSpec, Conv, Dense, Flatten, GlobalAvgPool, Layer, Network, ReLU
+from .presets import cntk
+
+__all__ = [
+    "AvgPool",
+    "CanonicalSpec",
+    "Conv",
+    "Dense",
+    "Flatten",
+    "GlobalAvgPool",
+    "Layer",
+    "Network",
+    "ReLU",
+    "cntk",
+    "kernel_matrix",
+    "network_kernel",
+    "resolve_backend",
+]
+__version__ = "0.1.0"

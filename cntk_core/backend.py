@@ -1,0 +1,58 @@
+"""Backend choice, made in one place: ``numba`` (fused CPU), ``numpy`` (per-layer) or ``cupy`` (GPU).
+
+``resolve_backend(None)`` picks, in order: the ``CNTK_BACKEND`` environment variable, CuPy when a
+usable CUDA device answers a smoke test, Numba when it imports, else NumPy. Detection is quiet:
+importing ``cntk_core`` never imports CuPy, and a machine without CUDA gets no warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+BACKENDS = ("numba", "numpy", "cupy")
+
+
+@functools.cache
+def gpu_status() -> tuple[bool, str]:
+    """``(usable, reason)`` for CuPy: imports it, asks for a device and runs a tiny kernel."""
+    if os.environ.get("CNTK_FORCE_CPU"):
+        return False, "CNTK_FORCE_CPU is set"
+    try:
+        import cupy as cp
+    except Exception as exc:  # ImportError, or a broken CUDA install raising at import
+        return False, f"cupy not importable: {type(exc).__name__}"
+    try:
+        if not cp.is_available():
+            return False, "cupy installed, no usable CUDA device"
+        cp.cuda.runtime.getDeviceCount()
+        (cp.arange(4, dtype=cp.float32) * 2).sum().item()  # also exercises NVRTC
+    except Exception as exc:
+        return False, f"cupy installed, CUDA unusable: {type(exc).__name__}: {exc}"
+    return True, "cupy with a CUDA device"
+
+
+@functools.cache
+def numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """Name of the backend to use; raises ``ValueError`` for an unknown or unusable request."""
+    requested = backend or os.environ.get("CNTK_BACKEND") or "auto"
+    requested = requested.lower()
+    if requested == "auto":
+        if gpu_status()[0]:
+            return "cupy"
+        return "numba" if numba_available() else "numpy"
+    if requested not in BACKENDS:
+        raise ValueError(f"unknown backend {requested!r}; choose one of {BACKENDS + ('auto',)}")
+    if requested == "cupy" and not gpu_status()[0]:
+        raise RuntimeError(f"backend 'cupy' requested but unusable: {gpu_status()[1]}")
+    if requested == "numba" and not numba_available():
+        raise RuntimeError("backend 'numba' requested but numba is not installed (pip install numba)")
+    return requested

@@ -1,0 +1,136 @@
+"""Kernel engines behind :func:`cntk_core.kernel_matrix`: one small interface, several backends.
+
+An engine turns a block of images into per-image state once (``prepare``: the variance maps,
+O(n) work) and then evaluates many pairs (``pairs``). The Gram driver in :mod:`cntk_core.gram`
+only talks to this interface.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from . import recurrence as R
+from .layers import CanonicalSpec, Network
+
+
+class Engine(Protocol):
+    #: relative cost of one pair, used to size batches and to decide whether to show progress
+    pair_cost: float
+
+    def prepare(self, x: np.ndarray): ...
+
+    def pairs(self, x1, x2, state1, state2, rows: np.ndarray, cols: np.ndarray) -> np.ndarray: ...
+
+
+class NumbaEngine:
+    """Fused CPU planes (:mod:`cntk_core.cpu_planes`) for the paper's architecture.
+
+    Allocates per block the variance maps ``(n, L, P, Q)`` in the arithmetic dtype, and per pair
+    batch ``n_pairs * n_planes`` float64 partial sums; each thread uses four (P+2) x (Q+2) buffers.
+    """
+
+    def __init__(self, spec: CanonicalSpec, shape: tuple, kind: str, dtype: np.dtype):
+        from . import cpu_planes
+
+        self._cp = cpu_planes
+        self.spec = spec
+        self.ntk = kind == "ntk"
+        self.dtype = dtype
+        p, q = shape[0], shape[1]
+        self.deltas = cpu_planes.all_deltas(p, q, spec.readout)
+        self.scale = 1.0 if spec.readout == "vanilla" else 1.0 / (p * q) ** 2
+        plane_entries = p * q if spec.readout == "vanilla" else (p * q) ** 2  # all planes together
+        self.pair_cost = float(plane_entries * spec.n_conv)
+
+    def prepare(self, x):
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        return x, self._cp.image_variances(x, self.spec.n_conv, *self._cp.constants(self.dtype))
+
+    def pairs(self, x1, x2, state1, state2, rows, cols):
+        (xa, va), (xb, vb) = state1, state2
+        s = self.spec
+        sums = self._cp.pair_sums(
+            xa,
+            xb,
+            va,
+            vb,
+            np.ascontiguousarray(rows, np.int64),
+            np.ascontiguousarray(cols, np.int64),
+            self.deltas,
+            s.n_conv,
+            s.fix_first,
+            s.fix_last,
+            self.ntk,
+            *self._cp.constants(self.dtype),
+        )
+        return sums * self.scale
+
+
+class PerLayerEngine:
+    """Any :class:`Network`, one array operation per layer on full ``(B, P, Q, P, Q)`` tensors.
+
+    This is the official code's design (and the GPU baseline when ``xp`` is CuPy). Memory: a
+    batch of B pairs holds about six float tensors of ``B * (P Q)^2`` entries; B is chosen so that
+    this stays under ``budget_bytes``.
+    """
+
+    def __init__(self, network: Network, shape: tuple, kind: str, dtype: np.dtype, xp=np, budget_bytes=256 << 20):
+        self.network = network
+        self.ntk = kind == "ntk"
+        self.dtype = dtype
+        self.xp = xp
+        p, q = shape[0], shape[1]
+        per_pair = 6 * (p * q) ** 2 * np.dtype(dtype).itemsize
+        self.batch = max(1, int(budget_bytes // per_pair))
+        self.pair_cost = float((p * q) ** 2 * max(network.n_relu, 1) * 4)
+
+    def _to_device(self, a):
+        return self.xp.asarray(np.ascontiguousarray(a, dtype=self.dtype))
+
+    def prepare(self, x):
+        """Variance maps at every ReLU: ``list`` of ``(n, P_k, Q_k)`` arrays (self pairs' diagonals)."""
+        xs = self._to_device(x)
+        maps: list[list] = [[] for _ in range(self.network.n_relu)]
+        for start in range(0, len(xs), self.batch):
+            xb = xs[start : start + self.batch]
+
+            def own_diagonal(k, sigma):
+                d = R.diagonal(sigma)
+                maps[k].append(d)
+                return d, d
+
+            self.network.forward(R.input_covariance(xb, xb), own_diagonal)
+        return xs, [self.xp.concatenate(m) for m in maps]
+
+    def pairs(self, x1, x2, state1, state2, rows, cols):
+        (xa, va), (xb, vb) = state1, state2
+        out = np.empty(len(rows))
+        for start in range(0, len(rows), self.batch):
+            r = self.xp.asarray(rows[start : start + self.batch])
+            c = self.xp.asarray(cols[start : start + self.batch])
+            sigma, theta = self.network.forward(R.input_covariance(xa[r], xb[c]), lambda k, _s: (va[k][r], vb[k][c]))
+            value = theta if self.ntk else sigma
+            out[start : start + len(rows[start : start + self.batch])] = _to_host(value)
+        return out
+
+
+def _to_host(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a, dtype=np.float64)
+
+
+def make_engine(backend: str, network: Network, shape: tuple, kind: str, dtype: np.dtype) -> Engine:
+    """The engine for ``backend`` (already resolved); falls back to per-layer for other networks."""
+    spec = network.canonical()
+    if backend == "numba" and spec is not None:
+        return NumbaEngine(spec, shape, kind, dtype)
+    if backend == "cupy":
+        import cupy
+
+        if spec is not None:
+            from .gpu import FusedGPUEngine
+
+            return FusedGPUEngine(spec, shape, kind, dtype)
+        return PerLayerEngine(network, shape, kind, dtype, xp=cupy)
+    return PerLayerEngine(network, shape, kind, dtype)

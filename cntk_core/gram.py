@@ -1,0 +1,158 @@
+"""Gram matrices in tiles: the public :func:`kernel_matrix` and :func:`network_kernel`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import resolve_backend
+from .engines import make_engine
+from .layers import Network
+from .presets import cntk
+from .validation import as_images, check_dtype, check_kind, check_pair
+
+#: work (layer-entries) per engine call; ~0.2-1 s on one CPU core, so progress and Ctrl-C stay live
+_WORK_PER_CALL = 4e7
+#: total work above which a progress bar is shown by default (~ a few seconds)
+_WORK_FOR_PROGRESS = 3e8
+
+
+def kernel_matrix(
+    x1,
+    x2=None,
+    *,
+    depth: int,
+    readout: str = "gap",
+    fix: bool = False,
+    kind: str = "ntk",
+    fix_first: bool | None = None,
+    fix_last: bool | None = None,
+    dtype="float64",
+    backend: str | None = None,
+    progress: bool | None = None,
+    block_size: int | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """CNTK (``kind="ntk"``) or CNN-GP (``kind="nngp"``) Gram matrix of the paper's network.
+
+    Parameters
+    ----------
+    x1, x2 : float arrays ``[n1, P, Q, C]`` and ``[n2, P, Q, C]`` (NHWC, preprocessed pixels).
+        With ``x2=None`` the symmetric Gram of ``x1`` is computed (upper triangle only, mirrored).
+    depth : the paper's depth ``d`` = number of 3x3 conv layers + 1 (>= 2).
+    readout : ``"gap"`` (CNTK-GAP) or ``"vanilla"`` (CNTK-V, flatten + FC).
+    fix : the official ``--fix``: first and last layer not trained; ``fix_first`` / ``fix_last``
+        set the two halves separately. NNGP values do not depend on fix.
+    dtype : arithmetic precision, ``"float64"`` (default) or ``"float32"``; sums are float64.
+    backend : ``"numba"`` | ``"numpy"`` | ``"cupy"`` | ``None`` (``CNTK_BACKEND`` or automatic).
+    progress : show a tqdm bar; ``None`` shows one only for long calls.
+    block_size : images per tile side (default: sized from the work per tile).
+    out : optional float64 ``[n1, n2]`` array (e.g. ``np.memmap``) to write into.
+
+    Returns
+    -------
+    float64 NumPy array ``[n1, n2]`` (``out`` when given).
+
+    Memory: besides the result, a call holds one row block and one column block of images with
+    their variance maps (``block * depth * P * Q`` numbers each) and the engine's per-batch buffers
+    (see :mod:`cntk_core.engines`); nothing grows with ``n1 * n2`` except the result itself.
+    """
+    network = cntk(depth, readout, fix, fix_first=fix_first, fix_last=fix_last)
+    return network_kernel(
+        network, x1, x2, kind=kind, dtype=dtype, backend=backend, progress=progress, block_size=block_size, out=out
+    )
+
+
+def network_kernel(
+    network: Network,
+    x1,
+    x2=None,
+    *,
+    kind: str = "ntk",
+    dtype="float64",
+    backend: str | None = None,
+    progress: bool | None = None,
+    block_size: int | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Gram matrix of any :class:`~cntk_core.layers.Network`; see :func:`kernel_matrix`.
+
+    The paper's architecture runs on the fused path of the chosen backend; any other layer list
+    runs on the per-layer path (full ``(P Q)^2`` tensors per pair: keep such images small).
+    """
+    if not isinstance(network, Network):
+        network = Network(network)
+    check_kind(kind)
+    dt = check_dtype(dtype)
+    x1 = as_images(x1, "x1")
+    symmetric = x2 is None
+    x2 = x1 if symmetric else as_images(x2, "x2")
+    check_pair(x1, x2)
+    n1, n2 = len(x1), len(x2)
+    if out is None:
+        out = np.empty((n1, n2))
+    elif out.shape != (n1, n2) or out.dtype != np.float64:
+        raise ValueError(f"out must be a float64 array of shape {(n1, n2)}, got {out.dtype} {out.shape}")
+
+    engine = make_engine(resolve_backend(backend), network, x1.shape[1:], kind, dt)
+    tiles = _tiles(n1, n2, symmetric, block_size or _default_block(engine.pair_cost))
+    n_pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
+    per_call = max(1, int(_WORK_PER_CALL // engine.pair_cost))
+    show = progress if progress is not None else n_pairs * engine.pair_cost > _WORK_FOR_PROGRESS
+    bar = _progress_bar(n_pairs, show, "kernel entries")
+    try:
+        state_rows = None
+        for r0, r1, c0, c1, rows, cols in tiles:
+            if state_rows is None or state_rows[0] != (r0, r1):
+                state_rows = ((r0, r1), engine.prepare(x1[r0:r1]))
+            state_cols = state_rows[1] if symmetric and (r0, r1) == (c0, c1) else engine.prepare(x2[c0:c1])
+            for k in range(0, len(rows), per_call):
+                rr, cc = rows[k : k + per_call], cols[k : k + per_call]
+                values = engine.pairs(x1, x2, state_rows[1], state_cols, rr, cc)
+                out[r0 + rr, c0 + cc] = values
+                if symmetric:
+                    out[c0 + cc, r0 + rr] = values
+                bar.update(len(rr))
+    finally:
+        bar.close()
+    return out
+
+
+def _default_block(pair_cost: float) -> int:
+    """Tile side: big enough to amortise ``prepare``, small enough to bound memory (<= 512)."""
+    return int(np.clip(2e9 / max(pair_cost, 1.0) ** 0.5 / 100, 32, 512))
+
+
+def _tiles(n1: int, n2: int, symmetric: bool, block: int):
+    """Yield ``(r0, r1, c0, c1, rows, cols)``: tile bounds and the pair indices inside the tile.
+
+    For a symmetric Gram only tiles on or above the diagonal, and within diagonal tiles only
+    pairs with ``row <= col``.
+    """
+    for r0 in range(0, n1, block):
+        r1 = min(r0 + block, n1)
+        for c0 in range(r0 if symmetric else 0, n2, block):
+            c1 = min(c0 + block, n2)
+            rows, cols = np.meshgrid(np.arange(r1 - r0), np.arange(c1 - c0), indexing="ij")
+            rows, cols = rows.ravel(), cols.ravel()
+            if symmetric and r0 == c0:
+                keep = rows <= cols
+                rows, cols = rows[keep], cols[keep]
+            yield r0, r1, c0, c1, rows, cols
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(total: int, show: bool, unit: str):
+    if not show:
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit=" " + unit, unit_scale=True, smoothing=0.1)

@@ -1,0 +1,242 @@
+"""Networks as short lists of small layer objects, each carrying its own kernel rule (stax style).
+
+A layer maps the pair of covariances ``(Sigma, Theta)`` of a batch of image pairs to those after
+the layer. While spatial, both are ``(B, P, Q, P, Q)`` tensors; after a readout (``Flatten`` or
+``GlobalAvgPool``) they are ``(B,)`` vectors. The rules are the ones of ``cntk-math.md``:
+
+==================  ===============================================  ==============================
+layer               Sigma                                            Theta
+==================  ===============================================  ==============================
+``Conv(3)``         ``tr3(Sigma)``                                   ``tr3(Theta) + Sigma_out``
+``Conv(3, fixed)``  ``tr3(Sigma)``                                   ``tr3(Theta)``
+``ReLU()``          ``K`` (``relu_dual``)                            ``K_dot * Theta``
+``AvgPool(w)``      mean over ``w x w`` windows of both positions    same
+``Flatten()``       ``sum_p Sigma[p, p]``                            same
+``GlobalAvgPool()`` ``(1/(PQ)^2) sum_{p,p'} Sigma[p, p']``           same
+``Dense()``         ``Sigma``                                        ``Theta + Sigma``
+``Dense(fixed)``    ``Sigma``                                        ``Theta``
+==================  ===============================================  ==============================
+
+The paper's CNTK of depth ``d`` is ``[Conv(3), ReLU()] * (d - 1) + [readout, Dense()]``; see
+:func:`cntk_core.presets.cntk`. Networks of that exact shape run on the fused fast paths; any
+other list runs on the per-layer path (full tensors, fine for small images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from . import recurrence as R
+
+VarianceSource = Callable[[int, object], tuple]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Base class: a layer is a frozen value object with a kernel rule ``apply``."""
+
+    spatial_in = True  # expects (B, P, Q, P, Q) covariances
+    spatial_out = True
+
+    def apply(self, sigma, theta, variances: VarianceSource, relu_index: int):
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return repr(self)
+
+
+@dataclass(frozen=True)
+class Conv(Layer):
+    """``size x size`` convolution, stride 1, SAME zero padding, no bias. ``fixed``: not trained."""
+
+    size: int = 3
+    fixed: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.size, int) or self.size < 1 or self.size % 2 == 0:
+            raise ValueError(f"Conv size must be a positive odd integer, got {self.size!r}")
+
+    def apply(self, sigma, theta, variances, relu_index):
+        sigma = R.tr3(sigma, self.size)
+        theta = R.tr3(theta, self.size)
+        if not self.fixed:
+            theta = theta + sigma
+        return sigma, theta
+
+    def describe(self):
+        return f"Conv {self.size}x{self.size}" + (" (fixed)" if self.fixed else "")
+
+
+@dataclass(frozen=True)
+class ReLU(Layer):
+    """ReLU with ``c_sigma = 2`` and the 1/9 of the following 3x3 conv folded in (the paper's)."""
+
+    def apply(self, sigma, theta, variances, relu_index):
+        var1, var2 = variances(relu_index, sigma)
+        k, k_dot = R.relu_dual(sigma, var1[:, :, :, None, None], var2[:, None, None, :, :])
+        return k, k_dot * theta
+
+    def describe(self):
+        return "ReLU"
+
+
+@dataclass(frozen=True)
+class AvgPool(Layer):
+    """Average pooling over non-overlapping ``window x window`` blocks (trailing rows dropped)."""
+
+    window: int = 2
+
+    def __post_init__(self):
+        if not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"AvgPool window must be a positive integer, got {self.window!r}")
+
+    def _pool(self, t):
+        w = self.window
+        b, p, q = t.shape[0], t.shape[1] // w, t.shape[2] // w
+        if p == 0 or q == 0:
+            raise ValueError(f"AvgPool({w}) does not fit a {t.shape[1]}x{t.shape[2]} feature map")
+        t = t[:, : p * w, : q * w, : p * w, : q * w]
+        return t.reshape(b, p, w, q, w, p, w, q, w).mean(axis=(2, 4, 6, 8))
+
+    def apply(self, sigma, theta, variances, relu_index):
+        return self._pool(sigma), self._pool(theta)
+
+    def describe(self):
+        return f"AvgPool {self.window}x{self.window}"
+
+
+@dataclass(frozen=True)
+class Flatten(Layer):
+    """Vanilla readout: flatten the feature map for the final FC layer (``sum_p Sigma[p, p]``)."""
+
+    spatial_out = False
+
+    def apply(self, sigma, theta, variances, relu_index):
+        return R.readout_vanilla(sigma), R.readout_vanilla(theta)
+
+    def describe(self):
+        return "Flatten"
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool(Layer):
+    """GAP readout: average over positions for the final FC layer."""
+
+    spatial_out = False
+
+    def apply(self, sigma, theta, variances, relu_index):
+        return R.readout_gap(sigma), R.readout_gap(theta)
+
+    def describe(self):
+        return "GlobalAvgPool"
+
+
+@dataclass(frozen=True)
+class Dense(Layer):
+    """The final fully-connected readout layer (one output). ``fixed``: not trained."""
+
+    fixed: bool = False
+    spatial_in = False
+    spatial_out = False
+
+    def apply(self, sigma, theta, variances, relu_index):
+        return sigma, (theta if self.fixed else theta + sigma)
+
+    def describe(self):
+        return "Dense (fixed)" if self.fixed else "Dense"
+
+
+class CanonicalSpec(NamedTuple):
+    """The paper's architecture, the shape the fused fast paths run."""
+
+    n_conv: int
+    readout: str  # "gap" or "vanilla"
+    fix_first: bool
+    fix_last: bool
+
+    @property
+    def depth(self) -> int:
+        return self.n_conv + 1
+
+
+class Network(tuple):
+    """An immutable sequence of layers. ``Network([Conv(), ReLU(), GlobalAvgPool(), Dense()])``."""
+
+    def __new__(cls, layers: Sequence[Layer] = ()):
+        layers = tuple(layers)
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"a Network holds Layer objects, got {layer!r}")
+        _check_order(layers)
+        return super().__new__(cls, layers)
+
+    def __add__(self, other):
+        return Network(tuple(self) + tuple(other))
+
+    def __repr__(self):
+        return "Network([" + ", ".join(repr(layer) for layer in self) + "])"
+
+    def describe(self) -> str:
+        """One line per layer, repeated blocks collapsed: e.g. ``[Conv 3x3, ReLU] x 10``."""
+        names = [layer.describe() for layer in self]
+        lines, i = [], 0
+        while i < len(names):
+            pair = names[i : i + 2]
+            if len(pair) == 2 and pair[0].startswith("Conv") and pair[1] == "ReLU":
+                count = 1
+                while names[i + 2 * count : i + 2 * count + 2] == pair:
+                    count += 1
+                lines.append(f"[{pair[0]}, ReLU]" + (f" x {count}" if count > 1 else ""))
+                i += 2 * count
+            else:
+                lines.append(names[i])
+                i += 1
+        return "\n".join(lines)
+
+    @property
+    def n_relu(self) -> int:
+        return sum(isinstance(layer, ReLU) for layer in self)
+
+    def canonical(self) -> CanonicalSpec | None:
+        """The :class:`CanonicalSpec` if this is the paper's CNTK shape, else ``None``."""
+        layers = list(self)
+        if len(layers) < 4 or not isinstance(layers[-1], Dense):
+            return None
+        readout = {Flatten: "vanilla", GlobalAvgPool: "gap"}.get(type(layers[-2]))
+        body = layers[:-2]
+        if readout is None or len(body) % 2:
+            return None
+        for k in range(0, len(body), 2):
+            conv, relu = body[k], body[k + 1]
+            if not (isinstance(conv, Conv) and conv.size == 3 and isinstance(relu, ReLU)):
+                return None
+            if k > 0 and conv.fixed:
+                return None
+        return CanonicalSpec(len(body) // 2, readout, body[0].fixed, layers[-1].fixed)
+
+    def forward(self, sigma, variances: VarianceSource, ntk: bool = True):
+        """Run the per-layer rules on input covariances ``sigma`` ``(B, P, Q, P, Q)``.
+
+        ``variances(k, sigma)`` returns the ``(B, P, Q)`` variance maps of the first and second
+        image of each pair at the k-th ReLU. Returns ``(Sigma, Theta)`` after the last layer.
+        """
+        xp = R.get_array_module(sigma)
+        theta = xp.zeros_like(sigma)
+        relu_index = 0
+        for layer in self:
+            sigma, theta = layer.apply(sigma, theta, variances, relu_index)
+            relu_index += isinstance(layer, ReLU)
+        return sigma, theta
+
+
+def _check_order(layers: tuple) -> None:
+    spatial = True
+    for layer in layers:
+        if layer.spatial_in != spatial:
+            where = "after a readout (Flatten/GlobalAvgPool)" if not spatial else "before a readout"
+            raise ValueError(f"{layer.describe()} cannot come {where}")
+        spatial = layer.spatial_out
+    if layers and spatial:
+        raise ValueError("a Network must end with a readout: Flatten() or GlobalAvgPool(), then Dense()")

@@ -1,0 +1,36 @@
+"""The paper's architectures as plain layer lists."""
+
+from __future__ import annotations
+
+from .layers import Conv, Dense, Flatten, GlobalAvgPool, Network, ReLU
+
+READOUTS = ("gap", "vanilla")
+
+
+def cntk(
+    depth: int,
+    readout: str = "gap",
+    fix: bool = False,
+    *,
+    fix_first: bool | None = None,
+    fix_last: bool | None = None,
+) -> Network:
+    """CNTK-V / CNTK-GAP of the paper's ``depth`` (= number of 3x3 convs + 1).
+
+    ``fix=True`` is the official ``--fix yes``: first conv and final FC layer not trained.
+    ``fix_first`` / ``fix_last`` override the two halves separately. The paper's recipes are
+    ``cntk(d, "vanilla", fix=False)`` (CNTK-V) and ``cntk(d, "gap", fix=True)`` (CNTK-GAP).
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise TypeError(f"depth must be an integer, got {depth!r}")
+    if depth < 2:
+        raise ValueError(f"depth must be >= 2 (depth = number of conv layers + 1), got {depth}")
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    first = bool(fix) if fix_first is None else bool(fix_first)
+    last = bool(fix) if fix_last is None else bool(fix_last)
+    layers = [Conv(3, fixed=first), ReLU()]
+    for _ in range(depth - 2):
+        layers += [Conv(3), ReLU()]
+    layers += [GlobalAvgPool() if readout == "gap" else Flatten(), Dense(fixed=last)]
+    return Network(layers)
