@@ -110,7 +110,9 @@ class PerLayerEngine:
         for start in range(0, len(rows), self.batch):
             r = self.xp.asarray(rows[start : start + self.batch])
             c = self.xp.asarray(cols[start : start + self.batch])
-            sigma, theta = self.network.forward(R.input_covariance(xa[r], xb[c]), lambda k, _s: (va[k][r], vb[k][c]))
+            sigma, theta = self.network.forward(
+                R.input_covariance(xa[r], xb[c]), lambda k, _s, r=r, c=c: (va[k][r], vb[k][c])
+            )
             value = theta if self.ntk else sigma
             out[start : start + len(rows[start : start + self.batch])] = _to_host(value)
         return out
