@@ -23,34 +23,85 @@ _PI = math.pi
 _INV_9PI = 1.0 / (9.0 * math.pi)
 
 
-@njit(cache=True, nogil=True)
-def _box3(src, dst, h, w):
-    """dst[1:h+1, 1:w+1] = 3x3 box sum of src (whose border rows/columns hold zeros)."""
-    for u in range(h):
+# fdlibm's rational approximation of asin on [0, 1/2]: asin(s) = s + s * P(z) / Q(z), z = s^2,
+# accurate to about 1 ulp; with z = (1 - |x|) / 2 it also gives acos near |x| = 1 without the
+# cancellation of 1 - x (glibc's correctly rounded acos is ~5x slower and does not vectorise).
+_PS = (
+    1.66666666666666657415e-01,
+    -3.25565818622400915405e-01,
+    2.01212532134862925881e-01,
+    -4.00555345006794114027e-02,
+    7.91534994289814532176e-04,
+    3.47933107596021167570e-05,
+)
+_QS = (-2.40339491173441421878e00, 2.02094576023350569471e00, -6.88283971605453293030e-01, 7.70381505559019352791e-02)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _arccos(x, c):
+    """arccos(x) for x in [-1, 1], branch-free so that plane loops vectorise. ``c``: constants()."""
+    pi, one, half = c[0], c[2], c[3]
+    ax = x if x >= 0 else -x
+    big = ax > half
+    z = (one - ax) * half if big else ax * ax
+    p = z * (c[4] + z * (c[5] + z * (c[6] + z * (c[7] + z * (c[8] + z * c[9])))))
+    q = one + z * (c[10] + z * (c[11] + z * (c[12] + z * c[13])))
+    s = np.sqrt(z) if big else ax
+    a = s + s * (p / q)  # asin(s)
+    acos_abs = (a + a) if big else (pi * half - a)
+    return acos_abs if x >= 0 else pi - acos_abs
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _box3(src, dst, rowsum, h, w):
+    """dst[1:h+1, 1:w+1] = 3x3 box sum of src (zero border); separable, via rowsum (h+2, w)."""
+    for u in range(h + 2):
+        sr = src[u]
+        rr = rowsum[u]
         for v in range(w):
-            acc = src[u, v]
-            acc += src[u, v + 1]
-            acc += src[u, v + 2]
-            acc += src[u + 1, v]
-            acc += src[u + 1, v + 1]
-            acc += src[u + 1, v + 2]
-            acc += src[u + 2, v]
-            acc += src[u + 2, v + 1]
-            acc += src[u + 2, v + 2]
-            dst[u + 1, v + 1] = acc
+            rr[v] = sr[v] + sr[v + 1] + sr[v + 2]
+    for u in range(h):
+        r0 = rowsum[u]
+        r1 = rowsum[u + 1]
+        r2 = rowsum[u + 2]
+        dr = dst[u + 1]
+        for v in range(w):
+            dr[v + 1] = r0[v] + r1[v] + r2[v]
 
 
-@njit(cache=True, nogil=True)
-def _plane(xa, xb, va, vb, di, dj, n_conv, fix_first, fix_last, ntk, record, pi, inv9pi, one):
+@njit(cache=True, nogil=True, error_model="numpy")
+def _relu_row(sig, theta, k_out, va, vb, w, add_k, c):
+    """One row of the ReLU layer (cntk_core.recurrence.relu_dual): K into k_out, Theta in place.
+
+    sig, theta, k_out: padded rows (w + 2); va, vb: the two images' variance rows (w).
+    """
+    pi, inv9pi, one = c[0], c[1], c[2]
+    zero = one - one
+    for v in range(w):
+        prod = va[v] * vb[v]
+        positive = prod > zero
+        norm = np.sqrt(prod) if positive else zero
+        rho = sig[v + 1] / norm if positive else zero
+        rho = one if rho > one else rho
+        rho = -one if rho < -one else rho
+        angle = _arccos(rho, c)
+        k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
+        k_dot = (pi - angle) * inv9pi
+        t = k_dot * theta[v + 1]
+        theta[v + 1] = t + k if add_k else t
+        k_out[v + 1] = k
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _plane(xa, xb, va, vb, di, dj, n_conv, fix_first, fix_last, ntk, record, c):
     """Readout sum over one displacement plane of one pair, after all ``n_conv`` conv+ReLU layers.
 
     xa, xb: (P, Q, C) images; va, vb: (n_conv, P, Q) variance maps (Sigma^(h)(x, x)[p, p] for
     h = 0 .. n_conv-1). With ``record`` (self pair, delta = 0, va is vb) the routine writes those
     maps instead of reading precomputed ones. Returns the float64 sum of Theta (``ntk``) or K over
-    the plane; the caller applies the readout's scale. Allocates 4 buffers of (H+2) x (W+2).
+    the plane; the caller applies the readout's scale. Allocates 5 buffers of about (H+2) x (W+2).
     """
     p_, q_, c_ = xa.shape
-    zero = one - one
     h = p_ - abs(di)
     w = q_ - abs(dj)
     ia = max(di, 0)
@@ -61,13 +112,14 @@ def _plane(xa, xb, va, vb, di, dj, n_conv, fix_first, fix_last, ntk, record, pi,
     sig = np.zeros((h + 2, w + 2), xa.dtype)
     theta = np.zeros((h + 2, w + 2), xa.dtype)
     tmp = np.zeros((h + 2, w + 2), xa.dtype)
+    rowsum = np.zeros((h + 2, w), xa.dtype)
     for u in range(h):
         for v in range(w):
             acc = xa[u + ia, v + ja, 0] * xb[u + ib, v + jb, 0]
-            for c in range(1, c_):
-                acc += xa[u + ia, v + ja, c] * xb[u + ib, v + jb, c]
+            for ch in range(1, c_):
+                acc += xa[u + ia, v + ja, ch] * xb[u + ib, v + jb, ch]
             s[u + 1, v + 1] = acc
-    _box3(s, sig, h, w)  # Sigma^(0) = tr3(S0)
+    _box3(s, sig, rowsum, h, w)  # Sigma^(0) = tr3(S0)
     if record:
         for u in range(h):
             for v in range(w):
@@ -77,25 +129,19 @@ def _plane(xa, xb, va, vb, di, dj, n_conv, fix_first, fix_last, ntk, record, pi,
     for layer in range(1, n_conv + 1):
         add_k = not (fix_last and layer == n_conv)
         for u in range(h):
-            for v in range(w):
-                prod = va[layer - 1, u + ia, v + ja] * vb[layer - 1, u + ib, v + jb]
-                if prod > 0:
-                    norm = np.sqrt(prod)
-                    rho = min(max(sig[u + 1, v + 1] / norm, -one), one)
-                else:
-                    norm = zero
-                    rho = zero
-                angle = np.arccos(rho)
-                k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
-                k_dot = (pi - angle) * inv9pi
-                t = k_dot * theta[u + 1, v + 1]
-                if add_k:
-                    t += k
-                theta[u + 1, v + 1] = t
-                s[u + 1, v + 1] = k
+            _relu_row(
+                sig[u + 1],
+                theta[u + 1],
+                s[u + 1],
+                va[layer - 1, u + ia, ja : ja + w],
+                vb[layer - 1, u + ib, jb : jb + w],
+                w,
+                add_k,
+                c,
+            )
         if layer < n_conv:
-            _box3(s, sig, h, w)
-            _box3(theta, tmp, h, w)
+            _box3(s, sig, rowsum, h, w)
+            _box3(theta, tmp, rowsum, h, w)
             theta, tmp = tmp, theta
             if record:
                 for u in range(h):
@@ -109,8 +155,8 @@ def _plane(xa, xb, va, vb, di, dj, n_conv, fix_first, fix_last, ntk, record, pi,
     return total
 
 
-@njit(cache=True, parallel=True)
-def image_variances(x, n_conv, pi, inv9pi, one):
+@njit(cache=True, parallel=True, error_model="numpy")
+def image_variances(x, n_conv, c):
     """Variance maps ``(n, n_conv, P, Q)``: Sigma^(h)(x, x)[p, p] for h = 0 .. n_conv-1.
 
     O(n P Q n_conv) work, run once per image (not once per pair).
@@ -118,12 +164,12 @@ def image_variances(x, n_conv, pi, inv9pi, one):
     n, p_, q_, _ = x.shape
     out = np.zeros((n, max(n_conv, 1), p_, q_), x.dtype)
     for i in prange(n):
-        _plane(x[i], x[i], out[i], out[i], 0, 0, n_conv, True, False, True, True, pi, inv9pi, one)
+        _plane(x[i], x[i], out[i], out[i], 0, 0, n_conv, True, False, True, True, c)
     return out
 
 
-@njit(cache=True, parallel=True)
-def pair_sums(x1, x2, v1, v2, rows, cols, deltas, n_conv, fix_first, fix_last, ntk, pi, inv9pi, one):
+@njit(cache=True, parallel=True, error_model="numpy")
+def pair_sums(x1, x2, v1, v2, rows, cols, deltas, n_conv, fix_first, fix_last, ntk, c):
     """Readout sums for the pairs ``(x1[rows[k]], x2[cols[k]])`` over the planes in ``deltas``.
 
     deltas: (n_planes, 2) int array of displacements. Returns float64 ``(n_pairs,)`` (unscaled).
@@ -150,9 +196,7 @@ def pair_sums(x1, x2, v1, v2, rows, cols, deltas, n_conv, fix_first, fix_last, n
             fix_last,
             ntk,
             False,
-            pi,
-            inv9pi,
-            one,
+            c,
         )
     out = np.zeros(n_pairs)
     for k in range(n_pairs):
@@ -172,6 +216,6 @@ def all_deltas(p: int, q: int, readout: str) -> np.ndarray:
 
 
 def constants(dtype) -> tuple:
-    """``(pi, 1/(9 pi), 1)`` as scalars of the arithmetic dtype, so float32 stays float32."""
+    """``(pi, 1/(9 pi), 1, 1/2, *asin coefficients)`` in the arithmetic dtype (float32 stays float32)."""
     t = np.dtype(dtype).type
-    return t(_PI), t(_INV_9PI), t(1)
+    return tuple(t(v) for v in (_PI, _INV_9PI, 1.0, 0.5) + _PS + _QS)

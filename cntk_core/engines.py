@@ -46,7 +46,7 @@ class NumbaEngine:
 
     def prepare(self, x):
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        return x, self._cp.image_variances(x, self.spec.n_conv, *self._cp.constants(self.dtype))
+        return x, self._cp.image_variances(x, self.spec.n_conv, self._cp.constants(self.dtype))
 
     def pairs(self, x1, x2, state1, state2, rows, cols):
         (xa, va), (xb, vb) = state1, state2
@@ -63,7 +63,7 @@ class NumbaEngine:
             s.fix_first,
             s.fix_last,
             self.ntk,
-            *self._cp.constants(self.dtype),
+            self._cp.constants(self.dtype),
         )
         return sums * self.scale
 
