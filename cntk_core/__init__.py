@@ -6,7 +6,7 @@
 """
 
 from .backend import resolve_backend
-from .gram import kernel_matrix, network_kernel
+from .gram import kernel_matrices, kernel_matrix, network_kernel
 from .layers import AvgPool, CanonicalSpec, Conv, Dense, Flatten, GlobalAvgPool, Layer, Network, ReLU
 from .presets import cntk
 
@@ -21,6 +21,7 @@ __all__ = [
     "Network",
     "ReLU",
     "cntk",
+    "kernel_matrices",
     "kernel_matrix",
     "network_kernel",
     "resolve_backend",

@@ -93,14 +93,27 @@ def _relu_row(sig, theta, k_out, va, vb, w, add_k, c):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _plane(xa, xb, va, vb, di, dj, n_conv, fix_first, fix_last, ntk, record, c):
-    """Readout sum over one displacement plane of one pair, after all ``n_conv`` conv+ReLU layers.
+def _plane_sum(m, h, w):
+    total = 0.0
+    for u in range(h):
+        for v in range(w):
+            total += m[u + 1, v + 1]
+    return total
 
-    xa, xb: (P, Q, C) images; va, vb: (n_conv, P, Q) variance maps (Sigma^(h)(x, x)[p, p] for
-    h = 0 .. n_conv-1). With ``record`` (self pair, delta = 0, va is vb) the routine writes those
-    maps instead of reading precomputed ones. Returns the float64 sum of Theta (``ntk``) or K over
-    the plane; the caller applies the readout's scale. Allocates 5 buffers of about (H+2) x (W+2).
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _plane(xa, xb, va, vb, di, dj, out_layers, fix_first, fix_last, ntk, record, c, sums):
+    """Readout sums over one displacement plane of one pair, at the layers in ``out_layers``.
+
+    xa, xb: (P, Q, C) images; va, vb: (L, P, Q) variance maps (Sigma^(h)(x, x)[p, p] for
+    h = 0 .. L-1); out_layers: ascending int64 layer counts L_k (depth d = L_k + 1), the last one
+    is the number of conv+ReLU layers run, L. With ``record`` (self pair, delta = 0, va is vb) the
+    routine writes the variance maps instead of reading them. Writes into ``sums[k]`` the float64
+    sum of Theta (``ntk``) or K over the plane for depth ``out_layers[k] + 1``; the caller applies
+    the readout's scale. With ``fix_last`` the readout layer's own term K is left out (exactly at
+    the last layer, by subtraction at earlier ones). Allocates 5 buffers of about (H+2) x (W+2).
     """
+    n_conv = out_layers[-1]
     p_, q_, c_ = xa.shape
     h = p_ - abs(di)
     w = q_ - abs(dj)
@@ -126,6 +139,7 @@ def _plane(xa, xb, va, vb, di, dj, n_conv, fix_first, fix_last, ntk, record, c):
                 va[0, u, v] = sig[u + 1, v + 1]
     if not fix_first:
         theta[:, :] = sig
+    k_out = 0
     for layer in range(1, n_conv + 1):
         add_k = not (fix_last and layer == n_conv)
         for u in range(h):
@@ -139,6 +153,14 @@ def _plane(xa, xb, va, vb, di, dj, n_conv, fix_first, fix_last, ntk, record, c):
                 add_k,
                 c,
             )
+        if layer == out_layers[k_out]:
+            if not ntk:
+                sums[k_out] = _plane_sum(s, h, w)
+            elif fix_last and layer < n_conv:
+                sums[k_out] = _plane_sum(theta, h, w) - _plane_sum(s, h, w)
+            else:
+                sums[k_out] = _plane_sum(theta, h, w)
+            k_out += 1
         if layer < n_conv:
             _box3(s, sig, rowsum, h, w)
             _box3(theta, tmp, rowsum, h, w)
@@ -147,12 +169,6 @@ def _plane(xa, xb, va, vb, di, dj, n_conv, fix_first, fix_last, ntk, record, c):
                 for u in range(h):
                     for v in range(w):
                         va[layer, u, v] = sig[u + 1, v + 1]
-    m = theta if ntk else s
-    total = 0.0
-    for u in range(h):
-        for v in range(w):
-            total += m[u + 1, v + 1]
-    return total
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -163,47 +179,53 @@ def image_variances(x, n_conv, c):
     """
     n, p_, q_, _ = x.shape
     out = np.zeros((n, max(n_conv, 1), p_, q_), x.dtype)
+    layers = np.full(1, n_conv, np.int64)
     for i in prange(n):
-        _plane(x[i], x[i], out[i], out[i], 0, 0, n_conv, True, False, True, True, c)
+        _plane(x[i], x[i], out[i], out[i], 0, 0, layers, True, False, True, True, c, np.zeros(1))
     return out
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def pair_sums(x1, x2, v1, v2, rows, cols, deltas, n_conv, fix_first, fix_last, ntk, c):
+def pair_sums(x1, x2, v1, v2, rows, cols, deltas, out_layers, fix_first, fix_last, ntk, c):
     """Readout sums for the pairs ``(x1[rows[k]], x2[cols[k]])`` over the planes in ``deltas``.
 
-    deltas: (n_planes, 2) int array of displacements. Returns float64 ``(n_pairs,)`` (unscaled).
-    Work items are (pair, plane); partial sums are reduced in a fixed order, so a pair's value does
-    not depend on which other pairs share the call (tiles give bit-identical results).
+    deltas: (n_planes, 2) int array of displacements; out_layers: see :func:`_plane`. Returns
+    float64 ``(n_pairs, len(out_layers))`` (unscaled). Work items are (pair, plane); partial sums
+    are reduced in a fixed order, so a pair's value does not depend on which other pairs share the
+    call (tiles give bit-identical results). Allocates ``n_pairs * n_planes * len(out_layers)``
+    float64 partial sums.
     """
     n_pairs = rows.shape[0]
     n_planes = deltas.shape[0]
-    partial = np.zeros(n_pairs * n_planes)
+    n_out = out_layers.shape[0]
+    partial = np.zeros((n_pairs * n_planes, n_out))
     for t in prange(n_pairs * n_planes):
         k = t // n_planes
         d = t - k * n_planes
         a = rows[k]
         b = cols[k]
-        partial[t] = _plane(
+        _plane(
             x1[a],
             x2[b],
             v1[a],
             v2[b],
             deltas[d, 0],
             deltas[d, 1],
-            n_conv,
+            out_layers,
             fix_first,
             fix_last,
             ntk,
             False,
             c,
+            partial[t],
         )
-    out = np.zeros(n_pairs)
+    out = np.zeros((n_pairs, n_out))
     for k in range(n_pairs):
-        acc = 0.0
-        for d in range(n_planes):
-            acc += partial[k * n_planes + d]
-        out[k] = acc
+        for j in range(n_out):
+            acc = 0.0
+            for d in range(n_planes):
+                acc += partial[k * n_planes + d, j]
+            out[k, j] = acc
     return out
 
 

@@ -16,6 +16,8 @@ from .layers import CanonicalSpec, Network
 
 
 class Engine(Protocol):
+    """``pairs`` returns float64 values ``(n_pairs,)`` or ``(n_pairs, n_depths)``."""
+
     #: relative cost of one pair, used to size batches and to decide whether to show progress
     pair_cost: float
 
@@ -27,15 +29,23 @@ class Engine(Protocol):
 class NumbaEngine:
     """Fused CPU planes (:mod:`cntk_core.cpu_planes`) for the paper's architecture.
 
-    Allocates per block the variance maps ``(n, L, P, Q)`` in the arithmetic dtype, and per pair
-    batch ``n_pairs * n_planes`` float64 partial sums; each thread uses four (P+2) x (Q+2) buffers.
+    ``pairs`` returns ``(n_pairs, len(depths))``: one column per requested depth (default: the
+    network's own). Allocates per block the variance maps ``(n, L, P, Q)`` in the arithmetic
+    dtype, and per pair batch ``n_pairs * n_planes * len(depths)`` float64 partial sums; each
+    thread uses five (P+2) x (Q+2) buffers.
     """
 
-    def __init__(self, spec: CanonicalSpec, shape: tuple, kind: str, dtype: np.dtype):
+    #: one pass gives the kernels of several depths (every layer's readout is on the way)
+    multi_depth = True
+
+    def __init__(self, spec: CanonicalSpec, shape: tuple, kind: str, dtype: np.dtype, depths=None):
         from . import cpu_planes
 
         self._cp = cpu_planes
         self.spec = spec
+        self.out_layers = np.array(sorted(depths or [spec.depth]), np.int64) - 1
+        if self.out_layers[0] < 1 or self.out_layers[-1] != spec.n_conv:
+            raise ValueError(f"depths {depths} must be >= 2 and end at the network's depth {spec.depth}")
         self.ntk = kind == "ntk"
         self.dtype = dtype
         p, q = shape[0], shape[1]
@@ -59,7 +69,7 @@ class NumbaEngine:
             np.ascontiguousarray(rows, np.int64),
             np.ascontiguousarray(cols, np.int64),
             self.deltas,
-            s.n_conv,
+            self.out_layers,
             s.fix_first,
             s.fix_last,
             self.ntk,
@@ -122,11 +132,15 @@ def _to_host(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a, dtype=np.float64)
 
 
-def make_engine(backend: str, network: Network, shape: tuple, kind: str, dtype: np.dtype) -> Engine:
-    """The engine for ``backend`` (already resolved); falls back to per-layer for other networks."""
+def make_engine(backend: str, network: Network, shape: tuple, kind: str, dtype: np.dtype, depths=None) -> Engine:
+    """The engine for ``backend`` (already resolved); falls back to per-layer for other networks.
+
+    ``depths``: ask a multi-depth engine for the kernels of these depths in one pass (only the
+    Numba engine has ``multi_depth``; callers loop over depths otherwise).
+    """
     spec = network.canonical()
     if backend == "numba" and spec is not None:
-        return NumbaEngine(spec, shape, kind, dtype)
+        return NumbaEngine(spec, shape, kind, dtype, depths)
     if backend == "cupy":
         import cupy
 

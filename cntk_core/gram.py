@@ -83,17 +83,72 @@ def network_kernel(
         network = Network(network)
     check_kind(kind)
     dt = check_dtype(dtype)
-    x1 = as_images(x1, "x1")
-    symmetric = x2 is None
-    x2 = x1 if symmetric else as_images(x2, "x2")
-    check_pair(x1, x2)
-    n1, n2 = len(x1), len(x2)
+    x1, x2, symmetric = _inputs(x1, x2)
+    shape = (len(x1), len(x2))
     if out is None:
-        out = np.empty((n1, n2))
-    elif out.shape != (n1, n2) or out.dtype != np.float64:
-        raise ValueError(f"out must be a float64 array of shape {(n1, n2)}, got {out.dtype} {out.shape}")
-
+        out = np.empty(shape)
+    elif out.shape != shape or out.dtype != np.float64:
+        raise ValueError(f"out must be a float64 array of shape {shape}, got {out.dtype} {out.shape}")
     engine = make_engine(resolve_backend(backend), network, x1.shape[1:], kind, dt)
+    _fill(engine, x1, x2, symmetric, [out], progress, block_size)
+    return out
+
+
+def kernel_matrices(
+    x1,
+    x2=None,
+    *,
+    depths,
+    readout: str = "gap",
+    fix: bool = False,
+    kind: str = "ntk",
+    fix_first: bool | None = None,
+    fix_last: bool | None = None,
+    dtype="float64",
+    backend: str | None = None,
+    progress: bool | None = None,
+    block_size: int | None = None,
+) -> dict[int, np.ndarray]:
+    """``{depth: kernel_matrix(..., depth=depth)}`` for several depths, in one pass where possible.
+
+    The recurrence of depth ``d`` is a prefix of that of any deeper network, so the fused CPU
+    engine reads every requested depth out on the way to the deepest one: the cost is that of the
+    deepest network alone. Other backends loop over the depths. Allocates one float64
+    ``[n1, n2]`` result per depth; otherwise as :func:`kernel_matrix`.
+    """
+    depths = sorted({int(d) for d in np.atleast_1d(depths)})
+    if not depths:
+        raise ValueError("depths must name at least one depth")
+    network = cntk(depths[-1], readout, fix, fix_first=fix_first, fix_last=fix_last)
+    for d in depths:
+        cntk(d, readout)  # validates each depth
+    check_kind(kind)
+    dt = check_dtype(dtype)
+    name = resolve_backend(backend)
+    x1, x2, symmetric = _inputs(x1, x2)
+    engine = make_engine(name, network, x1.shape[1:], kind, dt, depths=depths)
+    if not getattr(engine, "multi_depth", False):
+        opts = dict(readout=readout, fix=fix, kind=kind, fix_first=fix_first, fix_last=fix_last, dtype=dtype)
+        x2_arg = None if symmetric else x2
+        return {d: kernel_matrix(x1, x2_arg, depth=d, backend=name, progress=progress, **opts) for d in depths}
+    outs = [np.empty((len(x1), len(x2))) for _ in depths]
+    _fill(engine, x1, x2, symmetric, outs, progress, block_size)
+    return dict(zip(depths, outs))
+
+
+def _inputs(x1, x2):
+    """Validated ``(x1, x2, symmetric)``; ``x2`` is ``x1`` for a symmetric Gram."""
+    x1 = as_images(x1, "x1")
+    if x2 is None:
+        return x1, x1, True
+    x2 = as_images(x2, "x2")
+    check_pair(x1, x2)
+    return x1, x2, False
+
+
+def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> None:
+    """Evaluate every needed pair tile by tile into ``outs`` (one array per engine output)."""
+    n1, n2 = len(x1), len(x2)
     tiles = _tiles(n1, n2, symmetric, block_size or _default_block(engine.pair_cost))
     n_pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     per_call = max(1, int(_WORK_PER_CALL // engine.pair_cost))
@@ -107,14 +162,14 @@ def network_kernel(
             state_cols = state_rows[1] if symmetric and (r0, r1) == (c0, c1) else engine.prepare(x2[c0:c1])
             for k in range(0, len(rows), per_call):
                 rr, cc = rows[k : k + per_call], cols[k : k + per_call]
-                values = engine.pairs(x1, x2, state_rows[1], state_cols, rr, cc)
-                out[r0 + rr, c0 + cc] = values
-                if symmetric:
-                    out[c0 + cc, r0 + rr] = values
+                values = np.asarray(engine.pairs(x1, x2, state_rows[1], state_cols, rr, cc)).reshape(len(rr), -1)
+                for j, out in enumerate(outs):
+                    out[r0 + rr, c0 + cc] = values[:, j]
+                    if symmetric:
+                        out[c0 + cc, r0 + rr] = values[:, j]
                 bar.update(len(rr))
     finally:
         bar.close()
-    return out
 
 
 def _default_block(pair_cost: float) -> int:

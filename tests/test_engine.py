@@ -319,3 +319,20 @@ def test_import_is_quiet_and_does_not_import_cupy():
     out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, env=os.environ)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok" and out.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "readout,fix_first,fix_last", [("vanilla", False, False), ("gap", True, True), ("gap", False, True)]
+)
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+def test_kernel_matrices_reads_every_depth_out_in_one_pass(readout, fix_first, fix_last, kind):
+    rng = np.random.default_rng(14)
+    x1, x2 = images(rng, 3, 6, 5, 2), images(rng, 2, 6, 5, 2)
+    opts = dict(readout=readout, fix_first=fix_first, fix_last=fix_last, kind=kind)
+    many = cntk_core.kernel_matrices(x1, x2, depths=[6, 2, 4], **opts)
+    assert sorted(many) == [2, 4, 6]
+    for d, k in many.items():
+        assert rel_err(k, reference_matrix(x1, x2, d, readout, fix_first, fix_last, kind)) <= 1e-7
+    sym = cntk_core.kernel_matrices(x1, depths=[3, 5], backend="numpy", **opts)
+    for d, k in sym.items():
+        assert rel_err(k, reference_matrix(x1, x1, d, readout, fix_first, fix_last, kind)) <= 1e-7

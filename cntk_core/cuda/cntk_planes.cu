@@ -1,0 +1,251 @@
+// Fused CNTK kernels: one thread block runs every layer of one "tile" of displacement planes of one
+// image pair on chip (shared memory), and writes one float64 partial readout sum.
+//
+// Math: shared/docs/cntk-math.md; the CPU statement of the same fused algorithm is
+// cntk_core/cpu_planes.py, and cntk_core/gpu.py:emulate_tile is a NumPy copy of one block.
+//
+// Tiles. tr3 and the ReLU map never mix entries of different displacement delta = p - p'. Along one
+// axis of length P, plane di (|di| < P) has P - |di| rows. For g = 1..P-1 the planes di = g and
+// di = g - P have g' = P - g and g rows: together exactly P. So a "row group" g in 0..P-1 is the set
+// {(i, i') : i = (i' + g) mod P}, with i' = r the tile row: rows r < P - g belong to plane g, the
+// rest to plane g - P (for g = 0 only plane 0). Likewise for columns. Tile (gi, gj) of a pair is the
+// P x Q map T[r, c] = entry [i, j, i', j'] with i' = r, j' = c, i = (r + gi) mod P, j = (c + gj) mod Q.
+// The P*Q tiles of a pair partition its (PQ)^2 entries, and every tile has exactly P*Q entries, so
+// all blocks do the same work. tr3 inside a tile: the neighbour (r + a, c + b) is added iff both
+// positions stay inside the image, 0 <= i + a < P and 0 <= r + a < P (same for columns); that is the
+// zero padding of tr3 and also the boundary between the two planes of a tile.
+// The vanilla readout only needs tile (0, 0) (= the delta = 0 plane).
+//
+// One block = one (pair, tile). Shared memory: 2 buffers x (Sigma, Theta) x P*Q entries of T, plus
+// one double per thread for the readout reduction. One __syncthreads per layer: layer h reads the
+// previous layer's K and Theta (box sums of neighbours) and writes its own into the other buffer.
+// Record mode (self pair, tile (0,0)) writes Sigma^(h)(x, x)[p, p] for h = 0..L-1 into vrec and uses
+// rho = S / sqrt(S * S), so that later pair launches of an exact self pair see rho == 1 exactly.
+//
+// Compiles three ways: NVRTC (CuPy RawModule, name_expressions "cntk_tiles<float>" ...), nvcc -ptx
+// (tests/test_cuda_compile.py), and as plain host C++ (g++ -x c++) where the block routine runs on
+// the CPU with one "thread" (tests/test_cuda_compile.py checks it against tests/reference.py).
+
+#if defined(__CUDACC__)
+#define CNTK_HD __host__ __device__
+#define CNTK_SYNC() __syncthreads()
+#else
+#include <cmath>
+#define CNTK_HD
+#define CNTK_SYNC() ((void)0)
+using std::acos;
+using std::asin;
+using std::sqrt;
+#endif
+
+namespace cntk {
+
+template <typename T>
+CNTK_HD inline T const_pi() { return T(3.141592653589793238462643383279502884); }
+
+template <typename T>
+CNTK_HD inline T const_inv9pi() { return T(0.035367765131532296838); }  // 1 / (9 pi)
+
+// arccos without the cancellation of acos near rho = 1: acos(rho) = 2 asin(sqrt((1 - rho) / 2)),
+// where 1 - rho is exact for rho in [0.5, 1]. acos(1) == 0 exactly.
+template <typename T>
+CNTK_HD inline T acos_stable(T rho) {
+    if (rho > T(0.5)) return T(2) * asin(sqrt((T(1) - rho) * T(0.5)));
+    return acos(rho);
+}
+
+// 3x3 box sum of src at tile entry (r, c); ok_* say whether the row/column shifts -1 and +1 stay
+// inside the image. Terms in the order of cpu_planes._box3 (row shift outer, column inner).
+template <typename T>
+CNTK_HD inline T box3(const T* src, int r, int c, int Q, bool up, bool down, bool left, bool right) {
+    T acc = T(0);
+    if (up) {
+        const T* row = src + (r - 1) * Q + c;
+        if (left) acc += row[-1];
+        acc += row[0];
+        if (right) acc += row[1];
+    }
+    {
+        const T* row = src + r * Q + c;
+        if (left) acc += row[-1];
+        acc += row[0];
+        if (right) acc += row[1];
+    }
+    if (down) {
+        const T* row = src + (r + 1) * Q + c;
+        if (left) acc += row[-1];
+        acc += row[0];
+        if (right) acc += row[1];
+    }
+    return acc;
+}
+
+// The ReLU dual of one entry (cntk_core.recurrence.relu_dual): K and K_dot from Sigma and the
+// product of the two positions' variances; rho = S / sqrt(prod) with one square root.
+template <typename T>
+CNTK_HD inline void relu_dual(T s, T prod, T& k, T& k_dot) {
+    T norm = T(0), rho = T(0);
+    if (prod > T(0)) {
+        norm = sqrt(prod);
+        rho = s / norm;
+        rho = rho < T(-1) ? T(-1) : (rho > T(1) ? T(1) : rho);
+    }
+    const T angle = acos_stable(rho);
+    k = norm * (rho * (const_pi<T>() - angle) + sqrt(T(1) - rho * rho)) * const_inv9pi<T>();
+    k_dot = (const_pi<T>() - angle) * const_inv9pi<T>();
+}
+
+// Everything one block does for one (pair, tile). Thread `tid` of `nt` handles the entries
+// e = tid, tid + nt, ... (on the host: tid = 0, nt = 1, and CNTK_SYNC is a no-op, which is the same
+// computation because no phase reads an entry that another thread writes in the same phase).
+//   xa, xb: P x Q x C images; va, vb: L x P x Q variance maps (unused in record mode);
+//   buf: 4 * P * Q entries of T (S/K ping, Theta ping, S/K pong, Theta pong); vrec: L x P x Q
+//   output of record mode. Returns this thread's float64 sum of Theta (ntk) or K over its entries.
+template <typename T>
+CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* va, const T* vb, T* vrec,
+                           T* buf, int gi, int gj, int P, int Q, int C, int L, bool fix_first,
+                           bool fix_last, bool ntk, bool record) {
+    const int PQ = P * Q;
+    T* s_src = buf;
+    T* t_src = buf + PQ;
+    T* s_dst = buf + 2 * PQ;
+    T* t_dst = buf + 3 * PQ;
+    // S0[r, c] = sum_c xa[i, j, :] . xb[r, c, :]
+    for (int e = tid; e < PQ; e += nt) {
+        const int r = e / Q, c = e - (e / Q) * Q;
+        int i = r + gi;
+        if (i >= P) i -= P;
+        int j = c + gj;
+        if (j >= Q) j -= Q;
+        const T* pa = xa + (i * Q + j) * C;
+        const T* pb = xb + e * C;
+        T acc = pa[0] * pb[0];
+        for (int ch = 1; ch < C; ++ch) acc += pa[ch] * pb[ch];
+        s_src[e] = acc;
+    }
+    CNTK_SYNC();
+    double total = 0.0;
+    for (int h = 1; h <= L; ++h) {
+        const bool add_k = !(fix_last && h == L);
+        for (int e = tid; e < PQ; e += nt) {
+            const int r = e / Q, c = e - (e / Q) * Q;
+            int i = r + gi;
+            if (i >= P) i -= P;
+            int j = c + gj;
+            if (j >= Q) j -= Q;
+            const bool up = r > 0 && i > 0, down = r < P - 1 && i < P - 1;
+            const bool left = c > 0 && j > 0, right = c < Q - 1 && j < Q - 1;
+            const T s = box3(s_src, r, c, Q, up, down, left, right);  // Sigma^(h-1)
+            T t = T(0);
+            if (ntk) {
+                if (h == 1)
+                    t = fix_first ? T(0) : s;  // Theta^(0) = Sigma^(0)
+                else
+                    t = box3(t_src, r, c, Q, up, down, left, right);
+            }
+            T prod;
+            if (record) {
+                vrec[(h - 1) * PQ + e] = s;
+                prod = s * s;
+            } else {
+                prod = va[(h - 1) * PQ + i * Q + j] * vb[(h - 1) * PQ + e];
+            }
+            T k, k_dot;
+            relu_dual(s, prod, k, k_dot);
+            t = k_dot * t;
+            if (add_k) t += k;
+            if (h < L) {
+                s_dst[e] = k;
+                t_dst[e] = t;
+            } else {
+                total += ntk ? double(t) : double(k);
+            }
+        }
+        CNTK_SYNC();
+        T* tmp = s_src;
+        s_src = s_dst;
+        s_dst = tmp;
+        tmp = t_src;
+        t_src = t_dst;
+        t_dst = tmp;
+    }
+    return total;
+}
+
+}  // namespace cntk
+
+#if defined(__CUDACC__)
+
+// grid.x = n_pairs * n_tiles, blockDim.x = nt (a power of two <= 1024).
+// Dynamic shared memory: nt doubles, then 4 * P * Q entries of T.
+// Pair k = blockIdx.x / n_tiles uses images rows[k] of x1 and cols[k] of x2, tile
+// (tiles[2t], tiles[2t+1]) with t = blockIdx.x % n_tiles. partial[blockIdx.x] = the block's sum.
+// Record mode: x2 == x1, rows == cols, n_tiles == 1, tile (0, 0); v1 receives the variance maps.
+template <typename T>
+__global__ void cntk_tiles(const T* __restrict__ x1, const T* __restrict__ x2, T* v1, const T* v2,
+                           const int* __restrict__ rows, const int* __restrict__ cols,
+                           const int* __restrict__ tiles, int n_tiles, int P, int Q, int C, int L,
+                           int fix_first, int fix_last, int ntk, int record, double* __restrict__ partial) {
+    extern __shared__ double cntk_smem[];
+    const int nt = blockDim.x, tid = threadIdx.x;
+    double* red = cntk_smem;
+    T* buf = reinterpret_cast<T*>(cntk_smem + nt);
+    const long long pair = blockIdx.x / n_tiles;
+    const int tile = blockIdx.x - int(pair) * n_tiles;
+    const long long a = rows[pair], b = cols[pair];
+    const long long img = (long long)P * Q * C, vmap = (long long)L * P * Q;
+    T* va = v1 + a * vmap;
+    const T* vb = (record ? v1 : v2) + b * vmap;
+    const double part = cntk::tile_thread<T>(tid, nt, x1 + a * img, x2 + b * img, va, vb, va, buf,
+                                             tiles[2 * tile], tiles[2 * tile + 1], P, Q, C, L,
+                                             fix_first != 0, fix_last != 0, ntk != 0, record != 0);
+    // fixed-order tree reduction: the result does not depend on other blocks or on the launch size
+    red[tid] = part;
+    __syncthreads();
+    for (int half = nt / 2; half > 0; half /= 2) {
+        if (tid < half) red[tid] += red[tid + half];
+        __syncthreads();
+    }
+    if (tid == 0) partial[blockIdx.x] = red[0];
+}
+
+// out[k] = scale * sum_t partial[k * n_tiles + t], summed in tile order (one thread per pair).
+extern "C" __global__ void cntk_reduce(const double* __restrict__ partial, int n_pairs, int n_tiles, double scale,
+                                       double* __restrict__ out) {
+    const long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n_pairs) return;
+    const double* p = partial + k * n_tiles;
+    double acc = 0.0;
+    for (int t = 0; t < n_tiles; ++t) acc += p[t];
+    out[k] = acc * scale;
+}
+
+#if !defined(__CUDACC_RTC__)
+// explicit instantiations so that `nvcc -ptx` emits (and type-checks) both precisions
+template __global__ void cntk_tiles<float>(const float*, const float*, float*, const float*, const int*,
+                                           const int*, const int*, int, int, int, int, int, int, int, int,
+                                           int, double*);
+template __global__ void cntk_tiles<double>(const double*, const double*, double*, const double*, const int*,
+                                            const int*, const int*, int, int, int, int, int, int, int, int,
+                                            int, double*);
+#endif
+
+#else  // host build (g++ -x c++ -shared): the block routine on the CPU, for tests only
+
+extern "C" {
+// Same contract as one block of cntk_tiles, with one thread: returns the tile's readout sum.
+// buf: 4 * P * Q scratch entries. Record mode writes L * P * Q variances into va.
+double cntk_host_tile_f64(const double* xa, const double* xb, double* va, const double* vb, double* buf,
+                          int gi, int gj, int P, int Q, int C, int L, int fix_first, int fix_last, int ntk,
+                          int record) {
+    return cntk::tile_thread<double>(0, 1, xa, xb, va, record ? va : vb, va, buf, gi, gj, P, Q, C, L,
+                                     fix_first != 0, fix_last != 0, ntk != 0, record != 0);
+}
+double cntk_host_tile_f32(const float* xa, const float* xb, float* va, const float* vb, float* buf, int gi,
+                          int gj, int P, int Q, int C, int L, int fix_first, int fix_last, int ntk, int record) {
+    return cntk::tile_thread<float>(0, 1, xa, xb, va, record ? va : vb, va, buf, gi, gj, P, Q, C, L,
+                                    fix_first != 0, fix_last != 0, ntk != 0, record != 0);
+}
+}
+
+#endif

@@ -1,0 +1,369 @@
+"""GPU engine: CPU-checkable parts (tiling, NumPy statement of a block, OOM retry, quiet import) and,
+marked ``gpu``, the CuPy paths against the float64 references (skipped without a usable GPU)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from reference import reference_matrix
+
+import cntk_core
+from cntk_core.backend import gpu_status
+from cntk_core.gpu import emulate_matrix, run_batched, tile_list
+
+# ---------------------------------------------------------------------------------------------
+# CPU: no GPU needed
+# ---------------------------------------------------------------------------------------------
+
+
+def test_import_without_cuda_is_quiet():
+    code = "import cntk_core, cntk_core.gpu; import sys; assert 'cupy' not in sys.modules"
+    res = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_kernel_source_is_package_data():
+    from pathlib import Path
+
+    from cntk_core.gpu import kernel_source
+
+    src = kernel_source()
+    assert src == (Path(cntk_core.__file__).parent / "cuda" / "cntk_planes.cu").read_text()
+    assert "cntk_tiles" in src and "cntk_reduce" in src
+
+
+@pytest.mark.parametrize("p,q", [(5, 7), (4, 4), (1, 3)])
+def test_tiles_partition_all_entries(p, q):
+    """Tile (gi, gj) = entries [(r+gi)%P, (c+gj)%Q, r, c]: every [i, j, i', j'] exactly once."""
+    seen = np.zeros((p, q, p, q), int)
+    r, c = np.meshgrid(np.arange(p), np.arange(q), indexing="ij")
+    for gi, gj in tile_list(p, q, "gap"):
+        seen[(r + gi) % p, (c + gj) % q, r, c] += 1
+    assert (seen == 1).all()
+    assert tile_list(p, q, "vanilla").tolist() == [[0, 0]]
+    assert tile_list(p, q, "gap")[0].tolist() == [0, 0]  # the variance pass uses the first tile
+
+
+@pytest.mark.parametrize(
+    "shape,depth,readout,fix,kind",
+    [
+        ((5, 7, 2), 4, "gap", True, "ntk"),
+        ((6, 4, 3), 3, "gap", False, "nngp"),
+        ((9, 13, 3), 6, "vanilla", False, "ntk"),
+    ],
+)
+def test_numpy_block_statement_matches_reference(shape, depth, readout, fix, kind):
+    rng = np.random.default_rng(depth)
+    x1 = rng.standard_normal((2,) + shape)
+    x2 = np.concatenate([x1[1:], rng.standard_normal((1,) + shape)])
+    spec = cntk_core.cntk(depth, readout, fix).canonical()
+    got = emulate_matrix(x1, x2, spec, kind)
+    ref = reference_matrix(x1, x2, depth, readout, fix, fix, kind)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+
+
+TOL = {"float32": 1e-4, "float64": 1e-7}
+
+
+class FakeOOM(Exception):
+    pass
+
+
+def test_run_batched_halves_on_oom_and_keeps_finished_work():
+    calls = []
+    failures = {"left": 2}
+
+    def fn(lo, hi):
+        if hi - lo > 3 and failures["left"]:
+            failures["left"] -= 1
+            raise FakeOOM
+        calls.append((lo, hi))
+
+    freed = []
+    batch = run_batched(20, 16, fn, (FakeOOM,), lambda: freed.append(1))
+    assert batch == 4 and len(freed) == 2
+    covered = sorted(i for lo, hi in calls for i in range(lo, hi))
+    assert covered == list(range(20))  # every item exactly once, none redone
+
+
+def test_run_batched_reraises_when_one_item_does_not_fit():
+    def fn(lo, hi):
+        raise FakeOOM
+
+    with pytest.raises(FakeOOM):
+        run_batched(5, 4, fn, (FakeOOM,))
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU: FusedGPUEngine's Python side, with the kernels replaced by the .cu compiled for the host
+# (checks launch arguments, record pass, tile list, reduction, scale and OOM retry without a GPU)
+# ---------------------------------------------------------------------------------------------
+
+
+class _HostArray(np.ndarray):
+    def get(self):
+        return np.asarray(self)
+
+
+class _FakeCupy:
+    """Just enough of the CuPy namespace for FusedGPUEngine, on NumPy."""
+
+    int32, float64 = np.int32, np.float64
+
+    class cuda:  # noqa: N801
+        class memory:  # noqa: N801
+            OutOfMemoryError = FakeOOM
+
+        class runtime:  # noqa: N801
+            @staticmethod
+            def memGetInfo():  # noqa: N802
+                return 1 << 30, 1 << 31
+
+    class _Pool:
+        def free_bytes(self):
+            return 0
+
+        def free_all_blocks(self):
+            pass
+
+    @classmethod
+    def get_default_memory_pool(cls):
+        return cls._Pool()
+
+    @staticmethod
+    def asarray(a):
+        return np.ascontiguousarray(a).view(_HostArray)
+
+    @staticmethod
+    def empty(n, dtype):
+        return np.empty(n, dtype).view(_HostArray)
+
+    @staticmethod
+    def zeros(shape, dtype):
+        return np.zeros(shape, dtype).view(_HostArray)
+
+    @staticmethod
+    def arange(n, dtype):
+        return np.arange(n, dtype=dtype).view(_HostArray)
+
+
+class _FakeModule:
+    """``get_function`` returns Python stand-ins that run each block with the host build of the .cu."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def get_function(self, name):
+        if name == "cntk_reduce":
+            return self._reduce
+        fn = {"cntk_tiles<float>": self.lib.cntk_host_tile_f32, "cntk_tiles<double>": self.lib.cntk_host_tile_f64}[name]
+        return lambda grid, block, args, shared_mem=0: self._tiles(fn, grid, block, args, shared_mem)
+
+    @staticmethod
+    def _tiles(fn, grid, block, args, shared_mem):
+        x1, x2, v1, v2, rows, cols, tiles, n_tiles, p, q, c, L, ff, fl, ntk, record, partial = args
+        assert all(isinstance(a, np.int32) for a in (n_tiles, p, q, c, L, ff, fl, ntk, record))
+        assert partial.dtype == np.float64 and rows.dtype == cols.dtype == tiles.dtype == np.int32
+        assert grid == (len(rows) * n_tiles,) and shared_mem == block[0] * 8 + 4 * p * q * x1.itemsize
+        buf = np.zeros(4 * p * q, x1.dtype)
+
+        def ptr(arr, k, size):
+            return arr.ctypes.data + int(k) * int(size) * arr.itemsize
+
+        for blk in range(grid[0]):
+            k, t = divmod(blk, int(n_tiles))
+            a, b = rows[k], cols[k]
+            vb = v1 if record else v2
+            partial[blk] = fn(
+                ptr(x1, a, p * q * c), ptr(x2, b, p * q * c), ptr(v1, a, L * p * q), ptr(vb, b, L * p * q),
+                buf.ctypes.data, int(tiles[2 * t]), int(tiles[2 * t + 1]), p, q, c, L, ff, fl, ntk, record,
+            )  # fmt: skip
+
+    @staticmethod
+    def _reduce(grid, block, args):
+        partial, n, n_tiles, scale, out = args
+        assert isinstance(scale, np.float64) and grid[0] * block[0] >= n
+        out[:] = np.asarray(partial).reshape(int(n), int(n_tiles)).sum(axis=1) * scale
+
+
+@pytest.fixture(scope="module")
+def host_lib(tmp_path_factory):
+    from test_cuda_compile import build_host_lib
+
+    return build_host_lib(tmp_path_factory.mktemp("cuda_host"))
+
+
+@pytest.fixture
+def host_engine(monkeypatch, host_lib):
+    import cntk_core.gpu as gpu
+
+    lib = host_lib
+    monkeypatch.setitem(sys.modules, "cupy", _FakeCupy)
+    monkeypatch.setattr(gpu, "_module", lambda: _FakeModule(lib))
+
+    def make(depth, readout, fix, kind, dtype, shape, **kw):
+        spec = cntk_core.cntk(depth, readout, fix).canonical()
+        return gpu.FusedGPUEngine(spec, shape, kind, np.dtype(dtype), **kw)
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "shape,depth,readout,fix,kind,dtype",
+    [
+        ((5, 7, 2), 3, "gap", True, "ntk", "float64"),
+        ((6, 4, 3), 4, "gap", False, "nngp", "float32"),
+        ((9, 13, 3), 6, "vanilla", False, "ntk", "float32"),
+    ],
+)
+def test_engine_python_side_with_host_kernels(host_engine, shape, depth, readout, fix, kind, dtype):
+    rng = np.random.default_rng(2)
+    x1 = rng.standard_normal((3,) + shape)
+    x2 = np.concatenate([x1[2:], rng.standard_normal((1,) + shape)])
+    eng = host_engine(depth, readout, fix, kind, dtype, shape, max_pairs=4)
+    s1, s2 = eng.prepare(x1), eng.prepare(x2)
+    rows, cols = np.meshgrid(np.arange(3), np.arange(2), indexing="ij")
+    got = eng.pairs(x1, x2, s1, s2, rows.ravel(), cols.ravel()).reshape(3, 2)
+    ref = reference_matrix(x1, x2, depth, readout, fix, fix, kind)
+    np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref).max())
+
+
+def test_engine_oom_retry_with_host_kernels(host_engine):
+    x = np.random.default_rng(3).standard_normal((4, 5, 5, 2))
+    eng = host_engine(3, "vanilla", False, "ntk", "float64", (5, 5, 2), max_pairs=8)
+    state = eng.prepare(x)
+    rows, cols = np.triu_indices(4)
+    want = eng.pairs(x, x, state, state, rows, cols)
+    real, raised = eng._launch, []
+
+    def flaky(*args):
+        if not raised:
+            raised.append(1)
+            raise FakeOOM
+        return real(*args)
+
+    eng._launch = flaky
+    got = eng.pairs(x, x, state, state, rows, cols)
+    assert raised and eng.max_pairs == 4
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="out of range"):
+        eng.pairs(x, x, state, state, np.array([0]), np.array([4]))
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: CuPy paths against float64 references
+# ---------------------------------------------------------------------------------------------
+
+_GPU_OK, _GPU_WHY = gpu_status()
+needs_gpu = pytest.mark.skipif(not _GPU_OK, reason=f"no usable GPU: {_GPU_WHY}")
+
+
+def _rel(a, b) -> float:
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def _per_layer(x1, x2, depth, readout, fix, kind, dtype):
+    import cupy
+
+    from cntk_core.engines import PerLayerEngine
+
+    net = cntk_core.cntk(depth, readout, fix)
+    eng = PerLayerEngine(net, x1.shape[1:], kind, np.dtype(dtype), xp=cupy)
+    s1, s2 = eng.prepare(x1), eng.prepare(x2)
+    rows, cols = np.meshgrid(np.arange(len(x1)), np.arange(len(x2)), indexing="ij")
+    return eng.pairs(x1, x2, s1, s2, rows.ravel(), cols.ravel()).reshape(len(x1), len(x2))
+
+
+SMALL = [
+    ((8, 8, 3), 2, "gap", True, "ntk"),
+    ((9, 13, 3), 3, "gap", False, "ntk"),
+    ((8, 8, 3), 5, "gap", True, "nngp"),
+    ((9, 13, 2), 21, "vanilla", False, "ntk"),
+    ((11, 8, 3), 11, "vanilla", True, "nngp"),
+]
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape,depth,readout,fix,kind", SMALL)
+def test_gpu_paths_match_reference(shape, depth, readout, fix, kind, dtype):
+    rng = np.random.default_rng(depth + shape[1])
+    x1 = rng.standard_normal((3,) + shape)
+    x2 = np.concatenate([x1[:1], rng.standard_normal((2,) + shape)])
+    ref = reference_matrix(x1, x2, depth, readout, fix, fix, kind)
+    kw = dict(depth=depth, readout=readout, fix=fix, kind=kind, dtype=dtype)
+    fused = cntk_core.kernel_matrix(x1, x2, backend="cupy", **kw)
+    assert _rel(fused, ref) <= TOL[dtype]
+    layered = _per_layer(x1, x2, depth, readout, fix, kind, dtype)
+    assert _rel(layered, ref) <= TOL[dtype]
+
+
+GRAM_CASES = [((32, 32, 3), 21, "gap", True), ((9, 13, 3), 11, "vanilla", False), ((16, 16, 3), 3, "gap", False)]
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape,depth,readout,fix", GRAM_CASES)
+def test_gpu_symmetric_gram_matches_numba(shape, depth, readout, fix, dtype):
+    x = np.random.default_rng(3).standard_normal((3,) + shape)
+    ref = cntk_core.kernel_matrix(x, depth=depth, readout=readout, fix=fix, backend="numba")
+    got = cntk_core.kernel_matrix(x, depth=depth, readout=readout, fix=fix, dtype=dtype, backend="cupy")
+    assert _rel(got, ref) <= TOL[dtype]
+    np.testing.assert_array_equal(got, got.T)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_vanilla_float32_self_kernel():
+    x = np.random.default_rng(4).standard_normal((4, 32, 32, 3))
+    got = cntk_core.kernel_matrix(x, depth=21, readout="vanilla", dtype="float32", backend="cupy")
+    ref = np.diag(cntk_core.kernel_matrix(x, depth=21, readout="vanilla", backend="numba"))
+    assert np.max(np.abs(np.diag(got) - ref) / ref) <= 1e-6
+
+
+def _engine(readout="gap", depth=4, shape=(8, 8, 3), **kw):
+    from cntk_core.gpu import FusedGPUEngine
+
+    spec = cntk_core.cntk(depth, readout, True).canonical()
+    return FusedGPUEngine(spec, shape, "ntk", np.dtype("float32"), **kw)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_values_independent_of_launch_size():
+    x = np.random.default_rng(6).standard_normal((5, 8, 8, 3))
+    rows, cols = np.triu_indices(5)
+    a = _engine(max_pairs=1)
+    b = _engine()
+    sa, sb = a.prepare(x), b.prepare(x)
+    np.testing.assert_array_equal(a.pairs(x, x, sa, sa, rows, cols), b.pairs(x, x, sb, sb, rows, cols))
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_gpu_oom_halves_batch_and_retries(monkeypatch):
+    import cupy
+
+    x = np.random.default_rng(7).standard_normal((6, 8, 8, 3))
+    rows, cols = np.triu_indices(6)
+    eng = _engine(max_pairs=64)
+    state = eng.prepare(x)
+    want = eng.pairs(x, x, state, state, rows, cols)
+    real = eng._launch
+    raised = []
+
+    def flaky(*args, **kw):
+        if not raised:
+            raised.append(1)
+            raise cupy.cuda.memory.OutOfMemoryError(1 << 40, 0)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(eng, "_launch", flaky)
+    got = eng.pairs(x, x, state, state, rows, cols)
+    assert raised and eng.max_pairs == len(rows) // 2
+    np.testing.assert_array_equal(got, want)
