@@ -1,0 +1,148 @@
+"""CPU engine benchmark: kernel entries per second and peak memory, against baselines in the same run.
+
+For CNTK-V (vanilla, fix=False) and CNTK-GAP (gap, fix=True) at depths 3, 11, 21 on 32x32x3 and
+16x16x3 random images it prints, per configuration:
+
+* ours: entries/s of ``cntk_core.kernel_matrix`` (symmetric Gram, default backend) and the peak
+  resident memory of a fresh process that computes it (``ru_maxrss``, includes the interpreter);
+* ref: entries/s of the slow 4-D reference of ``tests/reference.py`` on one pair, and the ratio;
+* nt: neural-tangents' float64 CNTK (``jax_enable_x64``; 6-7x faster than its float32 on this CPU)
+  when ``--nt-python`` names a Python with neural-tangents 0.6.5 (jax 0.4.23, numpy 1.26; it needs
+  its own virtual environment), after checking that its kernel equals ours up to the known factor
+  P*Q*C (vanilla) or C (GAP); and the ratio.
+
+Usage: python benchmarks/bench_cpu.py [--quick] [--nt-python /path/to/venv/bin/python] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+CONFIGS = [(32, "vanilla", d) for d in (3, 11, 21)] + [(32, "gap", d) for d in (3, 11, 21)]
+CONFIGS += [(16, "vanilla", d) for d in (3, 11, 21)] + [(16, "gap", d) for d in (3, 11, 21)]
+
+
+def images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, size, size, 3))
+
+
+def measure_ours(size: int, readout: str, depth: int, seconds: float) -> dict:
+    """Run in a fresh process: calibrate n for ~``seconds``, time the symmetric Gram, report RSS."""
+    import cntk_core
+
+    fix = readout == "gap"
+    cntk_core.kernel_matrix(images(2, size), depth=depth, readout=readout, fix=fix)  # JIT / cache load
+    n, wall = 4, 0.0
+    while wall < seconds / 8 and n < 4000:  # calibrate on growing n: small calls are overhead-bound
+        n *= 2
+        t = time.perf_counter()
+        cntk_core.kernel_matrix(images(n, size, 1), depth=depth, readout=readout, fix=fix, progress=False)
+        wall = time.perf_counter() - t
+    per_entry = wall / (n * (n + 1) / 2)
+    n = int(np.clip((2 * seconds / per_entry) ** 0.5, 4, 4000))
+    x = images(n, size, 2)
+    t = time.perf_counter()
+    cntk_core.kernel_matrix(x, depth=depth, readout=readout, fix=fix, progress=False)
+    wall = time.perf_counter() - t
+    entries = n * (n + 1) / 2
+    return {
+        "n": n,
+        "entries_per_s": entries / wall,
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def run_ours_in_subprocess(size, readout, depth, seconds) -> dict:
+    code = (
+        "import json, sys; sys.path.insert(0, %r); import bench_cpu; "
+        "print(json.dumps(bench_cpu.measure_ours(%d, %r, %d, %f)))" % (str(HERE), size, readout, depth, seconds)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_reference(size: int, readout: str, depth: int) -> float:
+    """Entries per second of the 4-D reference (one pair)."""
+    from reference import reference_kernel
+
+    x = images(2, size, 3)
+    t = time.perf_counter()
+    reference_kernel(x[0], x[1], depth, readout, readout == "gap", readout == "gap")
+    return 1.0 / (time.perf_counter() - t)
+
+
+def measure_nt(nt_python: str, size: int, readout: str, depth: int) -> tuple[float, float]:
+    """(entries/s of neural-tangents float64, max relative deviation from ours after the factor)."""
+    import cntk_core
+
+    n = 2 if readout == "gap" else 16
+    x1, x2 = images(n, size, 4), images(n, size, 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "x.npz")
+        np.savez(path, x1=x1, x2=x2)
+        out = subprocess.run(
+            [nt_python, str(HERE / "_nt_kernel.py"), path, str(depth), readout, "2"],
+            capture_output=True,
+            text=True,
+        )
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    ours = cntk_core.kernel_matrix(x1, x2, depth=depth, readout=readout, fix=False)
+    factor = size * size * 3 if readout == "vanilla" else 3
+    nt = np.asarray(result["kernel"]) * factor
+    deviation = float(np.max(np.abs(nt - ours) / np.abs(ours)))
+    return n * n / result["seconds"], deviation
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="16x16 and depth 3 only, short timings")
+    ap.add_argument("--seconds", type=float, default=3.0, help="target wall time per measurement of ours")
+    ap.add_argument("--nt-python", default=os.environ.get("CNTK_NT_PYTHON"), help="python with neural-tangents")
+    ap.add_argument("--no-reference", action="store_true")
+    args = ap.parse_args(argv)
+    configs = [c for c in CONFIGS if c[0] == 16 and c[2] == 3] if args.quick else CONFIGS
+    print(
+        f"# bench_cpu  {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, python {platform.python_version()}"
+    )
+    header = f"{'config':<18}{'n':>5}{'ours ent/s':>13}{'peak MB':>9}{'ref ent/s':>11}{'x ref':>8}{'nt ent/s':>11}{'x nt':>8}"
+    print(header)
+    rows = []
+    for size, readout, depth in configs:
+        ours = run_ours_in_subprocess(size, readout, depth, 1.0 if args.quick else args.seconds)
+        ref = None if args.no_reference else measure_reference(size, readout, depth)
+        nt = dev = None
+        if args.nt_python:
+            nt, dev = measure_nt(args.nt_python, size, readout, depth)
+            if dev > 1e-6:
+                raise SystemExit(f"neural-tangents disagrees with cntk_core by {dev:.2e} (after the factor)")
+        name = f"{'V' if readout == 'vanilla' else 'GAP'}-{depth} {size}x{size}"
+        fmt = lambda v: f"{v:.3g}" if v is not None else "-"  # noqa: E731
+        ratio = lambda a, b: f"{a / b:.3g}x" if b else "-"  # noqa: E731
+        print(
+            f"{name:<18}{ours['n']:>5}{fmt(ours['entries_per_s']):>13}{ours['peak_mb']:>9.0f}{fmt(ref):>11}"
+            f"{ratio(ours['entries_per_s'], ref):>8}{fmt(nt):>11}{ratio(ours['entries_per_s'], nt):>8}",
+            flush=True,
+        )
+        rows.append({"config": name, **ours, "ref_entries_per_s": ref, "nt_entries_per_s": nt, "nt_deviation": dev})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
