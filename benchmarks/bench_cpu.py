@@ -68,8 +68,8 @@ def measure_ours(size: int, readout: str, depth: int, seconds: float) -> dict:
 
 def run_ours_in_subprocess(size, readout, depth, seconds) -> dict:
     code = (
-        "import json, sys; sys.path.insert(0, %r); import bench_cpu; "
-        "print(json.dumps(bench_cpu.measure_ours(%d, %r, %d, %f)))" % (str(HERE), size, readout, depth, seconds)
+        f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench_cpu; "
+        f"print(json.dumps(bench_cpu.measure_ours({size}, {readout!r}, {depth}, {seconds})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -121,8 +121,8 @@ def main(argv=None) -> int:
         f"# bench_cpu  {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, python {platform.python_version()}"
     )
-    header = f"{'config':<18}{'n':>5}{'ours ent/s':>13}{'peak MB':>9}{'ref ent/s':>11}{'x ref':>8}{'nt ent/s':>11}{'x nt':>8}"
-    print(header)
+    print(f"{'config':<18}{'n':>5}{'ours ent/s':>13}{'peak MB':>9}", end="")
+    print(f"{'ref ent/s':>11}{'x ref':>8}{'nt ent/s':>11}{'x nt':>8}")
     rows = []
     for size, readout, depth in configs:
         ours = run_ours_in_subprocess(size, readout, depth, 1.0 if args.quick else args.seconds)
