@@ -133,7 +133,7 @@ def kernel_matrices(
         return {d: kernel_matrix(x1, x2_arg, depth=d, backend=name, progress=progress, **opts) for d in depths}
     outs = [np.empty((len(x1), len(x2))) for _ in depths]
     _fill(engine, x1, x2, symmetric, outs, progress, block_size)
-    return dict(zip(depths, outs))
+    return dict(zip(depths, outs, strict=True))
 
 
 def _inputs(x1, x2):
