@@ -3,13 +3,15 @@
 ``tr3`` and the ReLU map never mix entries of different displacement ``delta = p - p'``
 (``cntk-math.md``, "Structure worth exploiting"). So a pair's 4-D covariance splits into
 ``(2P-1)(2Q-1)`` planes; plane ``delta`` is an ``(P-|di|) x (Q-|dj|)`` map on which ``tr3`` is a
-plain 3x3 box sum with zero padding. This module runs one (pair, plane) work item through every
-layer with two small buffers that stay in L1/L2, and sums its readout. The vanilla readout needs
-only the ``delta = 0`` plane.
+plain 3x3 box sum with zero padding. Planes of very different sizes make short, badly vectorised
+loops, so they are packed four at a time into P x Q "tiles" (planes ``di`` and ``di - P`` stacked,
+``dj`` and ``dj - Q`` side by side, one zero separator row/column between them; the same packing as
+the CUDA kernel). One (pair, tile) work item runs through every layer in eight small buffers that
+stay in L1/L2 and sums its readout. The vanilla readout needs only tile (0, 0), the delta = 0 plane.
 
 The scalar formulas below re-state :func:`cntk_core.recurrence.relu_dual` (same operation order,
-single square root for ``rho``); per-image variances come from running the same plane routine on
-the self pair's ``delta = 0`` plane, so an exact self pair sees ``rho == 1`` exactly.
+single square root for ``rho``); per-image variances come from running the same tile routine on
+the self pair's delta = 0 plane, so an exact self pair sees ``rho == 1`` exactly.
 """
 
 from __future__ import annotations
@@ -70,105 +72,141 @@ def _box3(src, dst, rowsum, h, w):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _relu_row(sig, theta, k_out, va, vb, w, add_k, c):
-    """One row of the ReLU layer (cntk_core.recurrence.relu_dual): K into k_out, Theta in place.
+def _relu(sig, theta, k_out, va, vb, add_k, c):
+    """The ReLU layer (cntk_core.recurrence.relu_dual) on flat spans: K into k_out, Theta in place.
 
-    sig, theta, k_out: padded rows (w + 2); va, vb: the two images' variance rows (w).
+    All five arguments are 1-D views of the same length; where ``va * vb == 0`` (padding and
+    separators, whose Theta is 0) the result is K = 0 and Theta = 0.
     """
     pi, inv9pi, one = c[0], c[1], c[2]
     zero = one - one
-    for v in range(w):
+    for v in range(sig.shape[0]):
         prod = va[v] * vb[v]
         positive = prod > zero
         norm = np.sqrt(prod) if positive else zero
-        rho = sig[v + 1] / norm if positive else zero
+        rho = sig[v] / norm if positive else zero
         rho = one if rho > one else rho
         rho = -one if rho < -one else rho
         angle = _arccos(rho, c)
         k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
         k_dot = (pi - angle) * inv9pi
-        t = k_dot * theta[v + 1]
-        theta[v + 1] = t + k if add_k else t
-        k_out[v + 1] = k
+        t = k_dot * theta[v]
+        theta[v] = t + k if add_k else t
+        k_out[v] = k
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _plane_sum(m, h, w):
-    total = 0.0
-    for u in range(h):
-        for v in range(w):
-            total += m[u + 1, v + 1]
-    return total
+def _blocks(p, q, gi, gj):
+    """The (up to) four displacement planes of tile (gi, gj) and where they sit in its buffer.
+
+    Returns an int64 array (4, 6) of ``(row0, n_rows, di, col0, n_cols, dj)``: plane ``(di, dj)``
+    occupies rows ``row0 .. row0 + n_rows`` and columns ``col0 .. col0 + n_cols`` of the padded
+    ``(P + 3) x (Q + 3)`` buffer. Planes ``di = gi`` (P - gi rows) and ``di = gi - P`` (gi rows)
+    are stacked with one zero separator row between them, likewise for columns; so every tile
+    has P x Q entries and the 3x3 box sum over the whole buffer is tr3 on each plane.
+    """
+    out = np.zeros((4, 6), np.int64)
+    k = 0
+    for rb in range(2):
+        for cb in range(2):
+            out[k, 0] = 1 if rb == 0 else p - gi + 2
+            out[k, 1] = p - gi if rb == 0 else gi
+            out[k, 2] = gi if rb == 0 else gi - p
+            out[k, 3] = 1 if cb == 0 else q - gj + 2
+            out[k, 4] = q - gj if cb == 0 else gj
+            out[k, 5] = gj if cb == 0 else gj - q
+            k += 1
+    return out
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _plane(xa, xb, va, vb, di, dj, out_layers, fix_first, fix_last, ntk, record, c, sums):
-    """Readout sums over one displacement plane of one pair, at the layers in ``out_layers``.
+def _gather(src, dst, blocks, first):
+    """dst[block] = src[positions of the first (``first``) or second image] for every block."""
+    for k in range(4):
+        r0, nr, di, c0, nc, dj = blocks[k]
+        i0 = max(di, 0) if first else max(-di, 0)
+        j0 = max(dj, 0) if first else max(-dj, 0)
+        for u in range(nr):
+            for v in range(nc):
+                dst[r0 + u, c0 + v] = src[i0 + u, j0 + v]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _tile(xa, xb, va, vb, gi, gj, out_layers, fix_first, fix_last, ntk, record, c, sums):
+    """Readout sums over one tile (four displacement planes) of one pair, at ``out_layers``.
 
     xa, xb: (P, Q, C) images; va, vb: (L, P, Q) variance maps (Sigma^(h)(x, x)[p, p] for
-    h = 0 .. L-1); out_layers: ascending int64 layer counts L_k (depth d = L_k + 1), the last one
-    is the number of conv+ReLU layers run, L. With ``record`` (self pair, delta = 0, va is vb) the
-    routine writes the variance maps instead of reading them. Writes into ``sums[k]`` the float64
-    sum of Theta (``ntk``) or K over the plane for depth ``out_layers[k] + 1``; the caller applies
-    the readout's scale. With ``fix_last`` the readout layer's own term K is left out (exactly at
-    the last layer, by subtraction at earlier ones). Allocates 5 buffers of about (H+2) x (W+2).
+    h = 0 .. L-1); gi, gj: the tile (see :func:`_blocks`; tile (0, 0) is the delta = 0 plane
+    alone, all the vanilla readout needs); out_layers: ascending int64 layer counts L_k (depth
+    d = L_k + 1), the last one is the number of conv+ReLU layers run, L. With ``record`` (self
+    pair, tile (0, 0), va is vb) the routine writes the variance maps instead of reading them.
+    Writes into ``sums[k]`` the float64 sum of Theta (``ntk``) or K over the tile for depth
+    ``out_layers[k] + 1``; the caller applies the readout's scale. With ``fix_last`` the readout
+    layer's own term K is left out (exactly at the last layer, by subtraction at earlier ones).
+    Allocates 7 buffers of (P + 3) x (Q + 3) and one of (P + 3) x (Q + 1).
     """
     n_conv = out_layers[-1]
     p_, q_, c_ = xa.shape
-    h = p_ - abs(di)
-    w = q_ - abs(dj)
-    ia = max(di, 0)
-    ib = max(-di, 0)
-    ja = max(dj, 0)
-    jb = max(-dj, 0)
-    s = np.zeros((h + 2, w + 2), xa.dtype)  # S0, later K
-    sig = np.zeros((h + 2, w + 2), xa.dtype)
-    theta = np.zeros((h + 2, w + 2), xa.dtype)
-    tmp = np.zeros((h + 2, w + 2), xa.dtype)
-    rowsum = np.zeros((h + 2, w), xa.dtype)
-    for u in range(h):
-        for v in range(w):
-            acc = xa[u + ia, v + ja, 0] * xb[u + ib, v + jb, 0]
-            for ch in range(1, c_):
-                acc += xa[u + ia, v + ja, ch] * xb[u + ib, v + jb, ch]
-            s[u + 1, v + 1] = acc
-    _box3(s, sig, rowsum, h, w)  # Sigma^(0) = tr3(S0)
+    hh, ww = p_ + 3, q_ + 3
+    sep_row, sep_col = p_ - gi + 1, q_ - gj + 1
+    blocks = _blocks(p_, q_, gi, gj)
+    s = np.zeros((hh, ww), xa.dtype)  # S0, later K
+    sig = np.zeros((hh, ww), xa.dtype)
+    theta = np.zeros((hh, ww), xa.dtype)
+    tmp = np.zeros((hh, ww), xa.dtype)
+    var_a = np.zeros((hh, ww), xa.dtype)
+    var_b = np.zeros((hh, ww), xa.dtype)
+    rowsum = np.zeros((hh, q_ + 1), xa.dtype)
+    # the flat span of interior rows 1 .. P+1, on which the ReLU runs as one long vector loop
+    lo, hi = ww, (p_ + 2) * ww
+    s_f, sig_f, th_f = s.reshape(hh * ww)[lo:hi], sig.reshape(hh * ww)[lo:hi], theta.reshape(hh * ww)[lo:hi]
+    va_f, vb_f = var_a.reshape(hh * ww)[lo:hi], var_b.reshape(hh * ww)[lo:hi]
+    for k in range(4):
+        r0, nr, di, c0, nc, dj = blocks[k]
+        ia, ib, ja, jb = max(di, 0), max(-di, 0), max(dj, 0), max(-dj, 0)
+        for u in range(nr):
+            for v in range(nc):
+                acc = xa[u + ia, v + ja, 0] * xb[u + ib, v + jb, 0]
+                for ch in range(1, c_):
+                    acc += xa[u + ia, v + ja, ch] * xb[u + ib, v + jb, ch]
+                s[r0 + u, c0 + v] = acc
+    _box3(s, sig, rowsum, p_ + 1, q_ + 1)  # Sigma^(0) = tr3(S0)
     if record:
-        for u in range(h):
-            for v in range(w):
-                va[0, u, v] = sig[u + 1, v + 1]
+        va[0, :, :] = sig[1 : p_ + 1, 1 : q_ + 1]
     if not fix_first:
         theta[:, :] = sig
+        theta[sep_row, :] = 0
+        theta[:, sep_col] = 0
     k_out = 0
     for layer in range(1, n_conv + 1):
-        add_k = not (fix_last and layer == n_conv)
-        for u in range(h):
-            _relu_row(
-                sig[u + 1],
-                theta[u + 1],
-                s[u + 1],
-                va[layer - 1, u + ia, ja : ja + w],
-                vb[layer - 1, u + ib, jb : jb + w],
-                w,
-                add_k,
-                c,
-            )
+        _gather(va[layer - 1], var_a, blocks, True)
+        _gather(vb[layer - 1], var_b, blocks, False)
+        _relu(sig_f, th_f, s_f, va_f, vb_f, not (fix_last and layer == n_conv), c)
         if layer == out_layers[k_out]:
             if not ntk:
-                sums[k_out] = _plane_sum(s, h, w)
+                sums[k_out] = _span_sum(s_f)
             elif fix_last and layer < n_conv:
-                sums[k_out] = _plane_sum(theta, h, w) - _plane_sum(s, h, w)
+                sums[k_out] = _span_sum(th_f) - _span_sum(s_f)
             else:
-                sums[k_out] = _plane_sum(theta, h, w)
+                sums[k_out] = _span_sum(th_f)
             k_out += 1
         if layer < n_conv:
-            _box3(s, sig, rowsum, h, w)
-            _box3(theta, tmp, rowsum, h, w)
+            _box3(s, sig, rowsum, p_ + 1, q_ + 1)
+            _box3(theta, tmp, rowsum, p_ + 1, q_ + 1)
             theta, tmp = tmp, theta
+            th_f = theta.reshape(hh * ww)[lo:hi]
+            theta[sep_row, :] = 0
+            theta[:, sep_col] = 0
             if record:
-                for u in range(h):
-                    for v in range(w):
-                        va[layer, u, v] = sig[u + 1, v + 1]
+                va[layer, :, :] = sig[1 : p_ + 1, 1 : q_ + 1]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _span_sum(m):
+    total = 0.0
+    for v in range(m.shape[0]):
+        total += m[v]
+    return total
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -181,22 +219,22 @@ def image_variances(x, n_conv, c):
     out = np.zeros((n, max(n_conv, 1), p_, q_), x.dtype)
     layers = np.full(1, n_conv, np.int64)
     for i in prange(n):
-        _plane(x[i], x[i], out[i], out[i], 0, 0, layers, True, False, True, True, c, np.zeros(1))
+        _tile(x[i], x[i], out[i], out[i], 0, 0, layers, True, False, True, True, c, np.zeros(1))
     return out
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def pair_sums(x1, x2, v1, v2, rows, cols, deltas, out_layers, fix_first, fix_last, ntk, c):
-    """Readout sums for the pairs ``(x1[rows[k]], x2[cols[k]])`` over the planes in ``deltas``.
+def pair_sums(x1, x2, v1, v2, rows, cols, tiles, out_layers, fix_first, fix_last, ntk, c):
+    """Readout sums for the pairs ``(x1[rows[k]], x2[cols[k]])`` over the tiles in ``tiles``.
 
-    deltas: (n_planes, 2) int array of displacements; out_layers: see :func:`_plane`. Returns
+    tiles: (n_tiles, 2) int array (see :func:`all_tiles`); out_layers: see :func:`_tile`. Returns
     float64 ``(n_pairs, len(out_layers))`` (unscaled). Work items are (pair, plane); partial sums
     are reduced in a fixed order, so a pair's value does not depend on which other pairs share the
-    call (tiles give bit-identical results). Allocates ``n_pairs * n_planes * len(out_layers)``
+    call (Gram tiles give bit-identical results). Allocates ``n_pairs * n_tiles * len(out_layers)``
     float64 partial sums.
     """
     n_pairs = rows.shape[0]
-    n_planes = deltas.shape[0]
+    n_planes = tiles.shape[0]
     n_out = out_layers.shape[0]
     partial = np.zeros((n_pairs * n_planes, n_out))
     for t in prange(n_pairs * n_planes):
@@ -204,13 +242,13 @@ def pair_sums(x1, x2, v1, v2, rows, cols, deltas, out_layers, fix_first, fix_las
         d = t - k * n_planes
         a = rows[k]
         b = cols[k]
-        _plane(
+        _tile(
             x1[a],
             x2[b],
             v1[a],
             v2[b],
-            deltas[d, 0],
-            deltas[d, 1],
+            tiles[d, 0],
+            tiles[d, 1],
             out_layers,
             fix_first,
             fix_last,
@@ -229,12 +267,12 @@ def pair_sums(x1, x2, v1, v2, rows, cols, deltas, out_layers, fix_first, fix_las
     return out
 
 
-def all_deltas(p: int, q: int, readout: str) -> np.ndarray:
-    """Displacements to visit: every plane for GAP, only ``(0, 0)`` for the vanilla readout."""
+def all_tiles(p: int, q: int, readout: str) -> np.ndarray:
+    """Tiles to visit: all P x Q of them for GAP, only ``(0, 0)`` (delta = 0) for vanilla."""
     if readout == "vanilla":
         return np.zeros((1, 2), np.int64)
-    di, dj = np.meshgrid(np.arange(-(p - 1), p), np.arange(-(q - 1), q), indexing="ij")
-    return np.stack([di.ravel(), dj.ravel()], axis=1).astype(np.int64)
+    gi, gj = np.meshgrid(np.arange(p), np.arange(q), indexing="ij")
+    return np.stack([gi.ravel(), gj.ravel()], axis=1).astype(np.int64)
 
 
 def constants(dtype) -> tuple:

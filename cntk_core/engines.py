@@ -49,7 +49,7 @@ class NumbaEngine:
         self.ntk = kind == "ntk"
         self.dtype = dtype
         p, q = shape[0], shape[1]
-        self.deltas = cpu_planes.all_deltas(p, q, spec.readout)
+        self.tiles = cpu_planes.all_tiles(p, q, spec.readout)
         self.scale = 1.0 if spec.readout == "vanilla" else 1.0 / (p * q) ** 2
         plane_entries = p * q if spec.readout == "vanilla" else (p * q) ** 2  # all planes together
         self.pair_cost = float(plane_entries * spec.n_conv)
@@ -68,7 +68,7 @@ class NumbaEngine:
             vb,
             np.ascontiguousarray(rows, np.int64),
             np.ascontiguousarray(cols, np.int64),
-            self.deltas,
+            self.tiles,
             self.out_layers,
             s.fix_first,
             s.fix_last,

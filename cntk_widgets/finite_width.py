@@ -1,0 +1,398 @@
+"""Finite-width view: train finite CNNs and watch them turn into kernel regression as width grows.
+
+Two layers, so that tests need no browser:
+
+* :class:`FiniteWidthModel` (plain Python): data, exact kernels and the four experiments, each
+  returning plain NumPy results;
+* :func:`finite_width_view` (ipywidgets + plotly ``go.FigureWidget``): controls and four panels,
+  (a) relative error of the empirical NTK against width (log-log, with a ``1/sqrt(width)`` guide),
+  (b) empirical NNGP entries against the exact NNGP at the width of the slider,
+  (c) relative change of the empirical NTK during training against width,
+  (d) test predictions of the trained nets against kernel regression.
+
+Work runs synchronously when "Run" is pressed; the defaults take a few seconds on one CPU core.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from cntk_core.finite import (
+    FiniteCNN,
+    empirical_nngp,
+    empirical_ntk_samples,
+    finite_cnn,
+    kernel_regression_trajectory,
+    learning_rate,
+    ntk_change,
+    relative_error,
+    train_gd,
+)
+
+DATASETS = ("digits", "random")
+
+
+@dataclass(frozen=True)
+class FiniteWidthConfig:
+    """Settings of one run. ``widths``: channel counts compared; ``depth``: the paper's depth
+    (convs + 1); ``steps``: full-batch GD steps at ``eta = lr_scale / lambda_max(exact NTK)``;
+    ``n_seeds``: initialisations averaged per width; images are ``image_size x image_size x 1``."""
+
+    widths: tuple = (8, 32, 128)
+    depth: int = 3
+    readout: str = "gap"
+    fix: bool = False
+    steps: int = 20
+    seed: int = 0
+    n_seeds: int = 2
+    n_train: int = 8
+    n_test: int = 4
+    image_size: int = 6
+    n_nngp_inits: int = 50
+    lr_scale: float = 1.0
+    dataset: str = "digits"
+    xp: object = None  # None: numpy; or the cupy module to run the nets on a GPU
+    blas_threads: int | None = 1  # BLAS threads during a computation (small matmuls); None: library default
+
+    def __post_init__(self):
+        if not self.widths or any(int(w) < 1 for w in self.widths):
+            raise ValueError(f"widths must be a non-empty sequence of positive integers, got {self.widths!r}")
+        object.__setattr__(self, "widths", tuple(sorted(int(w) for w in self.widths)))
+        finite_cnn(self.depth, 1, self.readout, self.fix)  # validates depth and readout
+        for name in ("steps", "n_seeds", "n_train", "n_test", "image_size", "n_nngp_inits"):
+            v = getattr(self, name)
+            low = 0 if name == "steps" else 1
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        if self.n_train < 2:
+            raise ValueError(f"n_train must be >= 2, got {self.n_train}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if not self.lr_scale > 0:
+            raise ValueError(f"lr_scale must be positive, got {self.lr_scale!r}")
+
+
+def load_small_images(n: int, size: int, dataset: str = "digits", seed: int = 0):
+    """``n`` images ``(n, size, size, 1)`` float64, standardised, with targets ``+-1`` ``(n,)``.
+
+    ``"digits"``: scikit-learn's bundled 8x8 digits, classes 3 (+1) and 8 (-1) alternating, centre
+    crop (``size <= 8``) or bilinear zoom (``size > 8``), pixels / 16 then standardised with the
+    batch's mean and std. ``"random"``: Gaussian pixels, random signs.
+    """
+    rng = np.random.default_rng(seed)
+    if dataset == "random":
+        return rng.standard_normal((n, size, size, 1)), rng.choice([-1.0, 1.0], size=n)
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    pos = rng.permutation(np.flatnonzero(d.target == 3))
+    neg = rng.permutation(np.flatnonzero(d.target == 8))
+    if n > len(pos) + len(neg):
+        raise ValueError(f"only {len(pos) + len(neg)} digit images of classes 3 and 8, asked for {n}")
+    idx = np.empty(n, dtype=int)
+    idx[0::2], idx[1::2] = pos[: (n + 1) // 2], neg[: n // 2]
+    img = d.images[idx] / 16.0
+    if size <= 8:
+        o = (8 - size) // 2
+        img = img[:, o : o + size, o : o + size]
+    else:
+        from scipy.ndimage import zoom
+
+        img = zoom(img, (1, size / 8, size / 8), order=1)[:, :size, :size]
+    img = (img - img.mean()) / img.std()
+    y = np.where(d.target[idx] == 3, 1.0, -1.0)
+    return img[..., None].astype(np.float64), y
+
+
+@dataclass
+class FiniteWidthResults:
+    """Per width (arrays of ``len(widths)``): ``ntk_err`` (rms over seeds of ``||Theta_hat - Theta|| /
+    ||Theta||``), ``ntk_err_seeds`` ``(W, S)``, ``ntk_change`` (mean over seeds of the relative change
+    of the empirical NTK over training), ``pred_err`` (mean over seeds of the relative distance of
+    test predictions to kernel regression); ``pred`` ``(W, S, M)`` trained-net test predictions,
+    ``kr_pred`` ``(M,)`` kernel regression at the same step; ``eta``: the learning rate."""
+
+    widths: np.ndarray
+    ntk_err: np.ndarray
+    ntk_err_seeds: np.ndarray
+    ntk_change: np.ndarray
+    pred_err: np.ndarray
+    pred: np.ndarray
+    kr_pred: np.ndarray
+    y_test: np.ndarray
+    eta: float
+    diverged: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+
+class FiniteWidthModel:
+    """The experiments behind the view. ``config`` is a :class:`FiniteWidthConfig`; change it
+    with :meth:`update` (clears caches that depend on the changed fields)."""
+
+    def __init__(self, config: FiniteWidthConfig | None = None, **kw):
+        self.config = replace(config or FiniteWidthConfig(), **kw)
+        self._data = None
+        self._exact = {}
+
+    def update(self, **kw) -> None:
+        old = self.config
+        self.config = replace(old, **kw)
+        if any(
+            getattr(old, k) != getattr(self.config, k) for k in ("n_train", "n_test", "image_size", "dataset", "seed")
+        ):
+            self._data = None
+            self._exact = {}
+
+    @property
+    def xp(self):
+        return self.config.xp if self.config.xp is not None else np
+
+    def net(self, width: int) -> FiniteCNN:
+        c = self.config
+        return finite_cnn(c.depth, int(width), c.readout, c.fix)
+
+    def data(self):
+        """``(x_train, y_train, x_test, y_test)`` NumPy arrays."""
+        if self._data is None:
+            c = self.config
+            x, y = load_small_images(c.n_train + c.n_test, c.image_size, c.dataset, seed=c.seed)
+            self._data = (x[: c.n_train], y[: c.n_train], x[c.n_train :], y[c.n_train :])
+        return self._data
+
+    def exact(self, kind: str = "ntk"):
+        """Exact kernels ``(K(train, train), K(test, train))`` for the current architecture."""
+        c = self.config
+        key = (kind, c.depth, c.readout, c.fix)
+        if key not in self._exact:
+            xtr, _, xte, _ = self.data()
+            net = self.net(1)
+            self._exact[key] = (net.exact_kernel(xtr, kind=kind), net.exact_kernel(xte, xtr, kind=kind))
+        return self._exact[key]
+
+    def _threads(self):
+        n = self.config.blas_threads
+        if n is None:
+            return contextlib.nullcontext()
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(int(n))
+
+    def _seeds(self):
+        c = self.config
+        return [1000 * c.seed + s for s in range(c.n_seeds)]
+
+    def ntk_errors(self):
+        """``(rms error per width (W,), per-seed errors (W, S))`` of the empirical NTK on the training set."""
+        xtr = self.data()[0]
+        exact = self.exact("ntk")[0]
+        per = np.array(
+            [
+                [
+                    relative_error(t, exact)
+                    for t in empirical_ntk_samples(self.net(w), xtr, seeds=self._seeds(), xp=self.xp)
+                ]
+                for w in self.config.widths
+            ]
+        )
+        return np.sqrt(np.mean(per**2, axis=1)), per
+
+    def nngp(self, width: int):
+        """``(empirical (N, N), exact (N, N), relative error)`` of the NNGP on the training set at ``width``.
+
+        The readout weights are averaged out exactly (``readout_average=True``) over
+        ``n_nngp_inits`` initialisations.
+        """
+        c = self.config
+        xtr = self.data()[0]
+        exact = self.exact("nngp")[0]
+        with self._threads():
+            emp = empirical_nngp(
+                self.net(width), xtr, n_inits=c.n_nngp_inits, seed=c.seed, readout_average=True, xp=self.xp
+            )
+        return emp, exact, relative_error(emp, exact)
+
+    def training(self):
+        """Train every width for ``steps`` GD steps from each seed; compare with kernel regression.
+
+        Returns ``dict(eta, kr_pred (M,), pred (W, S, M), pred_err (W,), ntk_change (W,), diverged (W, S))``.
+        Nets are centred (zero initial output), so the reference is ``f_t = (I - (I - eta Theta)^t) Y``
+        on the training set and its test counterpart (:func:`kernel_regression_trajectory`, ``mode="gd"``).
+        """
+        c = self.config
+        xtr, ytr, xte, _ = self.data()
+        th, tt = self.exact("ntk")
+        eta = learning_rate(th, c.lr_scale)
+        _, kr = kernel_regression_trajectory(th, ytr, eta=eta, steps=c.steps, theta_test_train=tt)
+        kr = kr[-1]
+        xp = self.xp
+        W, S = len(c.widths), c.n_seeds
+        pred = np.full((W, S, len(xte)), np.nan)
+        change = np.full((W, S), np.nan)
+        diverged = np.zeros((W, S), dtype=bool)
+        for i, w in enumerate(c.widths):
+            net = self.net(w)
+            for j, s in enumerate(self._seeds()):
+                p0 = net.init(xtr.shape[1:], seed=s, xp=xp)
+                res = train_gd(net, p0, xtr, ytr, eta=eta, steps=c.steps, x_test=xte, record_every=max(c.steps, 1))
+                diverged[i, j] = res.diverged
+                if res.diverged:
+                    continue
+                pred[i, j] = res.f_test[-1]
+                change[i, j] = ntk_change(net, p0, res.params, xp.asarray(xtr))
+        pred_err = np.array(
+            [np.nanmean([relative_error(p, kr) for p in row if np.all(np.isfinite(p))] or [np.nan]) for row in pred]
+        )
+        return dict(
+            eta=eta, kr_pred=kr, pred=pred, pred_err=pred_err, ntk_change=np.nanmean(change, axis=1), diverged=diverged
+        )
+
+    def run(self) -> FiniteWidthResults:
+        """All experiments of panels (a), (c) and (d)."""
+        with self._threads():
+            err, per = self.ntk_errors()
+            tr = self.training()
+        return FiniteWidthResults(
+            widths=np.asarray(self.config.widths),
+            ntk_err=err,
+            ntk_err_seeds=per,
+            ntk_change=tr["ntk_change"],
+            pred_err=tr["pred_err"],
+            pred=tr["pred"],
+            kr_pred=tr["kr_pred"],
+            y_test=self.data()[3],
+            eta=tr["eta"],
+            diverged=tr["diverged"],
+        )
+
+
+def inverse_sqrt_guide(widths, values) -> np.ndarray:
+    """``c / sqrt(width)`` through the first finite value: a reference line for log-log plots."""
+    widths = np.asarray(widths, dtype=float)
+    values = np.asarray(values, dtype=float)
+    ok = np.flatnonzero(np.isfinite(values) & (values > 0))
+    if len(ok) == 0:
+        return np.full_like(widths, np.nan)
+    i = ok[0]
+    return values[i] * np.sqrt(widths[i] / widths)
+
+
+# ----------------------------------------------------------------------------- the view
+class FiniteWidthView:
+    """ipywidgets + plotly front end of a :class:`FiniteWidthModel`. ``widget``: the box to display;
+    ``figs``: dict of the four ``go.FigureWidget`` panels (``"ntk"``, ``"nngp"``, ``"change"``, ``"pred"``)."""
+
+    def __init__(self, model: FiniteWidthModel | None = None):
+        import ipywidgets as W
+        import plotly.graph_objects as go
+
+        self.model = model or FiniteWidthModel()
+        c = self.model.config
+        self.results: FiniteWidthResults | None = None
+        self.width = W.SelectionSlider(options=list(c.widths), value=c.widths[0], description="width")
+        self.depth = W.IntSlider(value=c.depth, min=2, max=8, description="depth")
+        self.readout = W.Dropdown(options=["gap", "vanilla"], value=c.readout, description="readout")
+        self.fix = W.Checkbox(value=c.fix, description="fix first/last layer")
+        self.steps = W.IntSlider(value=c.steps, min=0, max=500, description="GD steps")
+        self.seed = W.IntText(value=c.seed, description="seed")
+        self.button = W.Button(description="Run", button_style="primary")
+        self.status = W.HTML(value="press Run")
+        self.button.on_click(lambda _: self.run())
+        self.width.observe(lambda _: self.update_nngp(), names="value")
+
+        def fig(title, xlabel, ylabel, log=False):
+            f = go.FigureWidget()
+            f.update_layout(
+                title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=460, height=340, margin=dict(t=50, b=40)
+            )
+            if log:
+                f.update_xaxes(type="log")
+                f.update_yaxes(type="log")
+            return f
+
+        self.figs = {
+            "ntk": fig("(a) empirical NTK error vs width", "width", "||Θ̂ − Θ|| / ||Θ||", log=True),
+            "nngp": fig("(b) empirical vs exact NNGP", "exact NNGP entry", "empirical entry"),
+            "change": fig("(c) NTK change during training", "width", "||Θ̂_T − Θ̂_0|| / ||Θ̂_0||", log=True),
+            "pred": fig(
+                "(d) trained net vs kernel regression (test)", "kernel regression prediction", "net prediction"
+            ),
+        }
+        for key in ("ntk", "change"):
+            self.figs[key].add_scatter(x=[], y=[], mode="lines+markers", name="measured")
+            self.figs[key].add_scatter(x=[], y=[], mode="lines", line=dict(dash="dash"), name="∝ 1/√width")
+        self.figs["nngp"].add_scatter(x=[], y=[], mode="markers", name="entries")
+        self.figs["nngp"].add_scatter(x=[], y=[], mode="lines", line=dict(dash="dash"), name="y = x")
+        controls = W.VBox(
+            [
+                W.HBox([self.depth, self.readout, self.fix]),
+                W.HBox([self.steps, self.seed, self.button]),
+                self.width,
+                self.status,
+            ]
+        )
+        grid = W.VBox([W.HBox([self.figs["ntk"], self.figs["nngp"]]), W.HBox([self.figs["change"], self.figs["pred"]])])
+        self.widget = W.VBox([controls, grid])
+
+    def _sync_config(self):
+        self.model.update(
+            depth=int(self.depth.value),
+            readout=self.readout.value,
+            fix=bool(self.fix.value),
+            steps=int(self.steps.value),
+            seed=int(self.seed.value),
+        )
+
+    def run(self) -> FiniteWidthResults:
+        """Read the controls, run all experiments, redraw the four panels."""
+        self._sync_config()
+        self.status.value = "running..."
+        r = self.results = self.model.run()
+        with self.figs["ntk"].batch_update():
+            self.figs["ntk"].data[0].update(x=r.widths, y=r.ntk_err)
+            self.figs["ntk"].data[1].update(x=r.widths, y=inverse_sqrt_guide(r.widths, r.ntk_err))
+        with self.figs["change"].batch_update():
+            self.figs["change"].data[0].update(x=r.widths, y=r.ntk_change)
+            self.figs["change"].data[1].update(x=r.widths, y=inverse_sqrt_guide(r.widths, r.ntk_change))
+        f = self.figs["pred"]
+        with f.batch_update():
+            f.data = []
+            lo, hi = float(np.min(r.kr_pred)), float(np.max(r.kr_pred))
+            f.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash"), name="y = x")
+            for i, w in enumerate(r.widths):
+                f.add_scatter(
+                    x=np.tile(r.kr_pred, r.pred.shape[1]),
+                    y=r.pred[i].ravel(),
+                    mode="markers",
+                    name=f"width {w} (err {r.pred_err[i]:.2g})",
+                )
+        self.update_nngp()
+        self.status.value = (
+            f"η = {r.eta:.3g} (1/λ_max of the exact NTK), {self.model.config.steps} steps; "
+            f"NTK error at the widest width {r.ntk_err[-1]:.3g}; prediction error {r.pred_err[-1]:.3g}"
+            + ("; some narrow nets diverged" if r.diverged.any() else "")
+        )
+        return r
+
+    def update_nngp(self):
+        """Redraw panel (b) for the slider's width."""
+        self._sync_config()
+        emp, exact, err = self.model.nngp(int(self.width.value))
+        f = self.figs["nngp"]
+        iu = np.triu_indices(len(exact))
+        lo, hi = float(exact[iu].min()), float(exact[iu].max())
+        with f.batch_update():
+            f.data[0].update(x=exact[iu], y=emp[iu])
+            f.data[1].update(x=[lo, hi], y=[lo, hi])
+            f.layout.title.text = f"(b) NNGP at width {self.width.value}: rel. error {err:.3g}"
+        return err
+
+
+def finite_width_view(model: FiniteWidthModel | None = None, **config) -> FiniteWidthView:
+    """Build the view (``view.widget`` to display); ``config`` fields go to :class:`FiniteWidthConfig`."""
+    if model is None:
+        model = FiniteWidthModel(**config)
+    elif config:
+        model.update(**config)
+    return FiniteWidthView(model)
