@@ -12,6 +12,9 @@ from .validation import as_images, check_dtype, check_kind, check_pair
 
 #: work (layer-entries) per engine call; ~0.2-1 s on one CPU core, so progress and Ctrl-C stay live
 _WORK_PER_CALL = 4e7
+#: images per Gram tile side: per-image state (variance maps, L*P*Q numbers) is recomputed once per
+#: tile, an overhead of about 2/_BLOCK of the pair work; 256 images hold ~42 MB of maps at 32x32, L=20
+_BLOCK = 256
 #: total work above which a progress bar is shown by default (~ a few seconds)
 _WORK_FOR_PROGRESS = 3e8
 
@@ -45,7 +48,7 @@ def kernel_matrix(
     dtype : arithmetic precision, ``"float64"`` (default) or ``"float32"``; sums are float64.
     backend : ``"numba"`` | ``"numpy"`` | ``"cupy"`` | ``None`` (``CNTK_BACKEND`` or automatic).
     progress : show a tqdm bar; ``None`` shows one only for long calls.
-    block_size : images per tile side (default: sized from the work per tile).
+    block_size : images per Gram tile side (default 256).
     out : optional float64 ``[n1, n2]`` array (e.g. ``np.memmap``) to write into.
 
     Returns
@@ -149,7 +152,7 @@ def _inputs(x1, x2):
 def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> None:
     """Evaluate every needed pair tile by tile into ``outs`` (one array per engine output)."""
     n1, n2 = len(x1), len(x2)
-    tiles = _tiles(n1, n2, symmetric, block_size or _default_block(engine.pair_cost))
+    tiles = _tiles(n1, n2, symmetric, block_size or _BLOCK)
     n_pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     per_call = max(1, int(_WORK_PER_CALL // engine.pair_cost))
     show = progress if progress is not None else n_pairs * engine.pair_cost > _WORK_FOR_PROGRESS
@@ -170,11 +173,6 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
                 bar.update(len(rr))
     finally:
         bar.close()
-
-
-def _default_block(pair_cost: float) -> int:
-    """Tile side: big enough to amortise ``prepare``, small enough to bound memory (<= 512)."""
-    return int(np.clip(2e9 / max(pair_cost, 1.0) ** 0.5 / 100, 32, 512))
 
 
 def _tiles(n1: int, n2: int, symmetric: bool, block: int):
