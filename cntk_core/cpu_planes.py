@@ -72,20 +72,21 @@ def _box3(src, dst, rowsum, h, w):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _relu(sig, theta, k_out, va, vb, add_k, c):
+def _relu(sig, theta, k_out, sa, sb, ia, ib, add_k, c):
     """The ReLU layer (cntk_core.recurrence.relu_dual) on flat spans: K into k_out, Theta in place.
 
-    All five arguments are 1-D views of the same length; where ``va * vb == 0`` (padding and
-    separators, whose Theta is 0) the result is K = 0 and Theta = 0.
+    sa, sb: sqrt of the two positions' variances; ia, ib: their inverses (0 where a variance is
+    0). All arguments are 1-D views of the same length; where they are 0 (padding, separators,
+    zero variance) the result is rho = 0, K = 0 and Theta = K_dot * 0 = 0. ``rho = S * ia * ib``
+    is within a few ulp of its exact value; values within ``c[14]`` (4 ulp) of 1 are taken as 1,
+    which makes exact self pairs exact (their arccos has an infinite slope at 1) and changes no
+    other value by more than its own rounding.
     """
-    pi, inv9pi, one = c[0], c[1], c[2]
-    zero = one - one
+    pi, inv9pi, one, snap = c[0], c[1], c[2], c[14]
     for v in range(sig.shape[0]):
-        prod = va[v] * vb[v]
-        positive = prod > zero
-        norm = np.sqrt(prod) if positive else zero
-        rho = sig[v] / norm if positive else zero
-        rho = one if rho > one else rho
+        norm = sa[v] * sb[v]
+        rho = sig[v] * ia[v] * ib[v]
+        rho = one if rho > one - snap else rho
         rho = -one if rho < -one else rho
         angle = _arccos(rho, c)
         k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
@@ -121,46 +122,63 @@ def _blocks(p, q, gi, gj):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _gather(src, dst, blocks, first):
-    """dst[block] = src[positions of the first (``first``) or second image] for every block."""
+    """dst[block] = src[positions of the first (``first``) or second image] for every block.
+
+    src is a padded (P + 3, Q + 3) map whose position (i, j) sits at [1 + i, 1 + j].
+    """
     for k in range(4):
         r0, nr, di, c0, nc, dj = blocks[k]
-        i0 = max(di, 0) if first else max(-di, 0)
-        j0 = max(dj, 0) if first else max(-dj, 0)
+        i0 = 1 + (max(di, 0) if first else max(-di, 0))
+        j0 = 1 + (max(dj, 0) if first else max(-dj, 0))
         for u in range(nr):
             for v in range(nc):
                 dst[r0 + u, c0 + v] = src[i0 + u, j0 + v]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _tile(xa, xb, va, vb, gi, gj, out_layers, fix_first, fix_last, ntk, record, c, sums):
+def _record_maps(sig, maps, layer, p_, q_, one):
+    """maps[layer] = (sqrt(v), 1/sqrt(v) or 0) of the variances v = interior of sig (self pair)."""
+    zero = one - one
+    for u in range(1, p_ + 1):
+        for v in range(1, q_ + 1):
+            var = sig[u, v]
+            root = np.sqrt(var) if var > zero else zero
+            maps[layer, 0, u, v] = root
+            maps[layer, 1, u, v] = one / root if var > zero else zero
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, c, sums):
     """Readout sums over one tile (four displacement planes) of one pair, at ``out_layers``.
 
-    xa, xb: (P, Q, C) images; va, vb: (L, P, Q) variance maps (Sigma^(h)(x, x)[p, p] for
-    h = 0 .. L-1); gi, gj: the tile (see :func:`_blocks`; tile (0, 0) is the delta = 0 plane
-    alone, all the vanilla readout needs); out_layers: ascending int64 layer counts L_k (depth
-    d = L_k + 1), the last one is the number of conv+ReLU layers run, L. With ``record`` (self
-    pair, tile (0, 0), va is vb) the routine writes the variance maps instead of reading them.
+    xa, xb: (P, Q, C) images; ma, mb: (L, 2, P + 3, Q + 3) padded maps of sqrt(v) and 1/sqrt(v)
+    of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1 (see :func:`image_maps`); gi, gj:
+    the tile (see :func:`_blocks`; tile (0, 0) is the delta = 0 plane alone, all the vanilla
+    readout needs, and reads the maps in place); out_layers: ascending int64 layer counts L_k
+    (depth d = L_k + 1), the last one is the number of conv+ReLU layers run, L. With ``record``
+    (self pair, tile (0, 0), ma is mb) the routine writes the maps instead of reading them.
     Writes into ``sums[k]`` the float64 sum of Theta (``ntk``) or K over the tile for depth
     ``out_layers[k] + 1``; the caller applies the readout's scale. With ``fix_last`` the readout
     layer's own term K is left out (exactly at the last layer, by subtraction at earlier ones).
-    Allocates 7 buffers of (P + 3) x (Q + 3) and one of (P + 3) x (Q + 1).
+    Allocates 4 buffers of (P + 3) x (Q + 3), one of (P + 3) x (Q + 1), and for tiles other
+    than (0, 0) one of 4 x (P + 3) x (Q + 3) for the gathered maps.
     """
     n_conv = out_layers[-1]
     p_, q_, c_ = xa.shape
     hh, ww = p_ + 3, q_ + 3
     sep_row, sep_col = p_ - gi + 1, q_ - gj + 1
+    in_place = gi == 0 and gj == 0
     blocks = _blocks(p_, q_, gi, gj)
     s = np.zeros((hh, ww), xa.dtype)  # S0, later K
     sig = np.zeros((hh, ww), xa.dtype)
     theta = np.zeros((hh, ww), xa.dtype)
     tmp = np.zeros((hh, ww), xa.dtype)
-    var_a = np.zeros((hh, ww), xa.dtype)
-    var_b = np.zeros((hh, ww), xa.dtype)
     rowsum = np.zeros((hh, q_ + 1), xa.dtype)
+    gathered = np.zeros((1 if in_place else 4, hh, ww), xa.dtype)
     # the flat span of interior rows 1 .. P+1, on which the ReLU runs as one long vector loop
     lo, hi = ww, (p_ + 2) * ww
-    s_f, sig_f, th_f = s.reshape(hh * ww)[lo:hi], sig.reshape(hh * ww)[lo:hi], theta.reshape(hh * ww)[lo:hi]
-    va_f, vb_f = var_a.reshape(hh * ww)[lo:hi], var_b.reshape(hh * ww)[lo:hi]
+    n = hh * ww
+    s_f, sig_f, th_f = s.reshape(n)[lo:hi], sig.reshape(n)[lo:hi], theta.reshape(n)[lo:hi]
     for k in range(4):
         r0, nr, di, c0, nc, dj = blocks[k]
         ia, ib, ja, jb = max(di, 0), max(-di, 0), max(dj, 0), max(-dj, 0)
@@ -172,16 +190,22 @@ def _tile(xa, xb, va, vb, gi, gj, out_layers, fix_first, fix_last, ntk, record, 
                 s[r0 + u, c0 + v] = acc
     _box3(s, sig, rowsum, p_ + 1, q_ + 1)  # Sigma^(0) = tr3(S0)
     if record:
-        va[0, :, :] = sig[1 : p_ + 1, 1 : q_ + 1]
+        _record_maps(sig, ma, 0, p_, q_, c[2])
     if not fix_first:
         theta[:, :] = sig
         theta[sep_row, :] = 0
         theta[:, sep_col] = 0
     k_out = 0
     for layer in range(1, n_conv + 1):
-        _gather(va[layer - 1], var_a, blocks, True)
-        _gather(vb[layer - 1], var_b, blocks, False)
-        _relu(sig_f, th_f, s_f, va_f, vb_f, not (fix_last and layer == n_conv), c)
+        if in_place:
+            sa, ia_ = ma[layer - 1, 0].reshape(n)[lo:hi], ma[layer - 1, 1].reshape(n)[lo:hi]
+            sb, ib_ = mb[layer - 1, 0].reshape(n)[lo:hi], mb[layer - 1, 1].reshape(n)[lo:hi]
+        else:
+            for m in range(4):
+                _gather(ma[layer - 1, m % 2] if m < 2 else mb[layer - 1, m % 2], gathered[m], blocks, m < 2)
+            sa, ia_ = gathered[0].reshape(n)[lo:hi], gathered[1].reshape(n)[lo:hi]
+            sb, ib_ = gathered[2].reshape(n)[lo:hi], gathered[3].reshape(n)[lo:hi]
+        _relu(sig_f, th_f, s_f, sa, sb, ia_, ib_, not (fix_last and layer == n_conv), c)
         if layer == out_layers[k_out]:
             if not ntk:
                 sums[k_out] = _span_sum(s_f)
@@ -194,11 +218,11 @@ def _tile(xa, xb, va, vb, gi, gj, out_layers, fix_first, fix_last, ntk, record, 
             _box3(s, sig, rowsum, p_ + 1, q_ + 1)
             _box3(theta, tmp, rowsum, p_ + 1, q_ + 1)
             theta, tmp = tmp, theta
-            th_f = theta.reshape(hh * ww)[lo:hi]
+            th_f = theta.reshape(n)[lo:hi]
             theta[sep_row, :] = 0
             theta[:, sep_col] = 0
             if record:
-                va[layer, :, :] = sig[1 : p_ + 1, 1 : q_ + 1]
+                _record_maps(sig, ma, layer, p_, q_, c[2])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -210,13 +234,15 @@ def _span_sum(m):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def image_variances(x, n_conv, c):
-    """Variance maps ``(n, n_conv, P, Q)``: Sigma^(h)(x, x)[p, p] for h = 0 .. n_conv-1.
+def image_maps(x, n_conv, c):
+    """Per-image maps ``(n, L, 2, P + 3, Q + 3)``: sqrt(v) and 1/sqrt(v) (0 where v = 0), padded,
+    of the variances v = Sigma^(h)(x, x)[p, p] for h = 0 .. L-1.
 
-    O(n P Q n_conv) work, run once per image (not once per pair).
+    O(n P Q L) work, run once per image (not once per pair), by the same tile routine on the
+    self pair's delta = 0 plane. Allocates ``16 L (P + 3)(Q + 3)`` bytes per image in float64.
     """
     n, p_, q_, _ = x.shape
-    out = np.zeros((n, max(n_conv, 1), p_, q_), x.dtype)
+    out = np.zeros((n, max(n_conv, 1), 2, p_ + 3, q_ + 3), x.dtype)
     layers = np.full(1, n_conv, np.int64)
     for i in prange(n):
         _tile(x[i], x[i], out[i], out[i], 0, 0, layers, True, False, True, True, c, np.zeros(1))
@@ -224,7 +250,7 @@ def image_variances(x, n_conv, c):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def pair_sums(x1, x2, v1, v2, rows, cols, tiles, out_layers, fix_first, fix_last, ntk, c):
+def pair_sums(x1, x2, m1, m2, rows, cols, tiles, out_layers, fix_first, fix_last, ntk, c):
     """Readout sums for the pairs ``(x1[rows[k]], x2[cols[k]])`` over the tiles in ``tiles``.
 
     tiles: (n_tiles, 2) int array (see :func:`all_tiles`); out_layers: see :func:`_tile`. Returns
@@ -245,8 +271,8 @@ def pair_sums(x1, x2, v1, v2, rows, cols, tiles, out_layers, fix_first, fix_last
         _tile(
             x1[a],
             x2[b],
-            v1[a],
-            v2[b],
+            m1[a],
+            m2[b],
             tiles[d, 0],
             tiles[d, 1],
             out_layers,
@@ -276,6 +302,7 @@ def all_tiles(p: int, q: int, readout: str) -> np.ndarray:
 
 
 def constants(dtype) -> tuple:
-    """``(pi, 1/(9 pi), 1, 1/2, *asin coefficients)`` in the arithmetic dtype (float32 stays float32)."""
+    """``(pi, 1/(9 pi), 1, 1/2, *asin coefficients, snap)`` in the arithmetic dtype (float32 stays
+    float32); ``snap`` = 4 ulp of 1, see :func:`_relu`."""
     t = np.dtype(dtype).type
-    return tuple(t(v) for v in (_PI, _INV_9PI, 1.0, 0.5) + _PS + _QS)
+    return tuple(t(v) for v in (_PI, _INV_9PI, 1.0, 0.5) + _PS + _QS + (4 * np.finfo(dtype).eps,))

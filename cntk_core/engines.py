@@ -56,7 +56,7 @@ class NumbaEngine:
 
     def prepare(self, x):
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        return x, self._cp.image_variances(x, self.spec.n_conv, self._cp.constants(self.dtype))
+        return x, self._cp.image_maps(x, self.spec.n_conv, self._cp.constants(self.dtype))
 
     def pairs(self, x1, x2, state1, state2, rows, cols):
         (xa, va), (xb, vb) = state1, state2

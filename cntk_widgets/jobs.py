@@ -1,0 +1,145 @@
+"""Background work for the lab: one worker thread, a generation counter, progress and errors.
+
+A :class:`JobRunner` runs one job at a time on a single worker thread (the Numba engine is
+itself parallel, and its default threading layer must not be entered from two threads at once).
+Every :meth:`JobRunner.submit` bumps the generation: a job that is still running checks
+:meth:`JobContext.check` between chunks and stops; if it finishes anyway, its result is dropped.
+With ``synchronous=True`` jobs run inline in the caller's thread (for tests and scripts).
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+#: held around every engine call made by the lab's workers: Numba's default ("workqueue") threading
+#: layer aborts the process when two threads launch parallel kernels at once, and the explorer and
+#: the regression lab each have their own worker thread. Work is chunked, so waits are short.
+ENGINE_LOCK = threading.RLock()
+
+
+class Superseded(Exception):
+    """Raised inside a job when a newer job was submitted; the runner swallows it."""
+
+
+class JobContext:
+    """Handed to a job: ``progress(fraction)`` reports 0..1, ``check()`` raises if superseded."""
+
+    def __init__(self, runner: JobRunner, generation: int):
+        self._runner = runner
+        self.generation = generation
+
+    @property
+    def stale(self) -> bool:
+        return self.generation != self._runner.generation
+
+    def check(self) -> None:
+        if self.stale:
+            raise Superseded(f"job {self.generation} superseded by {self._runner.generation}")
+
+    def progress(self, fraction: float) -> None:
+        if not self.stale:
+            self._runner._emit_progress(self.generation, float(min(max(fraction, 0.0), 1.0)))
+
+
+class JobRunner:
+    """Run ``job(ctx) -> result`` off the UI thread; publish only the newest generation's outcome.
+
+    Callbacks (any thread; called from the worker thread in asynchronous mode):
+    ``on_start(generation)``, ``on_progress(fraction)``, ``on_result(result)``, ``on_error(message)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        synchronous: bool = False,
+        on_start: Callable[[int], None] | None = None,
+        on_progress: Callable[[float], None] | None = None,
+        on_result: Callable[[Any], None] | None = None,
+        on_error: Callable[[str], None] | None = None,
+        name: str = "cntk-lab",
+    ):
+        self.synchronous = synchronous
+        self.generation = 0
+        self.on_start, self.on_progress, self.on_result, self.on_error = on_start, on_progress, on_result, on_error
+        self.dropped = 0  # results of superseded jobs that completed anyway and were not published
+        self._lock = threading.Lock()
+        self._executor = None if synchronous else ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._latest: Future | None = None
+
+    def submit(self, job: Callable[[JobContext], Any]) -> Future:
+        """Start ``job`` as the newest generation; older jobs still running become stale."""
+        with self._lock:
+            self.generation += 1
+            ctx = JobContext(self, self.generation)
+        if self.synchronous:
+            future: Future = Future()
+            try:
+                future.set_result(self._run(job, ctx))
+            except BaseException as exc:  # pragma: no cover - _run catches everything it can
+                future.set_exception(exc)
+        else:
+            future = self._executor.submit(self._run, job, ctx)
+        self._latest = future
+        return future
+
+    def publish(self, result: Any) -> None:
+        """Publish an already known result (e.g. a cache hit) as a new generation, without a job."""
+        with self._lock:
+            self.generation += 1
+        if self.on_result:
+            self.on_result(result)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the newest job has finished (raises ``TimeoutError`` after ``timeout`` s)."""
+        while True:
+            future = self._latest
+            if future is None:
+                return
+            future.result(timeout=timeout)
+            if future is self._latest:
+                return
+
+    @property
+    def busy(self) -> bool:
+        return self._latest is not None and not self._latest.done()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self.generation += 1  # make any running job stale
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _emit_progress(self, generation: int, fraction: float) -> None:
+        if self.on_progress and generation == self.generation:
+            self.on_progress(fraction)
+
+    def _run(self, job, ctx: JobContext):
+        if ctx.stale:
+            return None  # superseded before it started
+        if self.on_start:
+            self.on_start(ctx.generation)
+        try:
+            result = job(ctx)
+        except Superseded:
+            return None
+        except Exception as exc:
+            if not ctx.stale and self.on_error:
+                self.on_error(format_error(exc))
+            return None
+        if ctx.stale:
+            self.dropped += 1
+            return None
+        if self.on_result:
+            self.on_result(result)
+        return result
+
+
+def format_error(exc: BaseException) -> str:
+    """``"ValueError: message"`` plus the innermost frame, for an error box a user can read."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (in {frames[-1].name}, {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

@@ -1,0 +1,324 @@
+"""Plain-Python models behind the lab's widgets (no ipywidgets, no plotly: tests drive these).
+
+- :class:`NetworkSpec` / :class:`ArchitectureModel`: the architecture a user picks.
+- :class:`KernelExplorerModel`: normalised CNTK Gram matrix and eigenspectrum of a class-sorted
+  image set, computed off the UI thread, cached per spec, stale results dropped.
+- :class:`RegressionLabModel` lives in :mod:`cntk_widgets.regression_model`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .jobs import ENGINE_LOCK, JobContext, JobRunner
+
+READOUTS = ("gap", "vanilla")
+KINDS = ("ntk", "nngp")
+MAX_DEPTH = 21
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """The paper's CNTK plus two lab options; hashable (used as a cache key).
+
+    depth : the paper's depth d = number of 3x3 convs + 1 (2 .. 21).
+    readout : ``"gap"`` (CNTK-GAP) or ``"vanilla"`` (CNTK-V).
+    fix_first / fix_last : first conv / final FC layer not trained (the official ``--fix``).
+    kind : ``"ntk"`` (CNTK) or ``"nngp"`` (CNN-GP).
+    pool : insert ``AvgPool(2)`` after the first conv block (halves the image side; runs on the
+        engine's per-layer path, so keep images small).
+    """
+
+    depth: int = 3
+    readout: str = "gap"
+    fix_first: bool = False
+    fix_last: bool = False
+    kind: str = "ntk"
+    pool: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int | np.integer):
+            raise TypeError(f"depth must be an integer, got {self.depth!r}")
+        object.__setattr__(self, "depth", int(self.depth))
+        if not 2 <= self.depth <= MAX_DEPTH:
+            raise ValueError(f"depth must be between 2 and {MAX_DEPTH} (convs + 1), got {self.depth}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        for name in ("fix_first", "fix_last", "pool"):
+            object.__setattr__(self, name, bool(getattr(self, name)))
+        if self.kind == "ntk" and self.depth == 2 and self.fix_first and self.fix_last:
+            raise ValueError(
+                "depth 2 with the first and last layer fixed has no trained layer: its NTK is zero "
+                "(use depth >= 3, unfix a layer, or kind='nngp')"
+            )
+
+    def network(self):
+        """The :class:`cntk_core.Network` (Conv/ReLU blocks, optional AvgPool, readout, Dense)."""
+        from cntk_core import AvgPool, cntk
+
+        net = cntk(self.depth, self.readout, fix_first=self.fix_first, fix_last=self.fix_last)
+        if self.pool:
+            net = type(net)(tuple(net[:2]) + (AvgPool(2),) + tuple(net[2:]))
+        return net
+
+    def describe(self) -> str:
+        """Header line (name, kind) and the layer list from ``Network.describe()``."""
+        return f"{self.title}\n{self.network().describe()}"
+
+    @property
+    def title(self) -> str:
+        name = "CNTK" if self.kind == "ntk" else "CNN-GP"
+        name += "-GAP" if self.readout == "gap" else "-V"
+        fixes = [w for w, f in (("first", self.fix_first), ("last", self.fix_last)) if f and self.kind == "ntk"]
+        extra = (", fixed " + " & ".join(fixes) if fixes else "") + (", AvgPool(2)" if self.pool else "")
+        return f"{name}-{self.depth}{extra}"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ArchitectureModel:
+    """Mutable holder of a :class:`NetworkSpec` with observers.
+
+    ``observe(callback)`` registers ``callback(spec)``, called after every change that produced a
+    new valid spec. ``set(**fields)`` validates first: a bad value raises ``ValueError`` /
+    ``TypeError`` and leaves the model unchanged.
+    """
+
+    def __init__(self, spec: NetworkSpec | None = None, **fields):
+        self._spec = replace(spec or NetworkSpec(), **fields)
+        self._observers: list[Callable[[NetworkSpec], None]] = []
+
+    @property
+    def spec(self) -> NetworkSpec:
+        return self._spec
+
+    def set(self, **fields) -> NetworkSpec:
+        unknown = set(fields) - set(NetworkSpec.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown architecture field(s) {sorted(unknown)}")
+        new = replace(self._spec, **fields)
+        if new != self._spec:
+            self._spec = new
+            for callback in list(self._observers):
+                callback(new)
+        return new
+
+    def network(self):
+        return self._spec.network()
+
+    def describe(self) -> str:
+        return self._spec.describe()
+
+    def observe(self, callback: Callable[[NetworkSpec], None]) -> None:
+        self._observers.append(callback)
+
+    def unobserve(self, callback: Callable[[NetworkSpec], None]) -> None:
+        self._observers.remove(callback)
+
+
+@dataclass(frozen=True)
+class KernelResult:
+    """Kernel of one spec: ``raw`` and ``normalized`` ``[n, n]`` float64, ``eigenvalues`` ``[n]``
+    (of the normalised matrix, descending), ``seconds`` of compute (0 for cache hits)."""
+
+    spec: NetworkSpec
+    raw: np.ndarray
+    normalized: np.ndarray
+    eigenvalues: np.ndarray
+    seconds: float
+    cached: bool = False
+
+
+def chunked_gram(
+    network,
+    x: np.ndarray,
+    *,
+    kind: str,
+    backend: str | None,
+    ctx: JobContext | None = None,
+    n_chunks: int = 8,
+    dtype: str = "float64",
+) -> np.ndarray:
+    """Symmetric Gram ``[n, n]`` of ``x`` in row blocks (upper part, mirrored).
+
+    Between blocks the job context can cancel (``ctx.check()``) and report progress. Blocks are
+    sized so each holds about the same number of pairs.
+    """
+    from cntk_core import network_kernel
+
+    n = len(x)
+    out = np.empty((n, n))
+    # boundaries with equal upper-triangle work: rows i..n cost (n - i); cumulative ~ n^2 - (n-i)^2
+    bounds = sorted({int(round(n - n * np.sqrt(1 - t / n_chunks))) for t in range(n_chunks + 1)})
+    total = n * (n + 1) / 2
+    done = 0.0
+    for i0, i1 in zip(bounds[:-1], bounds[1:], strict=True):
+        if ctx is not None:
+            ctx.check()
+        with ENGINE_LOCK:
+            block = network_kernel(network, x[i0:i1], x[i0:], kind=kind, backend=backend, progress=False, dtype=dtype)
+        out[i0:i1, i0:] = block
+        out[i0:, i0:i1] = block.T
+        done += sum(n - i for i in range(i0, i1))
+        if ctx is not None:
+            ctx.progress(done / total)
+    return out
+
+
+class KernelExplorerModel:
+    """Normalised kernel matrix and spectrum of a fixed, class-sorted image set for a chosen spec.
+
+    Parameters
+    ----------
+    images : float ``[n, H, W, C]`` preprocessed NHWC images; ``labels`` int ``[n]``.
+        They are stably sorted by label (``self.order`` maps back to the input order).
+    architecture : the :class:`ArchitectureModel` to follow (observed; a change triggers a compute).
+    backend : engine backend for :func:`cntk_core.network_kernel` (``None``: automatic).
+    dtype : engine arithmetic, ``"float64"`` (default, exact) or ``"float32"`` (about 1.5-2x faster
+        on CPU; plenty for a picture).
+    synchronous : compute in the caller's thread (tests, scripts); else one worker thread.
+    cache_size : LRU entries kept (keyed by spec).
+    kernel_fn : optional ``kernel_fn(spec, images, ctx) -> raw [n, n]`` replacing the engine
+        (tests inject blocking or failing functions here).
+
+    Listeners: ``on_change(callback(event, model))`` with events ``"start"``, ``"progress"``,
+    ``"result"``, ``"error"``. State: ``result`` (latest :class:`KernelResult` or None),
+    ``error`` (str or None), ``progress`` (0..1), ``busy``, ``cache_hits``, ``cache_misses``.
+    """
+
+    def __init__(
+        self,
+        images,
+        labels,
+        class_names: tuple[str, ...] | None = None,
+        *,
+        architecture: ArchitectureModel | None = None,
+        backend: str | None = None,
+        dtype: str = "float64",
+        synchronous: bool = False,
+        cache_size: int = 32,
+        kernel_fn: Callable[[NetworkSpec, np.ndarray, JobContext], np.ndarray] | None = None,
+        autostart: bool = True,
+    ):
+        from cntk_core.validation import as_images
+
+        images = as_images(images, "images")
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be an integer array of shape ({len(images)},), got {labels.shape}")
+        self.order = np.argsort(labels, kind="stable")
+        self.images = images[self.order]
+        self.labels = labels[self.order]
+        n_classes = int(self.labels.max()) + 1
+        self.class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(n_classes))
+        if len(self.class_names) < n_classes:
+            raise ValueError(f"{len(self.class_names)} class names for labels up to {n_classes - 1}")
+        self.architecture = architecture or ArchitectureModel()
+        self.backend = backend
+        self.dtype = dtype
+        self.cache_size = int(cache_size)
+        self.kernel_fn = kernel_fn
+        self.cache: OrderedDict[NetworkSpec, KernelResult] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.result: KernelResult | None = None
+        self.error: str | None = None
+        self.progress = 0.0
+        self._listeners: list[Callable[[str, KernelExplorerModel], None]] = []
+        self._runner = JobRunner(
+            synchronous=synchronous,
+            on_start=lambda g: self._set_state(progress=0.0, error=None, event="start"),
+            on_progress=lambda f: self._set_state(progress=f, event="progress"),
+            on_result=self._publish,
+            on_error=lambda msg: self._set_state(error=msg, event="error"),
+            name="cntk-explorer",
+        )
+        self.architecture.observe(self._on_spec)
+        if autostart:
+            self.compute()
+
+    # -- public API ---------------------------------------------------------------------------
+    @property
+    def spec(self) -> NetworkSpec:
+        return self.architecture.spec
+
+    @property
+    def busy(self) -> bool:
+        return self._runner.busy
+
+    @property
+    def generation(self) -> int:
+        return self._runner.generation
+
+    @property
+    def dropped(self) -> int:
+        """Number of stale computations that completed and whose result was not shown."""
+        return self._runner.dropped
+
+    def on_change(self, callback: Callable[[str, KernelExplorerModel], None]) -> None:
+        self._listeners.append(callback)
+
+    def compute(self, spec: NetworkSpec | None = None):
+        """Compute (or fetch from the cache) the kernel of ``spec`` (default: the current one)."""
+        spec = spec or self.spec
+        hit = self.cache.get(spec)
+        if hit is not None:
+            self.cache.move_to_end(spec)
+            self.cache_hits += 1
+            self._runner.publish(replace(hit, cached=True, seconds=0.0))
+            return None
+        self.cache_misses += 1
+        return self._runner.submit(lambda ctx: self._job(spec, ctx))
+
+    def wait(self, timeout: float | None = 120.0) -> KernelResult | None:
+        """Block until the newest computation is done; return :attr:`result`."""
+        self._runner.wait(timeout)
+        return self.result
+
+    def close(self) -> None:
+        self.architecture.unobserve(self._on_spec)
+        self._runner.shutdown()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _on_spec(self, spec: NetworkSpec) -> None:
+        self.compute(spec)
+
+    def _job(self, spec: NetworkSpec, ctx: JobContext) -> KernelResult:
+        import time
+
+        t0 = time.perf_counter()
+        if self.kernel_fn is not None:
+            raw = np.asarray(self.kernel_fn(spec, self.images, ctx), dtype=np.float64)  # test hook: no lock
+        else:
+            raw = chunked_gram(
+                spec.network(), self.images, kind=spec.kind, backend=self.backend, ctx=ctx, dtype=self.dtype
+            )
+        n = len(self.images)
+        if raw.shape != (n, n) or not np.isfinite(raw).all():
+            raise ValueError(f"kernel computation returned a {raw.shape} matrix with non-finite entries or bad shape")
+        from cntk_core.regression import eigenspectrum, normalized_gram
+
+        normalized = normalized_gram(raw)
+        eigenvalues = eigenspectrum(normalized, normalize=False)
+        result = KernelResult(spec, raw, normalized, eigenvalues, time.perf_counter() - t0)
+        self.cache[spec] = result
+        while len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return result
+
+    def _publish(self, result: KernelResult) -> None:
+        self._set_state(result=result, progress=1.0, error=None, event="result")
+
+    def _set_state(self, *, event: str, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+        for callback in list(self._listeners):
+            callback(event, self)

@@ -1,0 +1,273 @@
+"""Plain-Python model of the regression lab: CNTK kernel regression on a small balanced subset.
+
+The recipe is the paper's (``cntk-math.md``): pixels / scale, per-channel standardisation with
+training statistics, targets 0.9 / -0.1, ``(K_train + ridge * mean(diag K_train) * I) alpha = Y``,
+prediction ``argmax K_test,train alpha``. ``ridge = 0`` is the paper's plain solve.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from .jobs import ENGINE_LOCK, JobContext, JobRunner
+from .models import ArchitectureModel, NetworkSpec
+
+DATASETS = ("digits", "cifar10-subset")
+
+
+def available_datasets() -> tuple[str, ...]:
+    """``("digits",)`` plus ``"cifar10-subset"`` when its files are found (see ``cntk_core.data``)."""
+    from cntk_core.data import default_subset_dir
+    from cntk_core.data._sources import SUBSET_FILES
+
+    folder = default_subset_dir()
+    return DATASETS if all((folder / f).is_file() for f in SUBSET_FILES) else DATASETS[:1]
+
+
+@dataclass(frozen=True)
+class LabSettings:
+    """What a run depends on besides the architecture. ``ridge`` is relative to ``mean(diag K)``;
+    ``downsample`` averages raw pixels over ``downsample x downsample`` blocks (e.g. 4: CIFAR 32 -> 8)."""
+
+    dataset: str = "digits"
+    n_per_class: int = 10
+    n_test_per_class: int = 10
+    ridge: float = 0.0
+    seed: int = 0
+    downsample: int = 1
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        for name in ("n_per_class", "n_test_per_class", "downsample"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        ridge = float(self.ridge)
+        if not np.isfinite(ridge) or ridge < 0:
+            raise ValueError(f"ridge must be a finite number >= 0, got {self.ridge!r}")
+        object.__setattr__(self, "ridge", ridge)
+
+
+@dataclass(frozen=True)
+class RegressionResult:
+    """One run. ``confusion[i, j]`` counts test images of true class i predicted as j.
+    ``test_images`` are the raw test pixels divided by the pixel scale (``[n_test, H, W, C]`` in
+    0..1, for display); ``predictions`` and ``y_test`` are int ``[n_test]``."""
+
+    spec: NetworkSpec
+    settings: LabSettings
+    accuracy: float
+    confusion: np.ndarray
+    predictions: np.ndarray
+    y_test: np.ndarray
+    test_images: np.ndarray
+    class_names: tuple[str, ...]
+    seconds: float
+    n_train: int = field(default=0)
+
+    def summary(self) -> dict:
+        """A flat record for the history table/plots."""
+        s = self.spec
+        return {
+            "dataset": self.settings.dataset,
+            "depth": s.depth,
+            "readout": s.readout,
+            "fix_first": s.fix_first,
+            "fix_last": s.fix_last,
+            "kind": s.kind,
+            "pool": s.pool,
+            "n_train": self.n_train,
+            "ridge": self.settings.ridge,
+            "image_size": int(self.test_images.shape[1]),
+            "accuracy": self.accuracy,
+            "seconds": self.seconds,
+        }
+
+
+def block_mean(x: np.ndarray, f: int) -> np.ndarray:
+    """Average ``[n, H, W, C]`` pixels over ``f x f`` blocks -> float64 ``[n, H // f, W // f, C]``."""
+    n, h, w, c = x.shape
+    if h // f == 0 or w // f == 0:
+        raise ValueError(f"downsample={f} is larger than the {h}x{w} images")
+    x = np.asarray(x[:, : h // f * f, : w // f * f], dtype=np.float64)
+    return x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
+
+
+def solve_predict(k_train: np.ndarray, k_test: np.ndarray, y_train: np.ndarray, n_classes: int, ridge: float):
+    """Predicted labels ``[n_test]``: :func:`cntk_core.regression.kernel_regression` with the absolute
+    ridge ``ridge * mean(diag K_train)`` (``ridge`` is relative, as in ``run_experiment``)."""
+    from cntk_core.regression import kernel_regression
+
+    lam = ridge * float(np.mean(np.diag(k_train)))
+    return kernel_regression(k_train, y_train, k_test, ridge=lam, n_classes=n_classes)[0]
+
+
+class RegressionLabModel:
+    """Runs kernel regression for the architecture of ``architecture`` and the :class:`LabSettings`.
+
+    ``run()`` computes in the background (or inline with ``synchronous=True``), then publishes a
+    :class:`RegressionResult` in :attr:`result` and appends ``result.summary()`` to :attr:`history`.
+    ``sweep(depths=..., n_per_class=...)`` runs a list of settings in one job (each finished run is
+    added to the history as it completes). Listeners: ``on_change(callback(event, model))`` with
+    events ``"start"``, ``"progress"``, ``"result"``, ``"history"``, ``"error"``.
+    """
+
+    def __init__(
+        self,
+        settings: LabSettings | None = None,
+        *,
+        architecture: ArchitectureModel | None = None,
+        backend: str | None = None,
+        synchronous: bool = False,
+        **fields,
+    ):
+        self.settings = replace(settings or LabSettings(), **fields)
+        self.architecture = architecture or ArchitectureModel()
+        self.backend = backend
+        self.result: RegressionResult | None = None
+        self.history: list[dict] = []
+        self.error: str | None = None
+        self.progress = 0.0
+        self._datasets: dict[str, Any] = {}
+        self._listeners: list[Callable[[str, RegressionLabModel], None]] = []
+        self._runner = JobRunner(
+            synchronous=synchronous,
+            on_start=lambda g: self._set_state(progress=0.0, error=None, event="start"),
+            on_progress=lambda f: self._set_state(progress=f, event="progress"),
+            on_result=lambda r: self._set_state(result=r, progress=1.0, event="result"),
+            on_error=lambda m: self._set_state(error=m, event="error"),
+            name="cntk-regression",
+        )
+
+    def on_change(self, callback: Callable[[str, RegressionLabModel], None]) -> None:
+        self._listeners.append(callback)
+
+    def set(self, **fields) -> LabSettings:
+        self.settings = replace(self.settings, **fields)
+        return self.settings
+
+    def dataset(self, name: str | None = None):
+        """The :class:`cntk_core.data.Dataset` (loaded once per name)."""
+        name = name or self.settings.dataset
+        if name not in self._datasets:
+            from cntk_core.data import load_dataset
+
+            self._datasets[name] = load_dataset(name)
+        return self._datasets[name]
+
+    def subset(self, settings: LabSettings | None = None):
+        """``(x_train, y_train, x_test, y_test, x_test_raw, class_names)``: a balanced, preprocessed
+        subset; float64 NHWC images, int labels; ``x_test_raw`` is raw pixels / pixel scale."""
+        from cntk_core.data import balanced_subset, preprocess
+
+        s = settings or self.settings
+        ds = self.dataset(s.dataset)
+        xtr, ytr = balanced_subset(ds.x_train, ds.y_train, s.n_per_class, seed=s.seed, n_classes=ds.n_classes)
+        xte, yte = balanced_subset(ds.x_test, ds.y_test, s.n_test_per_class, seed=s.seed, n_classes=ds.n_classes)
+        if s.downsample > 1:
+            xtr, xte = block_mean(xtr, s.downsample), block_mean(xte, s.downsample)
+        p = preprocess(xtr, xte, scale=ds.pixel_scale)
+        return p.x_train, ytr, p.x_test, yte, xte / ds.pixel_scale, ds.class_names
+
+    def run(self):
+        """Start one run with the current architecture and settings."""
+        spec, settings = self.architecture.spec, self.settings
+        return self._runner.submit(lambda ctx: self._one(spec, settings, ctx, 0.0, 1.0))
+
+    def sweep(self, depths: Sequence[int] | None = None, n_per_class: Sequence[int] | None = None):
+        """Run every depth (with the current settings) or every training size (current architecture)."""
+        if (depths is None) == (n_per_class is None):
+            raise ValueError("give exactly one of depths= or n_per_class=")
+        base_spec, base = self.architecture.spec, self.settings
+        plan = (
+            [(replace(base_spec, depth=int(d)), base) for d in depths]
+            if depths is not None
+            else [(base_spec, replace(base, n_per_class=int(n))) for n in n_per_class]
+        )
+        if not plan:
+            raise ValueError("empty sweep")
+
+        def job(ctx: JobContext):
+            result = None
+            for i, (spec, settings) in enumerate(plan):
+                result = self._one(spec, settings, ctx, i / len(plan), (i + 1) / len(plan))
+                if i < len(plan) - 1:
+                    self._set_state(result=result, event="result")
+            return result
+
+        return self._runner.submit(job)
+
+    def wait(self, timeout: float | None = 300.0) -> RegressionResult | None:
+        self._runner.wait(timeout)
+        return self.result
+
+    def close(self) -> None:
+        self._runner.shutdown()
+
+    # -- internals ----------------------------------------------------------------------------
+    def _one(self, spec: NetworkSpec, settings: LabSettings, ctx: JobContext, lo: float, hi: float):
+        from cntk_core import network_kernel
+
+        t0 = time.perf_counter()
+        xtr, ytr, xte, yte, raw_test, names = self.subset(settings)
+        net = spec.network()
+        n_tr, n_te = len(xtr), len(xte)
+        # work units: train upper triangle + test x train, done in row blocks for progress/cancel
+        total = n_tr * (n_tr + 1) / 2 + n_te * n_tr
+        done = 0.0
+        k_train = np.empty((n_tr, n_tr))
+        step = max(1, n_tr // 6)
+        for i0 in range(0, n_tr, step):
+            ctx.check()
+            i1 = min(n_tr, i0 + step)
+            with ENGINE_LOCK:
+                block = network_kernel(net, xtr[i0:i1], xtr[i0:], kind=spec.kind, backend=self.backend, progress=False)
+            k_train[i0:i1, i0:] = block
+            k_train[i0:, i0:i1] = block.T
+            done += block.size
+            ctx.progress(lo + (hi - lo) * min(done / total, 1.0))
+        k_test = np.empty((n_te, n_tr))
+        step = max(1, n_te // 4)
+        for i0 in range(0, n_te, step):
+            ctx.check()
+            i1 = min(n_te, i0 + step)
+            with ENGINE_LOCK:
+                k_test[i0:i1] = network_kernel(
+                    net, xte[i0:i1], xtr, kind=spec.kind, backend=self.backend, progress=False
+                )
+            done += (i1 - i0) * n_tr
+            ctx.progress(lo + (hi - lo) * min(done / total, 1.0))
+        n_classes = len(names)
+        pred = solve_predict(k_train, k_test, ytr, n_classes, settings.ridge)
+        from cntk_core.regression import accuracy, confusion_matrix
+
+        confusion = confusion_matrix(yte, pred, n_classes)
+        result = RegressionResult(
+            spec=spec,
+            settings=settings,
+            accuracy=accuracy(yte, pred),
+            confusion=confusion,
+            predictions=pred,
+            y_test=yte,
+            test_images=raw_test,
+            class_names=tuple(names),
+            seconds=time.perf_counter() - t0,
+            n_train=n_tr,
+        )
+        ctx.check()
+        self.history.append(result.summary())
+        self._set_state(event="history")
+        return result
+
+    def _set_state(self, *, event: str, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+        for callback in list(self._listeners):
+            callback(event, self)
