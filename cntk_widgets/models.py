@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from cntk_core import kernel_matrices
+
 from .jobs import ENGINE_LOCK, JobContext, JobRunner
 
 READOUTS = ("gap", "vanilla")
@@ -146,16 +148,24 @@ def chunked_gram(
     ctx: JobContext | None = None,
     n_chunks: int = 8,
     dtype: str = "float64",
+    block_fn: Callable | None = None,
 ) -> np.ndarray:
     """Symmetric Gram ``[n, n]`` of ``x`` in row blocks (upper part, mirrored).
 
     Between blocks the job context can cancel (``ctx.check()``) and report progress. Blocks are
-    sized so each holds about the same number of pairs.
+    sized so each holds about the same number of pairs. ``block_fn(x_rows, x_cols)`` replaces
+    the engine call; it may return a ``dict`` of blocks (several kernels at once), and then the
+    result is a ``dict`` of Grams with the same keys.
     """
     from cntk_core import network_kernel
 
+    if block_fn is None:
+
+        def block_fn(rows, cols):
+            return network_kernel(network, rows, cols, kind=kind, backend=backend, progress=False, dtype=dtype)
+
     n = len(x)
-    out = np.empty((n, n))
+    outs: dict = {}
     # boundaries with equal upper-triangle work: rows i..n cost (n - i); cumulative ~ n^2 - (n-i)^2
     bounds = sorted({int(round(n - n * np.sqrt(1 - t / n_chunks))) for t in range(n_chunks + 1)})
     total = n * (n + 1) / 2
@@ -164,13 +174,15 @@ def chunked_gram(
         if ctx is not None:
             ctx.check()
         with ENGINE_LOCK:
-            block = network_kernel(network, x[i0:i1], x[i0:], kind=kind, backend=backend, progress=False, dtype=dtype)
-        out[i0:i1, i0:] = block
-        out[i0:, i0:i1] = block.T
+            blocks = block_fn(x[i0:i1], x[i0:])
+        for key, block in blocks.items() if isinstance(blocks, dict) else [(None, blocks)]:
+            out = outs.setdefault(key, np.empty((n, n)))
+            out[i0:i1, i0:] = block
+            out[i0:, i0:i1] = block.T
         done += sum(n - i for i in range(i0, i1))
         if ctx is not None:
             ctx.progress(done / total)
-    return out
+    return outs[None] if list(outs) == [None] else outs
 
 
 class KernelExplorerModel:
@@ -296,20 +308,48 @@ class KernelExplorerModel:
 
         t0 = time.perf_counter()
         if self.kernel_fn is not None:
-            raw = np.asarray(self.kernel_fn(spec, self.images, ctx), dtype=np.float64)  # test hook: no lock
+            raws = {spec: np.asarray(self.kernel_fn(spec, self.images, ctx), dtype=np.float64)}  # test hook
+        elif self._multi_depth(spec):
+            # depth d's recurrence passes through every shallower depth: read them all out on the way
+            # (same cost), so moving the depth slider down afterwards is a cache hit
+            lo = 3 if spec.kind == "ntk" and spec.fix_first and spec.fix_last else 2
+            opts = dict(readout=spec.readout, fix_first=spec.fix_first, fix_last=spec.fix_last, kind=spec.kind)
+
+            def all_depths(rows, cols):
+                return kernel_matrices(
+                    rows, cols, depths=range(lo, spec.depth + 1), backend="numba", dtype=self.dtype, **opts
+                )
+
+            grams = chunked_gram(None, self.images, kind=spec.kind, backend=None, ctx=ctx, block_fn=all_depths)
+            raws = {replace(spec, depth=d): k for d, k in grams.items()}
         else:
-            raw = chunked_gram(
-                spec.network(), self.images, kind=spec.kind, backend=self.backend, ctx=ctx, dtype=self.dtype
-            )
+            raws = {
+                spec: chunked_gram(
+                    spec.network(), self.images, kind=spec.kind, backend=self.backend, ctx=ctx, dtype=self.dtype
+                )
+            }
+        seconds = time.perf_counter() - t0
+        for key, raw in raws.items():
+            self._result(key, raw, seconds if key == spec else 0.0)
+        return self.cache[spec]
+
+    def _multi_depth(self, spec: NetworkSpec) -> bool:
+        """Whether one pass can give every depth up to ``spec.depth`` (the fused CPU engine)."""
+        from cntk_core import resolve_backend
+
+        return not spec.pool and resolve_backend(self.backend) == "numba"
+
+    def _result(self, spec: NetworkSpec, raw: np.ndarray, seconds: float) -> KernelResult:
+        """Normalise, take the spectrum, and cache (LRU) the result of one spec."""
         n = len(self.images)
         if raw.shape != (n, n) or not np.isfinite(raw).all():
             raise ValueError(f"kernel computation returned a {raw.shape} matrix with non-finite entries or bad shape")
         from cntk_core.regression import eigenspectrum, normalized_gram
 
         normalized = normalized_gram(raw)
-        eigenvalues = eigenspectrum(normalized, normalize=False)
-        result = KernelResult(spec, raw, normalized, eigenvalues, time.perf_counter() - t0)
+        result = KernelResult(spec, raw, normalized, eigenspectrum(normalized, normalize=False), seconds)
         self.cache[spec] = result
+        self.cache.move_to_end(spec)
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
         return result

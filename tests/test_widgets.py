@@ -271,3 +271,21 @@ def test_main_command_finds_notebooks(capsys):
     assert main(["--print-command", "--voila"]) == 0
     assert "voila 02_cntk_explorer.ipynb" in capsys.readouterr().out
     assert main(["--print-command", "--notebook", "nope.ipynb"]) == 2
+
+
+def test_one_pass_fills_the_cache_for_every_shallower_depth(images):
+    """On the fused CPU engine depth d's pass reads out every depth < d: moving the slider down is free."""
+    from cntk_widgets.models import KernelExplorerModel
+
+    x, y = images
+    arch = ArchitectureModel(depth=5, readout="gap", fix_first=True, fix_last=True)
+    model = KernelExplorerModel(x, y, architecture=arch, backend="numba", synchronous=True)
+    assert model.cache_misses == 1 and model.result.spec.depth == 5
+    for depth in (4, 3):
+        arch.set(depth=depth)
+        assert model.result.cached and model.result.spec.depth == depth
+        expected = _normalise(
+            cntk_core.kernel_matrix(x[np.argsort(y, kind="stable")], depth=depth, readout="gap", fix=True)
+        )
+        np.testing.assert_allclose(model.result.normalized, expected, rtol=1e-12)
+    assert model.cache_misses == 1 and model.cache_hits == 2
