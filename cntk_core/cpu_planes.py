@@ -97,6 +97,25 @@ def _relu(sig, theta, k_out, sa, sb, ia, ib, add_k, c):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _relu_norms(sig, theta, k_out, sa, sb, add_k, c):
+    """:func:`_relu` from the square roots alone (``rho = S / (sa * sb)``): one division per entry
+    instead of two more gathered maps, the cheaper choice for tiles whose maps must be gathered."""
+    pi, inv9pi, one, snap = c[0], c[1], c[2], c[14]
+    zero = one - one
+    for v in range(sig.shape[0]):
+        norm = sa[v] * sb[v]
+        rho = sig[v] / norm if norm > zero else zero
+        rho = one if rho > one - snap else rho
+        rho = -one if rho < -one else rho
+        angle = _arccos(rho, c)
+        k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
+        k_dot = (pi - angle) * inv9pi
+        t = k_dot * theta[v]
+        theta[v] = t + k if add_k else t
+        k_out[v] = k
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _blocks(p, q, gi, gj):
     """The (up to) four displacement planes of tile (gi, gj) and where they sit in its buffer.
 
@@ -161,7 +180,8 @@ def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, 
     ``out_layers[k] + 1``; the caller applies the readout's scale. With ``fix_last`` the readout
     layer's own term K is left out (exactly at the last layer, by subtraction at earlier ones).
     Allocates 4 buffers of (P + 3) x (Q + 3), one of (P + 3) x (Q + 1), and for tiles other
-    than (0, 0) one of 4 x (P + 3) x (Q + 3) for the gathered maps.
+    than (0, 0) one of 2 x (P + 3) x (Q + 3) for the gathered maps (square roots only: see
+    :func:`_relu_norms`).
     """
     n_conv = out_layers[-1]
     p_, q_, c_ = xa.shape
@@ -174,7 +194,7 @@ def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, 
     theta = np.zeros((hh, ww), xa.dtype)
     tmp = np.zeros((hh, ww), xa.dtype)
     rowsum = np.zeros((hh, q_ + 1), xa.dtype)
-    gathered = np.zeros((1 if in_place else 4, hh, ww), xa.dtype)
+    gathered = np.zeros((1 if in_place else 2, hh, ww), xa.dtype)
     # the flat span of interior rows 1 .. P+1, on which the ReLU runs as one long vector loop
     lo, hi = ww, (p_ + 2) * ww
     n = hh * ww
@@ -197,15 +217,15 @@ def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, 
         theta[:, sep_col] = 0
     k_out = 0
     for layer in range(1, n_conv + 1):
+        add_k = not (fix_last and layer == n_conv)
         if in_place:
             sa, ia_ = ma[layer - 1, 0].reshape(n)[lo:hi], ma[layer - 1, 1].reshape(n)[lo:hi]
             sb, ib_ = mb[layer - 1, 0].reshape(n)[lo:hi], mb[layer - 1, 1].reshape(n)[lo:hi]
+            _relu(sig_f, th_f, s_f, sa, sb, ia_, ib_, add_k, c)
         else:
-            for m in range(4):
-                _gather(ma[layer - 1, m % 2] if m < 2 else mb[layer - 1, m % 2], gathered[m], blocks, m < 2)
-            sa, ia_ = gathered[0].reshape(n)[lo:hi], gathered[1].reshape(n)[lo:hi]
-            sb, ib_ = gathered[2].reshape(n)[lo:hi], gathered[3].reshape(n)[lo:hi]
-        _relu(sig_f, th_f, s_f, sa, sb, ia_, ib_, not (fix_last and layer == n_conv), c)
+            _gather(ma[layer - 1, 0], gathered[0], blocks, True)
+            _gather(mb[layer - 1, 0], gathered[1], blocks, False)
+            _relu_norms(sig_f, th_f, s_f, gathered[0].reshape(n)[lo:hi], gathered[1].reshape(n)[lo:hi], add_k, c)
         if layer == out_layers[k_out]:
             if not ntk:
                 sums[k_out] = _span_sum(s_f)
