@@ -170,7 +170,7 @@ def _record_maps(sig, maps, layer, p_, q_, one):
 def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, c, sums):
     """Readout sums over one tile (four displacement planes) of one pair, at ``out_layers``.
 
-    xa, xb: (P, Q, C) images; ma, mb: (L, 2, P + 3, Q + 3) padded maps of sqrt(v) and 1/sqrt(v)
+    xa, xb: (C, P, Q) channel-planar images; ma, mb: (L, 2, P + 3, Q + 3) padded maps of sqrt(v) and 1/sqrt(v)
     of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1 (see :func:`image_maps`); gi, gj:
     the tile (see :func:`_blocks`; tile (0, 0) is the delta = 0 plane alone, all the vanilla
     readout needs, and reads the maps in place); out_layers: ascending int64 layer counts L_k
@@ -184,7 +184,7 @@ def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, 
     :func:`_relu_norms`).
     """
     n_conv = out_layers[-1]
-    p_, q_, c_ = xa.shape
+    c_, p_, q_ = xa.shape
     hh, ww = p_ + 3, q_ + 3
     sep_row, sep_col = p_ - gi + 1, q_ - gj + 1
     in_place = gi == 0 and gj == 0
@@ -202,12 +202,15 @@ def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, 
     for k in range(4):
         r0, nr, di, c0, nc, dj = blocks[k]
         ia, ib, ja, jb = max(di, 0), max(-di, 0), max(dj, 0), max(-dj, 0)
-        for u in range(nr):
+        for u in range(nr):  # S0 = sum over channels, channel by channel (vectorised along rows)
+            row = s[r0 + u, c0 : c0 + nc]
+            a_row, b_row = xa[0, u + ia, ja : ja + nc], xb[0, u + ib, jb : jb + nc]
             for v in range(nc):
-                acc = xa[u + ia, v + ja, 0] * xb[u + ib, v + jb, 0]
-                for ch in range(1, c_):
-                    acc += xa[u + ia, v + ja, ch] * xb[u + ib, v + jb, ch]
-                s[r0 + u, c0 + v] = acc
+                row[v] = a_row[v] * b_row[v]
+            for ch in range(1, c_):
+                a_row, b_row = xa[ch, u + ia, ja : ja + nc], xb[ch, u + ib, jb : jb + nc]
+                for v in range(nc):
+                    row[v] += a_row[v] * b_row[v]
     _box3(s, sig, rowsum, p_ + 1, q_ + 1)  # Sigma^(0) = tr3(S0)
     if record:
         _record_maps(sig, ma, 0, p_, q_, c[2])
@@ -261,7 +264,7 @@ def image_maps(x, n_conv, c):
     O(n P Q L) work, run once per image (not once per pair), by the same tile routine on the
     self pair's delta = 0 plane. Allocates ``16 L (P + 3)(Q + 3)`` bytes per image in float64.
     """
-    n, p_, q_, _ = x.shape
+    n, _, p_, q_ = x.shape
     out = np.zeros((n, max(n_conv, 1), 2, p_ + 3, q_ + 3), x.dtype)
     layers = np.full(1, n_conv, np.int64)
     for i in prange(n):

@@ -55,7 +55,7 @@ class NumbaEngine:
         self.pair_cost = float(plane_entries * spec.n_conv)
 
     def prepare(self, x):
-        x = np.ascontiguousarray(x, dtype=self.dtype)
+        x = np.ascontiguousarray(np.asarray(x, dtype=self.dtype).transpose(0, 3, 1, 2))  # (n, C, P, Q)
         return x, self._cp.image_maps(x, self.spec.n_conv, self._cp.constants(self.dtype))
 
     def pairs(self, x1, x2, state1, state2, rows, cols):
