@@ -121,8 +121,8 @@ def main(argv=None) -> int:
         f"# bench_cpu  {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, python {platform.python_version()}"
     )
-    print(f"{'config':<18}{'n':>5}{'ours ent/s':>13}{'peak MB':>9}", end="")
-    print(f"{'ref ent/s':>11}{'x ref':>8}{'nt ent/s':>11}{'x nt':>8}")
+    print(f"{'config':<18}{'n':>5}{'ours ent/s':>12}{'peak MB':>9}", end="")
+    print(f"{'ref ent/s':>11}{'x ref':>10}{'nt ent/s':>11}{'x nt':>8}")
     rows = []
     for size, readout, depth in configs:
         ours = run_ours_in_subprocess(size, readout, depth, 1.0 if args.quick else args.seconds)
@@ -136,8 +136,8 @@ def main(argv=None) -> int:
         fmt = lambda v: f"{v:.3g}" if v is not None else "-"  # noqa: E731
         ratio = lambda a, b: f"{a / b:.3g}x" if b else "-"  # noqa: E731
         print(
-            f"{name:<18}{ours['n']:>5}{fmt(ours['entries_per_s']):>13}{ours['peak_mb']:>9.0f}{fmt(ref):>11}"
-            f"{ratio(ours['entries_per_s'], ref):>8}{fmt(nt):>11}{ratio(ours['entries_per_s'], nt):>8}",
+            f"{name:<18}{ours['n']:>5}{fmt(ours['entries_per_s']):>12}{ours['peak_mb']:>9.0f}{fmt(ref):>11}"
+            f"{ratio(ours['entries_per_s'], ref):>10}{fmt(nt):>11}{ratio(ours['entries_per_s'], nt):>8}",
             flush=True,
         )
         rows.append({"config": name, **ours, "ref_entries_per_s": ref, "nt_entries_per_s": nt, "nt_deviation": dev})

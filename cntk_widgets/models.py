@@ -317,7 +317,13 @@ class KernelExplorerModel:
 
             def all_depths(rows, cols):
                 return kernel_matrices(
-                    rows, cols, depths=range(lo, spec.depth + 1), backend="numba", dtype=self.dtype, **opts
+                    rows,
+                    cols,
+                    depths=range(lo, spec.depth + 1),
+                    backend="numba",
+                    dtype=self.dtype,
+                    progress=False,
+                    **opts,
                 )
 
             grams = chunked_gram(None, self.images, kind=spec.kind, backend=None, ctx=ctx, block_fn=all_depths)
