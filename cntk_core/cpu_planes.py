@@ -167,7 +167,7 @@ def _record_maps(sig, maps, layer, p_, q_, one):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, c, sums, work):
+def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, c, sums):
     """Readout sums over one tile (four displacement planes) of one pair, at ``out_layers``.
 
     xa, xb: (C, P, Q) channel-planar images; ma, mb: (L, 2, P + 3, Q + 3) padded maps of sqrt(v) and 1/sqrt(v)
@@ -179,9 +179,9 @@ def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, 
     Writes into ``sums[k]`` the float64 sum of Theta (``ntk``) or K over the tile for depth
     ``out_layers[k] + 1``; the caller applies the readout's scale. With ``fix_last`` the readout
     layer's own term K is left out (exactly at the last layer, by subtraction at earlier ones).
-    ``work``: a caller-owned (7, P + 3, Q + 3) scratch array (reused across tiles, so a tile
-    allocates nothing): S0/K, Sigma, Theta, a spare, two gathered square-root maps (see
-    :func:`_relu_norms`) and the box sum's row sums.
+    Allocates 4 buffers of (P + 3) x (Q + 3), one of (P + 3) x (Q + 1), and for tiles other
+    than (0, 0) one of 2 x (P + 3) x (Q + 3) for the gathered maps (square roots only: see
+    :func:`_relu_norms`).
     """
     n_conv = out_layers[-1]
     c_, p_, q_ = xa.shape
@@ -189,10 +189,12 @@ def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, 
     sep_row, sep_col = p_ - gi + 1, q_ - gj + 1
     in_place = gi == 0 and gj == 0
     blocks = _blocks(p_, q_, gi, gj)
-    work[:6] = 0  # pads and separators must read as zeros
-    s, sig, theta, tmp = work[0], work[1], work[2], work[3]  # s: S0, later K
-    gathered = work[4:6]
-    rowsum = work[6, :, : q_ + 1]
+    s = np.zeros((hh, ww), xa.dtype)  # S0, later K
+    sig = np.zeros((hh, ww), xa.dtype)
+    theta = np.zeros((hh, ww), xa.dtype)
+    tmp = np.zeros((hh, ww), xa.dtype)
+    rowsum = np.zeros((hh, q_ + 1), xa.dtype)
+    gathered = np.zeros((1 if in_place else 2, hh, ww), xa.dtype)
     # the flat span of interior rows 1 .. P+1, on which the ReLU runs as one long vector loop
     lo, hi = ww, (p_ + 2) * ww
     n = hh * ww
@@ -266,8 +268,7 @@ def image_maps(x, n_conv, c):
     out = np.zeros((n, max(n_conv, 1), 2, p_ + 3, q_ + 3), x.dtype)
     layers = np.full(1, n_conv, np.int64)
     for i in prange(n):
-        work = np.empty((7, p_ + 3, q_ + 3), x.dtype)
-        _tile(x[i], x[i], out[i], out[i], 0, 0, layers, True, False, True, True, c, np.zeros(1), work)
+        _tile(x[i], x[i], out[i], out[i], 0, 0, layers, True, False, True, True, c, np.zeros(1))
     return out
 
 
@@ -279,39 +280,32 @@ def pair_sums(x1, x2, m1, m2, rows, cols, tiles, out_layers, fix_first, fix_last
     float64 ``(n_pairs, len(out_layers))`` (unscaled). Work items are (pair, plane); partial sums
     are reduced in a fixed order, so a pair's value does not depend on which other pairs share the
     call (Gram tiles give bit-identical results). Allocates ``n_pairs * n_tiles * len(out_layers)``
-    float64 partial sums and one small scratch array per chunk of work items.
+    float64 partial sums.
     """
     n_pairs = rows.shape[0]
     n_planes = tiles.shape[0]
     n_out = out_layers.shape[0]
-    n_items = n_pairs * n_planes
-    partial = np.zeros((n_items, n_out))
-    n_chunks = min(n_items, 256)  # items cost the same (tiles are all P x Q): equal chunks balance
-    per_chunk = (n_items + n_chunks - 1) // n_chunks
-    _, p_, q_ = x1.shape[1], x1.shape[2], x1.shape[3]
-    for chunk in prange(n_chunks):
-        work = np.empty((7, p_ + 3, q_ + 3), x1.dtype)  # one scratch array per chunk, reused by its tiles
-        for t in range(chunk * per_chunk, min((chunk + 1) * per_chunk, n_items)):
-            k = t // n_planes
-            d = t - k * n_planes
-            a = rows[k]
-            b = cols[k]
-            _tile(
-                x1[a],
-                x2[b],
-                m1[a],
-                m2[b],
-                tiles[d, 0],
-                tiles[d, 1],
-                out_layers,
-                fix_first,
-                fix_last,
-                ntk,
-                False,
-                c,
-                partial[t],
-                work,
-            )
+    partial = np.zeros((n_pairs * n_planes, n_out))
+    for t in prange(n_pairs * n_planes):
+        k = t // n_planes
+        d = t - k * n_planes
+        a = rows[k]
+        b = cols[k]
+        _tile(
+            x1[a],
+            x2[b],
+            m1[a],
+            m2[b],
+            tiles[d, 0],
+            tiles[d, 1],
+            out_layers,
+            fix_first,
+            fix_last,
+            ntk,
+            False,
+            c,
+            partial[t],
+        )
     out = np.zeros((n_pairs, n_out))
     for k in range(n_pairs):
         for j in range(n_out):
