@@ -44,6 +44,30 @@ class JobContext:
         if not self.stale:
             self._runner._emit_progress(self.generation, float(min(max(fraction, 0.0), 1.0)))
 
+    def scaled(self, lo: float, hi: float) -> ScaledContext:
+        """A view of this context for one part of the job: its progress 0..1 maps to [lo, hi]."""
+        return ScaledContext(self, lo, hi)
+
+
+class ScaledContext:
+    """A :class:`JobContext` for a sub-task (see :meth:`JobContext.scaled`)."""
+
+    def __init__(self, parent: JobContext | ScaledContext, lo: float, hi: float):
+        self.parent, self.lo, self.hi = parent, lo, hi
+
+    @property
+    def stale(self) -> bool:
+        return self.parent.stale
+
+    def check(self) -> None:
+        self.parent.check()
+
+    def progress(self, fraction: float) -> None:
+        self.parent.progress(self.lo + (self.hi - self.lo) * min(max(fraction, 0.0), 1.0))
+
+    def scaled(self, lo: float, hi: float) -> ScaledContext:
+        return ScaledContext(self, lo, hi)
+
 
 class JobRunner:
     """Run ``job(ctx) -> result`` off the UI thread; publish only the newest generation's outcome.

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .jobs import ENGINE_LOCK, JobContext, JobRunner
-from .models import ArchitectureModel, NetworkSpec
+from .models import ArchitectureModel, NetworkSpec, chunked_gram
 
 DATASETS = ("digits", "cifar10-subset")
 
@@ -220,30 +220,19 @@ class RegressionLabModel:
         net = spec.network()
         n_tr, n_te = len(xtr), len(xte)
         # work units: train upper triangle + test x train, done in row blocks for progress/cancel
-        total = n_tr * (n_tr + 1) / 2 + n_te * n_tr
-        done = 0.0
-        k_train = np.empty((n_tr, n_tr))
-        step = max(1, n_tr // 6)
-        for i0 in range(0, n_tr, step):
-            ctx.check()
-            i1 = min(n_tr, i0 + step)
-            with ENGINE_LOCK:
-                block = network_kernel(net, xtr[i0:i1], xtr[i0:], kind=spec.kind, backend=self.backend, progress=False)
-            k_train[i0:i1, i0:] = block
-            k_train[i0:, i0:i1] = block.T
-            done += block.size
-            ctx.progress(lo + (hi - lo) * min(done / total, 1.0))
+        mid = lo + (hi - lo) * (n_tr * (n_tr + 1) / 2) / (n_tr * (n_tr + 1) / 2 + n_te * n_tr)
+        k_train = chunked_gram(net, xtr, kind=spec.kind, backend=self.backend, ctx=ctx.scaled(lo, mid), n_chunks=6)
+        test_ctx = ctx.scaled(mid, hi)
         k_test = np.empty((n_te, n_tr))
         step = max(1, n_te // 4)
         for i0 in range(0, n_te, step):
-            ctx.check()
+            test_ctx.check()
             i1 = min(n_te, i0 + step)
             with ENGINE_LOCK:
                 k_test[i0:i1] = network_kernel(
                     net, xte[i0:i1], xtr, kind=spec.kind, backend=self.backend, progress=False
                 )
-            done += (i1 - i0) * n_tr
-            ctx.progress(lo + (hi - lo) * min(done / total, 1.0))
+            test_ctx.progress(i1 / n_te)
         n_classes = len(names)
         pred = solve_predict(k_train, k_test, ytr, n_classes, settings.ridge)
         from cntk_core.regression import accuracy, confusion_matrix
