@@ -48,6 +48,8 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], Path]:
             cmd.append(f"--port={args.port}")
         if args.no_browser:
             cmd.append("--no-browser")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI machines run as root
+            cmd.append("--ServerApp.allow_root=True")
     return cmd, folder
 
 
