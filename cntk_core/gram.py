@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 
 from .backend import resolve_backend
@@ -133,7 +135,10 @@ def kernel_matrices(
     if not getattr(engine, "multi_depth", False):
         opts = dict(readout=readout, fix=fix, kind=kind, fix_first=fix_first, fix_last=fix_last, dtype=dtype)
         x2_arg = None if symmetric else x2
-        return {d: kernel_matrix(x1, x2_arg, depth=d, backend=name, progress=progress, **opts) for d in depths}
+        return {
+            d: kernel_matrix(x1, x2_arg, depth=d, backend=name, progress=progress, block_size=block_size, **opts)
+            for d in depths
+        }
     outs = [np.empty((len(x1), len(x2))) for _ in depths]
     _fill(engine, x1, x2, symmetric, outs, progress, block_size)
     return dict(zip(depths, outs, strict=True))
@@ -151,6 +156,10 @@ def _inputs(x1, x2):
 
 def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> None:
     """Evaluate every needed pair tile by tile into ``outs`` (one array per engine output)."""
+    if block_size is not None and (
+        isinstance(block_size, bool) or not isinstance(block_size, Integral) or block_size < 1
+    ):
+        raise ValueError(f"block_size must be a positive integer (images per tile side), got {block_size!r}")
     n1, n2 = len(x1), len(x2)
     tiles = _tiles(n1, n2, symmetric, block_size or _BLOCK)
     n_pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2

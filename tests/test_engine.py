@@ -299,6 +299,14 @@ def test_bad_arguments_give_clear_errors():
         kernel_matrix(x, depth=3, backend="tpu")
     with pytest.raises(ValueError, match="out must be"):
         kernel_matrix(x, depth=3, out=np.empty((3, 3)))
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="block_size"):
+            kernel_matrix(x, depth=3, block_size=bad)
+    with pytest.raises(ValueError, match="block_size"):
+        cntk_core.kernel_matrices(x, depths=[2, 3], backend="numpy", block_size=-1)
+    with pytest.raises(TypeError, match="depth must be an integer"):
+        kernel_matrix(x, depth=3.0)
+    assert np.array_equal(kernel_matrix(x, depth=np.int64(3)), kernel_matrix(x, depth=3))
 
 
 def test_backend_choice(monkeypatch):
