@@ -71,48 +71,44 @@ def _box3(src, dst, rowsum, h, w):
             dr[v + 1] = r0[v] + r1[v] + r2[v]
 
 
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _relu_entry(rho, norm, theta, add_k, c):
+    """One entry of the ReLU layer from its raw correlation: ``(K, new Theta)``.
+
+    rho is clipped to [-1, 1], and values within ``c[14]`` (4 ulp) of 1 are taken as 1, which makes
+    exact self pairs exact (their arccos has an infinite slope at 1) and changes no other value by
+    more than its own rounding.
+    """
+    pi, inv9pi, one, snap = c[0], c[1], c[2], c[14]
+    rho = one if rho > one - snap else rho
+    rho = -one if rho < -one else rho
+    angle = _arccos(rho, c)
+    k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
+    t = (pi - angle) * inv9pi * theta
+    return k, (t + k if add_k else t)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _relu(sig, theta, k_out, sa, sb, ia, ib, add_k, c):
     """The ReLU layer (cntk_core.recurrence.relu_dual) on flat spans: K into k_out, Theta in place.
 
     sa, sb: sqrt of the two positions' variances; ia, ib: their inverses (0 where a variance is
     0). All arguments are 1-D views of the same length; where they are 0 (padding, separators,
-    zero variance) the result is rho = 0, K = 0 and Theta = K_dot * 0 = 0. ``rho = S * ia * ib``
-    is within a few ulp of its exact value; values within ``c[14]`` (4 ulp) of 1 are taken as 1,
-    which makes exact self pairs exact (their arccos has an infinite slope at 1) and changes no
-    other value by more than its own rounding.
+    zero variance) the result is rho = 0, K = 0 and Theta = K_dot * 0 = 0.
     """
-    pi, inv9pi, one, snap = c[0], c[1], c[2], c[14]
     for v in range(sig.shape[0]):
-        norm = sa[v] * sb[v]
-        rho = sig[v] * ia[v] * ib[v]
-        rho = one if rho > one - snap else rho
-        rho = -one if rho < -one else rho
-        angle = _arccos(rho, c)
-        k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
-        k_dot = (pi - angle) * inv9pi
-        t = k_dot * theta[v]
-        theta[v] = t + k if add_k else t
-        k_out[v] = k
+        k_out[v], theta[v] = _relu_entry(sig[v] * ia[v] * ib[v], sa[v] * sb[v], theta[v], add_k, c)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _relu_norms(sig, theta, k_out, sa, sb, add_k, c):
     """:func:`_relu` from the square roots alone (``rho = S / (sa * sb)``): one division per entry
     instead of two more gathered maps, the cheaper choice for tiles whose maps must be gathered."""
-    pi, inv9pi, one, snap = c[0], c[1], c[2], c[14]
-    zero = one - one
+    zero = c[2] - c[2]
     for v in range(sig.shape[0]):
         norm = sa[v] * sb[v]
         rho = sig[v] / norm if norm > zero else zero
-        rho = one if rho > one - snap else rho
-        rho = -one if rho < -one else rho
-        angle = _arccos(rho, c)
-        k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
-        k_dot = (pi - angle) * inv9pi
-        t = k_dot * theta[v]
-        theta[v] = t + k if add_k else t
-        k_out[v] = k
+        k_out[v], theta[v] = _relu_entry(rho, norm, theta[v], add_k, c)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

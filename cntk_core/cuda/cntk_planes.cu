@@ -101,6 +101,17 @@ CNTK_HD inline void relu_dual(T s, T prod, T& k, T& k_dot) {
 //   xa, xb: P x Q x C images; va, vb: L x P x Q variance maps (unused in record mode);
 //   buf: 4 * P * Q entries of T (S/K ping, Theta ping, S/K pong, Theta pong); vrec: L x P x Q
 //   output of record mode. Returns this thread's float64 sum of Theta (ntk) or K over its entries.
+// Entry e of tile (gi, gj): position (r, c) of the second image and (i, j) = (r + gi, c + gj)
+// modulo (P, Q) of the first one.
+CNTK_HD inline void tile_position(int e, int gi, int gj, int P, int Q, int& r, int& c, int& i, int& j) {
+    r = e / Q;
+    c = e - r * Q;
+    i = r + gi;
+    if (i >= P) i -= P;
+    j = c + gj;
+    if (j >= Q) j -= Q;
+}
+
 template <typename T>
 CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* va, const T* vb, T* vrec,
                            T* buf, int gi, int gj, int P, int Q, int C, int L, bool fix_first,
@@ -112,11 +123,8 @@ CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* v
     T* t_dst = buf + 3 * PQ;
     // S0[r, c] = sum_c xa[i, j, :] . xb[r, c, :]
     for (int e = tid; e < PQ; e += nt) {
-        const int r = e / Q, c = e - (e / Q) * Q;
-        int i = r + gi;
-        if (i >= P) i -= P;
-        int j = c + gj;
-        if (j >= Q) j -= Q;
+        int r, c, i, j;
+        tile_position(e, gi, gj, P, Q, r, c, i, j);
         const T* pa = xa + (i * Q + j) * C;
         const T* pb = xb + e * C;
         T acc = pa[0] * pb[0];
@@ -128,11 +136,8 @@ CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* v
     for (int h = 1; h <= L; ++h) {
         const bool add_k = !(fix_last && h == L);
         for (int e = tid; e < PQ; e += nt) {
-            const int r = e / Q, c = e - (e / Q) * Q;
-            int i = r + gi;
-            if (i >= P) i -= P;
-            int j = c + gj;
-            if (j >= Q) j -= Q;
+            int r, c, i, j;
+            tile_position(e, gi, gj, P, Q, r, c, i, j);
             const bool up = r > 0 && i > 0, down = r < P - 1 && i < P - 1;
             const bool left = c > 0 && j > 0, right = c < Q - 1 && j < Q - 1;
             const T s = box3(s_src, r, c, Q, up, down, left, right);  // Sigma^(h-1)
