@@ -1,13 +1,22 @@
 """Fused CPU path (Numba): each displacement plane of each pair runs through all layers in cache.
 
 ``tr3`` and the ReLU map never mix entries of different displacement ``delta = p - p'``
-(``cntk-math.md``, "Structure worth exploiting"). So a pair's 4-D covariance splits into
-``(2P-1)(2Q-1)`` planes; plane ``delta`` is an ``(P-|di|) x (Q-|dj|)`` map on which ``tr3`` is a
-plain 3x3 box sum with zero padding. Planes of very different sizes make short, badly vectorised
-loops, so they are packed four at a time into P x Q "tiles" (planes ``di`` and ``di - P`` stacked,
-``dj`` and ``dj - Q`` side by side, one zero separator row/column between them; the same packing as
-the CUDA kernel). One (pair, tile) work item runs through every layer in eight small buffers that
-stay in L1/L2 and sums its readout. The vanilla readout needs only tile (0, 0), the delta = 0 plane.
+(``cntk-math.md``, "Structure worth exploiting"). So a pair's ``(PQ)^2`` covariance entries split
+into planes that can be run through all layers separately. Planes have very different sizes, so
+they are regrouped into ``PQ`` "shift tiles" of exactly ``PQ`` entries each: number the positions
+``f = i Q + j`` (row-major); shift tile ``k`` holds the entries that pair position ``f`` of the
+second image with position ``(f + k) mod PQ`` of the first, for every ``f``. Each (a, b) pair of
+positions lies in exactly one tile. Within a tile, entry ``f`` belongs to one of at most four
+displacement planes: with ``k = kr Q + kt``, the column carry ``j + kt >= Q`` splits the tile's
+columns at ``Q - kt``, and the row wrap splits each side's rows at ``P - kr`` (left) or
+``P - kr - 1`` (right). tr3 on the tile is the 3x3 box sum on the ``(P, Q)`` grid of the second
+image's positions that does not reach across those cuts.
+
+So the ReLU, the expensive step, is one contiguous loop of ``PQ`` entries per layer: the second
+image's maps in order and a window of the first image's maps stored twice end to end. The box sum
+is two more contiguous loops plus a few fixed-up rows and columns at the cuts. One (pair, tile)
+work item runs through every layer in three (P, Q) buffers that stay in L1 and sums its readout.
+The vanilla readout needs only tile 0, the delta = 0 plane.
 
 The scalar formulas below re-state :func:`cntk_core.recurrence.relu_dual` (same operation order,
 single square root for ``rho``); per-image variances come from running the same tile routine on
@@ -54,23 +63,6 @@ def _arccos(x, c):
     return acos_abs if x >= 0 else pi - acos_abs
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _box3(src, dst, rowsum, h, w):
-    """dst[1:h+1, 1:w+1] = 3x3 box sum of src (zero border); separable, via rowsum (h+2, w)."""
-    for u in range(h + 2):
-        sr = src[u]
-        rr = rowsum[u]
-        for v in range(w):
-            rr[v] = sr[v] + sr[v + 1] + sr[v + 2]
-    for u in range(h):
-        r0 = rowsum[u]
-        r1 = rowsum[u + 1]
-        r2 = rowsum[u + 2]
-        dr = dst[u + 1]
-        for v in range(w):
-            dr[v + 1] = r0[v] + r1[v] + r2[v]
-
-
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _relu_entry(rho, norm, theta, add_k, c):
     """One entry of the ReLU layer from its raw correlation: ``(K, new Theta)``.
@@ -88,240 +80,238 @@ def _relu_entry(rho, norm, theta, add_k, c):
     return k, (t + k if add_k else t)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _relu(sig, theta, k_out, sa, sb, ia, ib, add_k, c):
-    """The ReLU layer (cntk_core.recurrence.relu_dual) on flat spans: K into k_out, Theta in place.
+# Loops over whole flat tiles (hundreds of entries) vectorise well; the helpers are inlined into
+# _tile and index whole arrays instead of slicing them, because a slice or an array passed to a
+# compiled call costs atomic reference-count updates on arrays that the threads share.
+_INLINE = {"cache": True, "nogil": True, "error_model": "numpy", "inline": "always"}
 
-    sa, sb: sqrt of the two positions' variances; ia, ib: their inverses (0 where a variance is
-    0). All arguments are 1-D views of the same length; where they are 0 (padding, separators,
-    zero variance) the result is rho = 0, K = 0 and Theta = K_dot * 0 = 0.
+
+@njit(**_INLINE)
+def _relu_tile(sig, theta, o, maps_a, a, maps_b, b, h, k, add_k, c):
+    """The ReLU layer (cntk_core.recurrence.relu_dual) in place on a flat tile of ``PQ`` entries.
+
+    sig, theta: tile buffers holding the tile at ``o .. o + PQ``; Sigma becomes K and Theta the
+    new Theta. maps_a[a], maps_b[b]: (L, 2, 2PQ) sqrt / inverse-sqrt variance maps of the two
+    images, each stored twice end to end; h: the layer's maps; entry f pairs
+    ``maps_a[a, h, :, k + f]`` with ``maps_b[b, h, :, f]``. Inverse square roots are 0 where a
+    variance is 0, which gives rho = 0 there.
     """
-    for v in range(sig.shape[0]):
-        k_out[v], theta[v] = _relu_entry(sig[v] * ia[v] * ib[v], sa[v] * sb[v], theta[v], add_k, c)
+    ku, ou = np.uint64(k), np.uint64(o)  # unsigned indices: no negative-index wraparound code,
+    for f in range(np.uint64(maps_b.shape[3] // 2)):  # which would stop the loop vectorising
+        g, e = ku + f, ou + f
+        sig[e], theta[e] = _relu_entry(
+            sig[e] * maps_a[a, h, 1, g] * maps_b[b, h, 1, f],
+            maps_a[a, h, 0, g] * maps_b[b, h, 0, f],
+            theta[e],
+            add_k,
+            c,
+        )
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _relu_norms(sig, theta, k_out, sa, sb, add_k, c):
-    """:func:`_relu` from the square roots alone (``rho = S / (sa * sb)``): one division per entry
-    instead of two more gathered maps, the cheaper choice for tiles whose maps must be gathered."""
-    zero = c[2] - c[2]
-    for v in range(sig.shape[0]):
-        norm = sa[v] * sb[v]
-        rho = sig[v] / norm if norm > zero else zero
-        k_out[v], theta[v] = _relu_entry(rho, norm, theta[v], add_k, c)
+def tile_masks(p_, q_, k, one):
+    """(4, PQ) 0/1 masks of shift tile ``k``: whether entry f = r Q + t may take its left, right,
+    upper and lower neighbour into tr3, i.e. whether that neighbour is in the image and in the
+    same displacement plane (see the module docstring). ``one``: 1 in the arithmetic dtype."""
+    kr, kt = k // q_, k % q_
+    col_cut = q_ - kt  # columns >= col_cut carry into the next row of the first image (Q: none)
+    masks = np.zeros((4, p_ * q_), np.asarray(one).dtype)
+    for r in range(p_):
+        for t in range(q_):
+            f = r * q_ + t
+            row_cut = p_ - kr - (1 if t >= col_cut else 0)  # rows >= row_cut wrap (P: none)
+            if t >= 1 and t != col_cut:
+                masks[0, f] = one
+            if t + 1 < q_ and t + 1 != col_cut:
+                masks[1, f] = one
+            if r >= 1 and r != row_cut:
+                masks[2, f] = one
+            if r + 1 < p_ and r + 1 != row_cut:
+                masks[3, f] = one
+    return masks
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _blocks(p, q, gi, gj):
-    """The (up to) four displacement planes of tile (gi, gj) and where they sit in its buffer.
+@njit(**_INLINE)
+def _tr3_tile(src, dst, tmp, masks, q_):
+    """dst = tr3 of a flat (P, Q) shift tile (see the module docstring); tmp: scratch.
 
-    Returns an int64 array (4, 6) of ``(row0, n_rows, di, col0, n_cols, dj)``: plane ``(di, dj)``
-    occupies rows ``row0 .. row0 + n_rows`` and columns ``col0 .. col0 + n_cols`` of the padded
-    ``(P + 3) x (Q + 3)`` buffer. Planes ``di = gi`` (P - gi rows) and ``di = gi - P`` (gi rows)
-    are stacked with one zero separator row between them, likewise for columns; so every tile
-    has P x Q entries and the 3x3 box sum over the whole buffer is tr3 on each plane.
+    src, dst, tmp hold the tile at ``Q .. Q + PQ`` with Q zeros before and after (tmp's must stay
+    zero); ``dst`` may be ``src``. masks: :func:`tile_masks`. Two contiguous passes, row 3-sums
+    into tmp and column 3-sums into dst, each neighbour multiplied by its 0/1 mask.
     """
-    out = np.zeros((4, 6), np.int64)
-    k = 0
-    for rb in range(2):
-        for cb in range(2):
-            out[k, 0] = 1 if rb == 0 else p - gi + 2
-            out[k, 1] = p - gi if rb == 0 else gi
-            out[k, 2] = gi if rb == 0 else gi - p
-            out[k, 3] = 1 if cb == 0 else q - gj + 2
-            out[k, 4] = q - gj if cb == 0 else gj
-            out[k, 5] = gj if cb == 0 else gj - q
-            k += 1
-    return out
+    n = masks.shape[1]
+    qu, one = np.uint64(q_), np.uint64(1)
+    for f in range(np.uint64(n)):
+        e = qu + f
+        tmp[e] = masks[0, f] * src[e - one] + src[e] + masks[1, f] * src[e + one]
+    for f in range(np.uint64(n)):
+        e = qu + f
+        dst[e] = masks[2, f] * tmp[f] + tmp[e] + masks[3, f] * tmp[e + qu]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _gather(src, dst, blocks, first):
-    """dst[block] = src[positions of the first (``first``) or second image] for every block.
+@njit(**_INLINE)
+def _s0_tile(xa, a, xb, b, k, out, o):
+    """out[o + f] = sum over channels of xa[a, :, (f + k) mod PQ] * xb[b, :, f] (S0 of shift tile k).
 
-    src is a padded (P + 3, Q + 3) map whose position (i, j) sits at [1 + i, 1 + j].
+    xa, xb: (n, C, PQ) flat channel-planar images.
     """
-    for k in range(4):
-        r0, nr, di, c0, nc, dj = blocks[k]
-        i0 = 1 + (max(di, 0) if first else max(-di, 0))
-        j0 = 1 + (max(dj, 0) if first else max(-dj, 0))
-        for u in range(nr):
-            for v in range(nc):
-                dst[r0 + u, c0 + v] = src[i0 + u, j0 + v]
+    ou = np.uint64(o)
+    head, tail = np.uint64(xa.shape[2] - k), np.uint64(k)  # f < PQ - k reads f + k, then f - (PQ - k)
+    a0, b0 = np.uint64(k), ou + head
+    for f in range(head):
+        out[ou + f] = xa[a, 0, a0 + f] * xb[b, 0, f]
+    for f in range(tail):
+        out[b0 + f] = xa[a, 0, f] * xb[b, 0, head + f]
+    for ch in range(1, xa.shape[1]):
+        for f in range(head):
+            out[ou + f] += xa[a, ch, a0 + f] * xb[b, ch, f]
+        for f in range(tail):
+            out[b0 + f] += xa[a, ch, f] * xb[b, ch, head + f]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def _record_maps(sig, maps, layer, p_, q_, one):
-    """maps[layer] = (sqrt(v), 1/sqrt(v) or 0) of the variances v = interior of sig (self pair)."""
-    zero = one - one
-    for u in range(1, p_ + 1):
-        for v in range(1, q_ + 1):
-            var = sig[u, v]
-            root = np.sqrt(var) if var > zero else zero
-            maps[layer, 0, u, v] = root
-            maps[layer, 1, u, v] = one / root if var > zero else zero
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _tile(xa, xb, ma, mb, gi, gj, out_layers, fix_first, fix_last, ntk, record, c, sums):
-    """Readout sums over one tile (four displacement planes) of one pair, at ``out_layers``.
-
-    xa, xb: (C, P, Q) channel-planar images; ma, mb: (L, 2, P + 3, Q + 3) padded maps of sqrt(v) and 1/sqrt(v)
-    of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1 (see :func:`image_maps`); gi, gj:
-    the tile (see :func:`_blocks`; tile (0, 0) is the delta = 0 plane alone, all the vanilla
-    readout needs, and reads the maps in place); out_layers: ascending int64 layer counts L_k
-    (depth d = L_k + 1), the last one is the number of conv+ReLU layers run, L. With ``record``
-    (self pair, tile (0, 0), ma is mb) the routine writes the maps instead of reading them.
-    Writes into ``sums[k]`` the float64 sum of Theta (``ntk``) or K over the tile for depth
-    ``out_layers[k] + 1``; the caller applies the readout's scale. With ``fix_last`` the readout
-    layer's own term K is left out (exactly at the last layer, by subtraction at earlier ones).
-    Allocates 4 buffers of (P + 3) x (Q + 3), one of (P + 3) x (Q + 1), and for tiles other
-    than (0, 0) one of 2 x (P + 3) x (Q + 3) for the gathered maps (square roots only: see
-    :func:`_relu_norms`).
-    """
-    n_conv = out_layers[-1]
-    c_, p_, q_ = xa.shape
-    hh, ww = p_ + 3, q_ + 3
-    sep_row, sep_col = p_ - gi + 1, q_ - gj + 1
-    in_place = gi == 0 and gj == 0
-    blocks = _blocks(p_, q_, gi, gj)
-    s = np.zeros((hh, ww), xa.dtype)  # S0, later K
-    sig = np.zeros((hh, ww), xa.dtype)
-    theta = np.zeros((hh, ww), xa.dtype)
-    tmp = np.zeros((hh, ww), xa.dtype)
-    rowsum = np.zeros((hh, q_ + 1), xa.dtype)
-    gathered = np.zeros((1 if in_place else 2, hh, ww), xa.dtype)
-    # the flat span of interior rows 1 .. P+1, on which the ReLU runs as one long vector loop
-    lo, hi = ww, (p_ + 2) * ww
-    n = hh * ww
-    s_f, sig_f, th_f = s.reshape(n)[lo:hi], sig.reshape(n)[lo:hi], theta.reshape(n)[lo:hi]
-    for k in range(4):
-        r0, nr, di, c0, nc, dj = blocks[k]
-        ia, ib, ja, jb = max(di, 0), max(-di, 0), max(dj, 0), max(-dj, 0)
-        for u in range(nr):  # S0 = sum over channels, channel by channel (vectorised along rows)
-            row = s[r0 + u, c0 : c0 + nc]
-            a_row, b_row = xa[0, u + ia, ja : ja + nc], xb[0, u + ib, jb : jb + nc]
-            for v in range(nc):
-                row[v] = a_row[v] * b_row[v]
-            for ch in range(1, c_):
-                a_row, b_row = xa[ch, u + ia, ja : ja + nc], xb[ch, u + ib, jb : jb + nc]
-                for v in range(nc):
-                    row[v] += a_row[v] * b_row[v]
-    _box3(s, sig, rowsum, p_ + 1, q_ + 1)  # Sigma^(0) = tr3(S0)
-    if record:
-        _record_maps(sig, ma, 0, p_, q_, c[2])
-    if not fix_first:
-        theta[:, :] = sig
-        theta[sep_row, :] = 0
-        theta[:, sep_col] = 0
-    k_out = 0
-    for layer in range(1, n_conv + 1):
-        add_k = not (fix_last and layer == n_conv)
-        if in_place:
-            sa, ia_ = ma[layer - 1, 0].reshape(n)[lo:hi], ma[layer - 1, 1].reshape(n)[lo:hi]
-            sb, ib_ = mb[layer - 1, 0].reshape(n)[lo:hi], mb[layer - 1, 1].reshape(n)[lo:hi]
-            _relu(sig_f, th_f, s_f, sa, sb, ia_, ib_, add_k, c)
-        else:
-            _gather(ma[layer - 1, 0], gathered[0], blocks, True)
-            _gather(mb[layer - 1, 0], gathered[1], blocks, False)
-            _relu_norms(sig_f, th_f, s_f, gathered[0].reshape(n)[lo:hi], gathered[1].reshape(n)[lo:hi], add_k, c)
-        if layer == out_layers[k_out]:
-            if not ntk:
-                sums[k_out] = _span_sum(s_f)
-            elif fix_last and layer < n_conv:
-                sums[k_out] = _span_sum(th_f) - _span_sum(s_f)
-            else:
-                sums[k_out] = _span_sum(th_f)
-            k_out += 1
-        if layer < n_conv:
-            _box3(s, sig, rowsum, p_ + 1, q_ + 1)
-            _box3(theta, tmp, rowsum, p_ + 1, q_ + 1)
-            theta, tmp = tmp, theta
-            th_f = theta.reshape(n)[lo:hi]
-            theta[sep_row, :] = 0
-            theta[:, sep_col] = 0
-            if record:
-                _record_maps(sig, ma, layer, p_, q_, c[2])
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _span_sum(m):
+@njit(**_INLINE)
+def _flat_sum(buf, o, n):
     total = 0.0
-    for v in range(m.shape[0]):
-        total += m[v]
+    for f in range(np.uint64(n)):
+        total += buf[np.uint64(o) + f]
     return total
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def image_maps(x, n_conv, c):
-    """Per-image maps ``(n, L, 2, P + 3, Q + 3)``: sqrt(v) and 1/sqrt(v) (0 where v = 0), padded,
-    of the variances v = Sigma^(h)(x, x)[p, p] for h = 0 .. L-1.
+@njit(cache=True, nogil=True, error_model="numpy")
+def _record_maps(sig, o, maps, a, layer, one):
+    """maps[a, layer] = (sqrt(v), 1/sqrt(v) or 0) of the variances v = sig[o : o + PQ] (the self
+    pair's delta = 0 tile), stored twice end to end."""
+    zero = one - one
+    n = maps.shape[3] // 2
+    for f in range(n):
+        var = sig[o + f]
+        root = np.sqrt(var) if var > zero else zero
+        inv = one / root if var > zero else zero
+        maps[a, layer, 0, f] = root
+        maps[a, layer, 0, f + n] = root
+        maps[a, layer, 1, f] = inv
+        maps[a, layer, 1, f + n] = inv
 
-    O(n P Q L) work, run once per image (not once per pair), by the same tile routine on the
-    self pair's delta = 0 plane. Allocates ``16 L (P + 3)(Q + 3)`` bytes per image in float64.
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _tile(xa, a, xb, b, ma, mb, k, masks, work, out_layers, fix_first, fix_last, ntk, record, c, sums, w):
+    """Readout sums over shift tile ``k`` (up to four displacement planes) of the pair (xa[a], xb[b]).
+
+    xa, xb: (n, C, PQ) flat channel-planar images; ma, mb: their (n, L, 2, 2PQ) maps of sqrt(v)
+    and 1/sqrt(v) of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1, stored twice end to
+    end (see :func:`image_maps`); k: the tile (0 is the delta = 0 plane alone, all the vanilla
+    readout needs); masks: its :func:`tile_masks`; work: (3, PQ + 2Q) scratch whose first and last
+    Q entries of each row are zero and stay zero; out_layers: ascending int64 layer counts L_k
+    (depth d = L_k + 1), the last one is the number of conv+ReLU layers run, L. With ``record``
+    (self pair, tile 0, ma is mb) the routine writes ma[a]'s maps instead of reading them. Writes
+    into ``sums[w, j]`` the float64 sum of Theta (``ntk``) or K over the tile for depth
+    ``out_layers[j] + 1``; the caller applies the readout's scale. With ``fix_last`` the readout
+    layer's own term K is left out (exactly at the last layer, by subtraction at earlier ones).
+    Whole arrays and indices are passed rather than views: a view costs atomic reference-count
+    updates on the parent array, which all threads share. Allocates nothing.
     """
-    n, _, p_, q_ = x.shape
-    out = np.zeros((n, max(n_conv, 1), 2, p_ + 3, q_ + 3), x.dtype)
+    n_conv = out_layers[-1]
+    n = masks.shape[1]
+    q_ = (work.shape[1] - n) // 2
+    sig, theta, tmp = work[0], work[1], work[2]  # the tile sits at q_ .. q_ + n
+    _s0_tile(xa, a, xb, b, k, theta, q_)
+    _tr3_tile(theta, sig, tmp, masks, q_)  # Sigma^(0) = tr3(S0)
+    if record:
+        _record_maps(sig, q_, ma, a, 0, c[2])
+    for f in range(q_, q_ + n):
+        theta[f] = 0 if fix_first or not ntk else sig[f]  # Theta^(0) = Sigma^(0)
+    j = 0
+    for layer in range(1, n_conv + 1):
+        last = layer == n_conv
+        _relu_tile(sig, theta, q_, ma, a, mb, b, layer - 1, k, not (fix_last and last), c)
+        if layer == out_layers[j]:
+            if not ntk:
+                sums[w, j] = _flat_sum(sig, q_, n)
+            elif fix_last and not last:
+                sums[w, j] = _flat_sum(theta, q_, n) - _flat_sum(sig, q_, n)
+            else:
+                sums[w, j] = _flat_sum(theta, q_, n)
+            j += 1
+        if not last:
+            _tr3_tile(sig, sig, tmp, masks, q_)
+            if ntk:
+                _tr3_tile(theta, theta, tmp, masks, q_)
+            if record:
+                _record_maps(sig, q_, ma, a, layer, c[2])
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def image_maps(x, p_, n_conv, c):
+    """Per-image maps ``(n, L, 2, 2PQ)``: sqrt(v) and 1/sqrt(v) (0 where v = 0) of the variances
+    v = Sigma^(h)(x, x)[p, p] for h = 0 .. L-1, flat, stored twice end to end (so that every shift
+    tile reads one contiguous window).
+
+    x: (n, C, PQ) flat channel-planar images of ``p_`` rows. O(n P Q L) work, run once per image
+    (not once per pair), by the same tile routine on the self pair's delta = 0 plane. Allocates
+    ``32 L P Q`` bytes per image in float64.
+    """
+    n, _, pq = x.shape
+    q_ = pq // p_
+    out = np.zeros((n, max(n_conv, 1), 2, 2 * pq), x.dtype)
     layers = np.full(1, n_conv, np.int64)
+    masks = tile_masks(p_, q_, 0, c[2])
+    dummy = np.zeros((n, 1))
     for i in prange(n):
-        _tile(x[i], x[i], out[i], out[i], 0, 0, layers, True, False, True, True, c, np.zeros(1))
+        work = np.zeros((3, pq + 2 * q_), x.dtype)
+        _tile(x, i, x, i, out, out, 0, masks, work, layers, True, False, True, True, c, dummy, i)
     return out
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def pair_sums(x1, x2, m1, m2, rows, cols, tiles, out_layers, fix_first, fix_last, ntk, c):
-    """Readout sums for the pairs ``(x1[rows[k]], x2[cols[k]])`` over the tiles in ``tiles``.
+#: pairs that share one tile's masks and scratch in :func:`pair_sums`
+_PAIR_GROUP = 8
 
-    tiles: (n_tiles, 2) int array (see :func:`all_tiles`); out_layers: see :func:`_tile`. Returns
-    float64 ``(n_pairs, len(out_layers))`` (unscaled). Work items are (pair, plane); partial sums
-    are reduced in a fixed order, so a pair's value does not depend on which other pairs share the
-    call (Gram tiles give bit-identical results). Allocates ``n_pairs * n_tiles * len(out_layers)``
-    float64 partial sums.
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, out_layers, fix_first, fix_last, ntk, c):
+    """Readout sums for the pairs ``(x1[rows[i]], x2[cols[i]])`` over the shift tiles ``tiles``.
+
+    x1, x2: (n, C, PQ) flat images of ``p_`` rows; m1, m2: their :func:`image_maps`; tiles: int64
+    shifts (see :func:`all_tiles`); out_layers: see :func:`_tile`. Returns float64
+    ``(n_pairs, len(out_layers))`` (unscaled). Work items are (tile, group of up to 8 pairs), which
+    share the tile's masks and scratch. Partial sums are per (pair, tile) and reduced in a fixed
+    order, so a pair's value does not depend on which other pairs share the call (Gram tiles give
+    bit-identical results). Allocates ``n_pairs * n_tiles * len(out_layers)`` float64 partial sums
+    and, per work item, the tile's masks and scratch (4 + 3 rows of about PQ entries).
     """
     n_pairs = rows.shape[0]
-    n_planes = tiles.shape[0]
+    n_tiles = tiles.shape[0]
     n_out = out_layers.shape[0]
-    partial = np.zeros((n_pairs * n_planes, n_out))
-    for t in prange(n_pairs * n_planes):
-        k = t // n_planes
-        d = t - k * n_planes
-        a = rows[k]
-        b = cols[k]
-        _tile(
-            x1[a],
-            x2[b],
-            m1[a],
-            m2[b],
-            tiles[d, 0],
-            tiles[d, 1],
-            out_layers,
-            fix_first,
-            fix_last,
-            ntk,
-            False,
-            c,
-            partial[t],
-        )
+    pq = x1.shape[2]
+    q_ = pq // p_
+    partial = np.zeros((n_pairs * n_tiles, n_out))
+    n_groups = (n_pairs + _PAIR_GROUP - 1) // _PAIR_GROUP
+    for item in prange(n_tiles * n_groups):
+        d = item // n_groups
+        g = item - d * n_groups
+        masks = tile_masks(p_, q_, tiles[d], c[2])
+        work = np.zeros((3, pq + 2 * q_), x1.dtype)
+        for i in range(g * _PAIR_GROUP, min((g + 1) * _PAIR_GROUP, n_pairs)):
+            _tile(
+                x1, rows[i], x2, cols[i], m1, m2, tiles[d], masks, work, out_layers,
+                fix_first, fix_last, ntk, False, c, partial, i * n_tiles + d,
+            )  # fmt: skip
     out = np.zeros((n_pairs, n_out))
-    for k in range(n_pairs):
+    for i in range(n_pairs):
         for j in range(n_out):
             acc = 0.0
-            for d in range(n_planes):
-                acc += partial[k * n_planes + d, j]
-            out[k, j] = acc
+            for d in range(n_tiles):
+                acc += partial[i * n_tiles + d, j]
+            out[i, j] = acc
     return out
 
 
 def all_tiles(p: int, q: int, readout: str) -> np.ndarray:
-    """Tiles to visit: all P x Q of them for GAP, only ``(0, 0)`` (delta = 0) for vanilla."""
-    if readout == "vanilla":
-        return np.zeros((1, 2), np.int64)
-    gi, gj = np.meshgrid(np.arange(p), np.arange(q), indexing="ij")
-    return np.stack([gi.ravel(), gj.ravel()], axis=1).astype(np.int64)
+    """Shift tiles to visit: all ``P*Q`` for GAP, only 0 (the delta = 0 plane) for vanilla."""
+    return np.zeros(1, np.int64) if readout == "vanilla" else np.arange(p * q, dtype=np.int64)
 
 
 def constants(dtype) -> tuple:
     """``(pi, 1/(9 pi), 1, 1/2, *asin coefficients, snap)`` in the arithmetic dtype (float32 stays
-    float32); ``snap`` = 4 ulp of 1, see :func:`_relu`."""
+    float32); ``snap`` = 4 ulp of 1, see :func:`_relu_entry`."""
     t = np.dtype(dtype).type
     return tuple(t(v) for v in (_PI, _INV_9PI, 1.0, 0.5) + _PS + _QS + (4 * np.finfo(dtype).eps,))

@@ -30,9 +30,9 @@ class NumbaEngine:
     """Fused CPU planes (:mod:`cntk_core.cpu_planes`) for the paper's architecture.
 
     ``pairs`` returns ``(n_pairs, len(depths))``: one column per requested depth (default: the
-    network's own). Allocates per block the variance maps ``(n, L, P, Q)`` in the arithmetic
-    dtype, and per pair batch ``n_pairs * n_planes * len(depths)`` float64 partial sums; each
-    thread uses five (P+2) x (Q+2) buffers.
+    network's own). Allocates per block of images their variance maps ``(n, L, 2, 2PQ)`` in the
+    arithmetic dtype, and per pair batch ``n_pairs * n_tiles * len(depths)`` float64 partial sums;
+    each work item uses seven rows of about PQ entries (masks and scratch).
     """
 
     #: one pass gives the kernels of several depths (every layer's readout is on the way)
@@ -49,14 +49,16 @@ class NumbaEngine:
         self.ntk = kind == "ntk"
         self.dtype = dtype
         p, q = shape[0], shape[1]
+        self.p = p
         self.tiles = cpu_planes.all_tiles(p, q, spec.readout)
         self.scale = 1.0 if spec.readout == "vanilla" else 1.0 / (p * q) ** 2
         plane_entries = p * q if spec.readout == "vanilla" else (p * q) ** 2  # all planes together
         self.pair_cost = float(plane_entries * spec.n_conv)
 
     def prepare(self, x):
-        x = np.ascontiguousarray(np.asarray(x, dtype=self.dtype).transpose(0, 3, 1, 2))  # (n, C, P, Q)
-        return x, self._cp.image_maps(x, self.spec.n_conv, self._cp.constants(self.dtype))
+        n, p, q, ch = x.shape
+        x = np.ascontiguousarray(np.asarray(x, dtype=self.dtype).transpose(0, 3, 1, 2)).reshape(n, ch, p * q)
+        return x, self._cp.image_maps(x, p, self.spec.n_conv, self._cp.constants(self.dtype))
 
     def pairs(self, x1, x2, state1, state2, rows, cols):
         (xa, va), (xb, vb) = state1, state2
@@ -66,6 +68,7 @@ class NumbaEngine:
             xb,
             va,
             vb,
+            self.p,
             np.ascontiguousarray(rows, np.int64),
             np.ascontiguousarray(cols, np.int64),
             self.tiles,

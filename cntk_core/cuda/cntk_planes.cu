@@ -55,7 +55,7 @@ CNTK_HD inline T acos_stable(T rho) {
 }
 
 // 3x3 box sum of src at tile entry (r, c); ok_* say whether the row/column shifts -1 and +1 stay
-// inside the image. Terms in the order of cpu_planes._box3 (row shift outer, column inner).
+// inside the image. Terms with the row shift outer and the column shift inner.
 template <typename T>
 CNTK_HD inline T box3(const T* src, int r, int c, int Q, bool up, bool down, bool left, bool right) {
     T acc = T(0);
