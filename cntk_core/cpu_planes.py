@@ -83,7 +83,7 @@ def _relu_entry(rho, norm, theta, add_k, c):
 # Loops over whole flat tiles (hundreds of entries) vectorise well; the helpers are inlined into
 # _tile and index whole arrays instead of slicing them, because a slice or an array passed to a
 # compiled call costs atomic reference-count updates on arrays that the threads share.
-_INLINE = {"cache": True, "nogil": True, "error_model": "numpy", "inline": "always"}
+_INLINE = {"cache": True, "nogil": True, "error_model": "numpy", "inline": "always", "fastmath": {"contract"}}
 
 
 @njit(**_INLINE)
@@ -115,19 +115,25 @@ def tile_masks(p_, q_, k, one):
     same displacement plane (see the module docstring). ``one``: 1 in the arithmetic dtype."""
     kr, kt = k // q_, k % q_
     col_cut = q_ - kt  # columns >= col_cut carry into the next row of the first image (Q: none)
-    masks = np.zeros((4, p_ * q_), np.asarray(one).dtype)
+    zero = one - one
+    masks = np.empty((4, p_ * q_), np.asarray(one).dtype)
+    left = np.empty(q_, masks.dtype)
+    right = np.empty(q_, masks.dtype)
+    for t in range(q_):
+        left[t] = one if t >= 1 and t != col_cut else zero
+        right[t] = one if t + 1 < q_ and t + 1 != col_cut else zero
     for r in range(p_):
+        # rows >= P - kr wrap in the left columns, rows >= P - kr - 1 in the right (carry) ones
+        up_l = one if r >= 1 and r != p_ - kr else zero
+        up_r = one if r >= 1 and r != p_ - kr - 1 else zero
+        down_l = one if r + 1 < p_ and r + 1 != p_ - kr else zero
+        down_r = one if r + 1 < p_ and r + 1 != p_ - kr - 1 else zero
+        f0 = r * q_
         for t in range(q_):
-            f = r * q_ + t
-            row_cut = p_ - kr - (1 if t >= col_cut else 0)  # rows >= row_cut wrap (P: none)
-            if t >= 1 and t != col_cut:
-                masks[0, f] = one
-            if t + 1 < q_ and t + 1 != col_cut:
-                masks[1, f] = one
-            if r >= 1 and r != row_cut:
-                masks[2, f] = one
-            if r + 1 < p_ and r + 1 != row_cut:
-                masks[3, f] = one
+            masks[0, f0 + t] = left[t]
+            masks[1, f0 + t] = right[t]
+            masks[2, f0 + t] = up_l if t < col_cut else up_r
+            masks[3, f0 + t] = down_l if t < col_cut else down_r
     return masks
 
 
@@ -193,7 +199,7 @@ def _record_maps(sig, o, maps, a, layer, one):
         maps[a, layer, 1, f + n] = inv
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _tile(xa, a, xb, b, ma, mb, k, masks, work, out_layers, fix_first, fix_last, ntk, record, c, sums, w):
     """Readout sums over shift tile ``k`` (up to four displacement planes) of the pair (xa[a], xb[b]).
 
@@ -272,8 +278,8 @@ def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, out_layers, fix_first, fix_
 
     x1, x2: (n, C, PQ) flat images of ``p_`` rows; m1, m2: their :func:`image_maps`; tiles: int64
     shifts (see :func:`all_tiles`); out_layers: see :func:`_tile`. Returns float64
-    ``(n_pairs, len(out_layers))`` (unscaled). Work items are (tile, group of up to 8 pairs), which
-    share the tile's masks and scratch. Partial sums are per (pair, tile) and reduced in a fixed
+    ``(n_pairs, len(out_layers))`` (unscaled). Work items are (tile, group of pairs), which share
+    the tile's masks and scratch. Partial sums are per (pair, tile) and reduced in a fixed
     order, so a pair's value does not depend on which other pairs share the call (Gram tiles give
     bit-identical results). Allocates ``n_pairs * n_tiles * len(out_layers)`` float64 partial sums
     and, per work item, the tile's masks and scratch (4 + 3 rows of about PQ entries).
@@ -284,13 +290,15 @@ def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, out_layers, fix_first, fix_
     pq = x1.shape[2]
     q_ = pq // p_
     partial = np.zeros((n_pairs * n_tiles, n_out))
-    n_groups = (n_pairs + _PAIR_GROUP - 1) // _PAIR_GROUP
+    # groups of pairs share a tile's masks; with one tile (vanilla) up to 64, leaving >= 32 items
+    group = _PAIR_GROUP if n_tiles > 1 else max(1, min(64, n_pairs // 32))
+    n_groups = (n_pairs + group - 1) // group
     for item in prange(n_tiles * n_groups):
         d = item // n_groups
         g = item - d * n_groups
         masks = tile_masks(p_, q_, tiles[d], c[2])
         work = np.zeros((3, pq + 2 * q_), x1.dtype)
-        for i in range(g * _PAIR_GROUP, min((g + 1) * _PAIR_GROUP, n_pairs)):
+        for i in range(g * group, min((g + 1) * group, n_pairs)):
             _tile(
                 x1, rows[i], x2, cols[i], m1, m2, tiles[d], masks, work, out_layers,
                 fix_first, fix_last, ntk, False, c, partial, i * n_tiles + d,
