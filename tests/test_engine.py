@@ -38,6 +38,8 @@ CASES = [
     (8, 8, 3, 2),
     (8, 8, 2, 11),
     (16, 16, 3, 3),
+    (3, 1, 2, 3),  # one column: every shift tile's column cut is at an edge
+    (2, 9, 1, 5),  # two rows: row cuts next to both edges
 ]
 
 
@@ -55,6 +57,26 @@ def test_fused_cpu_equals_reference(p, q, c, depth, readout):
         )
         assert got.dtype == np.float64 and got.shape == (2, 2)
         assert rel_err(got, ref) <= 1e-7, (fix_first, fix_last, kind)
+
+
+@pytest.mark.parametrize("p,q", [(1, 1), (1, 4), (4, 1), (3, 5), (6, 4)])
+def test_shift_tile_masks_follow_the_displacement_planes(p, q):
+    """Brute force from the definition: in shift tile k, entry f pairs position f of the second
+    image with position (f + k) mod PQ of the first; a neighbour may enter tr3 iff it is inside
+    the image and has the same displacement (first minus second position)."""
+    from cntk_core.cpu_planes import tile_masks
+
+    def displacement(k, r, t):
+        a = (r * q + t + k) % (p * q)
+        return (a // q - r, a % q - t)
+
+    for k in range(p * q):
+        masks = tile_masks(p, q, k, 1.0)
+        for r, t in itertools.product(range(p), range(q)):
+            for m, (dr, dt) in enumerate([(0, -1), (0, 1), (-1, 0), (1, 0)]):
+                inside = 0 <= r + dr < p and 0 <= t + dt < q
+                same = inside and displacement(k, r + dr, t + dt) == displacement(k, r, t)
+                assert masks[m, r * q + t] == float(same), (k, r, t, m)
 
 
 def test_fused_cpu_equals_reference_32x32():
