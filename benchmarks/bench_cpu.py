@@ -3,8 +3,9 @@
 For CNTK-V (vanilla, fix=False) and CNTK-GAP (gap, fix=True) at depths 3, 11, 21 on 32x32x3 and
 16x16x3 random images it prints, per configuration:
 
-* ours: entries/s of ``cntk_core.kernel_matrix`` (symmetric Gram, default backend) and the peak
-  resident memory of a fresh process that computes it (``ru_maxrss``, includes the interpreter);
+* ours: entries/s of ``cntk_core.kernel_matrix`` (symmetric Gram, default backend, float64) and
+  the peak resident memory of a fresh process that computes it (``ru_maxrss``, includes the
+  interpreter); f32: the same with ``dtype="float32"`` arithmetic (float64 sums, <= 1e-4);
 * ref: entries/s of the slow 4-D reference of ``tests/reference.py`` on one pair, and the ratio;
 * nt: neural-tangents' float64 CNTK (``jax_enable_x64``; 6-7x faster than its float32 on this CPU)
   when ``--nt-python`` names a Python with neural-tangents 0.6.5 (jax 0.4.23, numpy 1.26; it needs
@@ -40,23 +41,24 @@ def images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, size, size, 3))
 
 
-def measure_ours(size: int, readout: str, depth: int, seconds: float) -> dict:
+def measure_ours(size: int, readout: str, depth: int, seconds: float, dtype: str = "float64") -> dict:
     """Run in a fresh process: calibrate n for ~``seconds``, time the symmetric Gram, report RSS."""
     import cntk_core
 
     fix = readout == "gap"
-    cntk_core.kernel_matrix(images(2, size), depth=depth, readout=readout, fix=fix)  # JIT / cache load
+    kw = dict(depth=depth, readout=readout, fix=fix, dtype=dtype)
+    cntk_core.kernel_matrix(images(2, size), **kw)  # JIT / cache load
     n, wall = 4, 0.0
     while wall < seconds / 8 and n < 4000:  # calibrate on growing n: small calls are overhead-bound
         n *= 2
         t = time.perf_counter()
-        cntk_core.kernel_matrix(images(n, size, 1), depth=depth, readout=readout, fix=fix, progress=False)
+        cntk_core.kernel_matrix(images(n, size, 1), progress=False, **kw)
         wall = time.perf_counter() - t
     per_entry = wall / (n * (n + 1) / 2)
     n = int(np.clip((2 * seconds / per_entry) ** 0.5, 4, 4000))
     x = images(n, size, 2)
     t = time.perf_counter()
-    cntk_core.kernel_matrix(x, depth=depth, readout=readout, fix=fix, progress=False)
+    cntk_core.kernel_matrix(x, progress=False, **kw)
     wall = time.perf_counter() - t
     entries = n * (n + 1) / 2
     return {
@@ -66,10 +68,10 @@ def measure_ours(size: int, readout: str, depth: int, seconds: float) -> dict:
     }
 
 
-def run_ours_in_subprocess(size, readout, depth, seconds) -> dict:
+def run_ours_in_subprocess(size, readout, depth, seconds, dtype="float64") -> dict:
     code = (
         f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench_cpu; "
-        f"print(json.dumps(bench_cpu.measure_ours({size}, {readout!r}, {depth}, {seconds})))"
+        f"print(json.dumps(bench_cpu.measure_ours({size}, {readout!r}, {depth}, {seconds}, {dtype!r})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -121,11 +123,13 @@ def main(argv=None) -> int:
         f"# bench_cpu  {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, python {platform.python_version()}"
     )
-    print(f"{'config':<18}{'n':>5}{'ours ent/s':>12}{'peak MB':>9}", end="")
-    print(f"{'ref ent/s':>11}{'x ref':>10}{'nt ent/s':>11}{'x nt':>8}")
+    print(f"{'config':<18}{'n':>5}{'ours ent/s':>12}{'peak MB':>9}{'f32 ent/s':>11}", end="")
+    print(f"{'ref ent/s':>11}{'x ref':>10}{'nt ent/s':>11}{'x nt':>8}{'f32 x nt':>10}")
     rows = []
     for size, readout, depth in configs:
-        ours = run_ours_in_subprocess(size, readout, depth, 1.0 if args.quick else args.seconds)
+        seconds = 1.0 if args.quick else args.seconds
+        ours = run_ours_in_subprocess(size, readout, depth, seconds)
+        f32 = run_ours_in_subprocess(size, readout, depth, seconds, "float32")["entries_per_s"]
         ref = None if args.no_reference else measure_reference(size, readout, depth)
         nt = dev = None
         if args.nt_python:
@@ -136,11 +140,14 @@ def main(argv=None) -> int:
         fmt = lambda v: f"{v:.3g}" if v is not None else "-"  # noqa: E731
         ratio = lambda a, b: f"{a / b:.3g}x" if b else "-"  # noqa: E731
         print(
-            f"{name:<18}{ours['n']:>5}{fmt(ours['entries_per_s']):>12}{ours['peak_mb']:>9.0f}{fmt(ref):>11}"
-            f"{ratio(ours['entries_per_s'], ref):>10}{fmt(nt):>11}{ratio(ours['entries_per_s'], nt):>8}",
+            f"{name:<18}{ours['n']:>5}{fmt(ours['entries_per_s']):>12}{ours['peak_mb']:>9.0f}{fmt(f32):>11}"
+            f"{fmt(ref):>11}{ratio(ours['entries_per_s'], ref):>10}{fmt(nt):>11}"
+            f"{ratio(ours['entries_per_s'], nt):>8}{ratio(f32, nt):>10}",
             flush=True,
         )
-        rows.append({"config": name, **ours, "ref_entries_per_s": ref, "nt_entries_per_s": nt, "nt_deviation": dev})
+        rows.append(
+            {"config": name, **ours, "f32_entries_per_s": f32, "ref_entries_per_s": ref, "nt_entries_per_s": nt}
+        )
     return 0
 
 

@@ -71,13 +71,29 @@ def _relu_entry(rho, norm, theta, add_k, c):
     exact self pairs exact (their arccos has an infinite slope at 1) and changes no other value by
     more than its own rounding.
     """
-    pi, inv9pi, one, snap = c[0], c[1], c[2], c[14]
-    rho = one if rho > one - snap else rho
-    rho = -one if rho < -one else rho
+    pi, inv9pi, one = c[0], c[1], c[2]
+    rho = _clip_rho(rho, c)
     angle = _arccos(rho, c)
     k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
     t = (pi - angle) * inv9pi * theta
     return k, (t + k if add_k else t)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _clip_rho(rho, c):
+    """rho clipped to [-1, 1], snapped to 1 within ``c[14]`` of it (see :func:`_relu_entry`)."""
+    one, snap = c[2], c[14]
+    rho = one if rho > one - snap else rho
+    return -one if rho < -one else rho
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _theta_entry(rho, theta, c):
+    """The new Theta of :func:`_relu_entry` without K, as the readout layer needs when ``fix_last``
+    leaves its K out: the same operations, minus the square root and products of K."""
+    pi, inv9pi = c[0], c[1]
+    angle = _arccos(_clip_rho(rho, c), c)
+    return (pi - angle) * inv9pi * theta
 
 
 # Loops over whole flat tiles (hundreds of entries) vectorise well; the helpers are inlined into
@@ -106,6 +122,15 @@ def _relu_tile(sig, theta, o, maps_a, a, maps_b, b, h, k, add_k, c):
             add_k,
             c,
         )
+
+
+@njit(**_INLINE)
+def _theta_tile(sig, theta, o, maps_a, a, maps_b, b, h, k, c):
+    """:func:`_relu_tile` for Theta alone (:func:`_theta_entry`); sig is left as it was."""
+    ku, ou = np.uint64(k), np.uint64(o)
+    for f in range(np.uint64(maps_b.shape[3] // 2)):
+        g, e = ku + f, ou + f
+        theta[e] = _theta_entry(sig[e] * maps_a[a, h, 1, g] * maps_b[b, h, 1, f], theta[e], c)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -229,7 +254,10 @@ def _tile(xa, a, xb, b, ma, mb, k, masks, work, out_layers, fix_first, fix_last,
     j = 0
     for layer in range(1, n_conv + 1):
         last = layer == n_conv
-        _relu_tile(sig, theta, q_, ma, a, mb, b, layer - 1, k, not (fix_last and last), c)
+        if last and ntk and fix_last:  # the readout needs Theta alone, without this layer's K
+            _theta_tile(sig, theta, q_, ma, a, mb, b, layer - 1, k, c)
+        else:
+            _relu_tile(sig, theta, q_, ma, a, mb, b, layer - 1, k, not (fix_last and last), c)
         if layer == out_layers[j]:
             if not ntk:
                 sums[w, j] = _flat_sum(sig, q_, n)
