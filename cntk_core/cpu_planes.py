@@ -181,6 +181,23 @@ def _tr3_tile(src, dst, tmp, masks, q_):
 
 
 @njit(**_INLINE)
+def _tr3_tile_pair(sig, theta, tmp_s, tmp_t, masks, q_):
+    """:func:`_tr3_tile` in place on sig and on theta at once (they share the mask loads)."""
+    n = masks.shape[1]
+    qu, one = np.uint64(q_), np.uint64(1)
+    for f in range(np.uint64(n)):
+        e = qu + f
+        m0, m1 = masks[0, f], masks[1, f]
+        tmp_s[e] = m0 * sig[e - one] + sig[e] + m1 * sig[e + one]
+        tmp_t[e] = m0 * theta[e - one] + theta[e] + m1 * theta[e + one]
+    for f in range(np.uint64(n)):
+        e = qu + f
+        m2, m3 = masks[2, f], masks[3, f]
+        sig[e] = m2 * tmp_s[f] + tmp_s[e] + m3 * tmp_s[e + qu]
+        theta[e] = m2 * tmp_t[f] + tmp_t[e] + m3 * tmp_t[e + qu]
+
+
+@njit(**_INLINE)
 def _s0_tile(xa, a, xb, b, k, out, o):
     """out[o + f] = sum over channels of xa[a, :, (f + k) mod PQ] * xb[b, :, f] (S0 of shift tile k).
 
@@ -231,7 +248,7 @@ def _tile(xa, a, xb, b, ma, mb, k, masks, work, out_layers, fix_first, fix_last,
     xa, xb: (n, C, PQ) flat channel-planar images; ma, mb: their (n, L, 2, 2PQ) maps of sqrt(v)
     and 1/sqrt(v) of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1, stored twice end to
     end (see :func:`image_maps`); k: the tile (0 is the delta = 0 plane alone, all the vanilla
-    readout needs); masks: its :func:`tile_masks`; work: (3, PQ + 2Q) scratch whose first and last
+    readout needs); masks: its :func:`tile_masks`; work: (4, PQ + 2Q) scratch whose first and last
     Q entries of each row are zero and stay zero; out_layers: ascending int64 layer counts L_k
     (depth d = L_k + 1), the last one is the number of conv+ReLU layers run, L. With ``record``
     (self pair, tile 0, ma is mb) the routine writes ma[a]'s maps instead of reading them. Writes
@@ -244,13 +261,18 @@ def _tile(xa, a, xb, b, ma, mb, k, masks, work, out_layers, fix_first, fix_last,
     n_conv = out_layers[-1]
     n = masks.shape[1]
     q_ = (work.shape[1] - n) // 2
-    sig, theta, tmp = work[0], work[1], work[2]  # the tile sits at q_ .. q_ + n
+    sig, theta, tmp, tmp2 = work[0], work[1], work[2], work[3]  # the tile sits at q_ .. q_ + n
     _s0_tile(xa, a, xb, b, k, theta, q_)
     _tr3_tile(theta, sig, tmp, masks, q_)  # Sigma^(0) = tr3(S0)
     if record:
         _record_maps(sig, q_, ma, a, 0, c[2])
-    for f in range(q_, q_ + n):
-        theta[f] = 0 if fix_first or not ntk else sig[f]  # Theta^(0) = Sigma^(0)
+    qu = np.uint64(q_)
+    if fix_first or not ntk:
+        for f in range(np.uint64(n)):
+            theta[qu + f] = 0
+    else:
+        for f in range(np.uint64(n)):
+            theta[qu + f] = sig[qu + f]  # Theta^(0) = Sigma^(0)
     j = 0
     for layer in range(1, n_conv + 1):
         last = layer == n_conv
@@ -267,9 +289,10 @@ def _tile(xa, a, xb, b, ma, mb, k, masks, work, out_layers, fix_first, fix_last,
                 sums[w, j] = _flat_sum(theta, q_, n)
             j += 1
         if not last:
-            _tr3_tile(sig, sig, tmp, masks, q_)
             if ntk:
-                _tr3_tile(theta, theta, tmp, masks, q_)
+                _tr3_tile_pair(sig, theta, tmp, tmp2, masks, q_)
+            else:
+                _tr3_tile(sig, sig, tmp, masks, q_)
             if record:
                 _record_maps(sig, q_, ma, a, layer, c[2])
 
@@ -291,7 +314,7 @@ def image_maps(x, p_, n_conv, c):
     masks = tile_masks(p_, q_, 0, c[2])
     dummy = np.zeros((n, 1))
     for i in prange(n):
-        work = np.zeros((3, pq + 2 * q_), x.dtype)
+        work = np.zeros((4, pq + 2 * q_), x.dtype)
         _tile(x, i, x, i, out, out, 0, masks, work, layers, True, False, True, True, c, dummy, i)
     return out
 
@@ -310,7 +333,7 @@ def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, out_layers, fix_first, fix_
     the tile's masks and scratch. Partial sums are per (pair, tile) and reduced in a fixed
     order, so a pair's value does not depend on which other pairs share the call (Gram tiles give
     bit-identical results). Allocates ``n_pairs * n_tiles * len(out_layers)`` float64 partial sums
-    and, per work item, the tile's masks and scratch (4 + 3 rows of about PQ entries).
+    and, per work item, the tile's masks and scratch (4 + 4 rows of about PQ entries).
     """
     n_pairs = rows.shape[0]
     n_tiles = tiles.shape[0]
@@ -325,7 +348,7 @@ def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, out_layers, fix_first, fix_
         d = item // n_groups
         g = item - d * n_groups
         masks = tile_masks(p_, q_, tiles[d], c[2])
-        work = np.zeros((3, pq + 2 * q_), x1.dtype)
+        work = np.zeros((4, pq + 2 * q_), x1.dtype)
         for i in range(g * group, min((g + 1) * group, n_pairs)):
             _tile(
                 x1, rows[i], x2, cols[i], m1, m2, tiles[d], masks, work, out_layers,
