@@ -14,13 +14,14 @@ image's positions that does not reach across those cuts.
 
 So the ReLU, the expensive step, is one contiguous loop of ``PQ`` entries per layer: the second
 image's maps in order and a window of the first image's maps stored twice end to end. The box sum
-is two more contiguous loops plus a few fixed-up rows and columns at the cuts. One (pair, tile)
-work item runs through every layer in three (P, Q) buffers that stay in L1 and sums its readout.
-The vanilla readout needs only tile 0, the delta = 0 plane.
+is two more contiguous loops whose neighbour terms are multiplied by 0/1 masks of the image edges
+and the cuts. One (pair, tile) evaluation runs through every layer in four small buffers that stay
+in L1 and sums its readout. The vanilla readout needs only tile 0, the delta = 0 plane.
 
-The scalar formulas below re-state :func:`cntk_core.recurrence.relu_dual` (same operation order,
-single square root for ``rho``); per-image variances come from running the same tile routine on
-the self pair's delta = 0 plane, so an exact self pair sees ``rho == 1`` exactly.
+The scalar formulas below re-state :func:`cntk_core.recurrence.relu_dual` (``rho`` from the
+stored inverse square roots of the variances); per-image variances come from running the same
+tile routine on the self pair's delta = 0 plane, and ``rho`` within 4 ulp of 1 is taken as 1, so
+an exact self pair sees ``rho == 1`` exactly.
 """
 
 from __future__ import annotations

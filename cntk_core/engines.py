@@ -32,7 +32,7 @@ class NumbaEngine:
     ``pairs`` returns ``(n_pairs, len(depths))``: one column per requested depth (default: the
     network's own). Allocates per block of images their variance maps ``(n, L, 2, 2PQ)`` in the
     arithmetic dtype, and per pair batch ``n_pairs * n_tiles * len(depths)`` float64 partial sums;
-    each work item uses seven rows of about PQ entries (masks and scratch).
+    each work item uses eight rows of about PQ entries (masks and scratch).
     """
 
     #: one pass gives the kernels of several depths (every layer's readout is on the way)
