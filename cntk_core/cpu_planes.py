@@ -50,8 +50,9 @@ _QS = (-2.40339491173441421878e00, 2.02094576023350569471e00, -6.882839716054532
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _arccos(x, c):
-    """arccos(x) for x in [-1, 1], branch-free so that plane loops vectorise. ``c``: constants()."""
+def _pi_minus_arccos(x, c):
+    """pi - arccos(x) for x in [-1, 1] (the ReLU dual's angle term), branch-free so that the tile
+    loops vectorise. ``c``: constants()."""
     pi, one, half = c[0], c[2], c[3]
     ax = x if x >= 0 else -x
     big = ax > half
@@ -60,8 +61,8 @@ def _arccos(x, c):
     q = one + z * (c[10] + z * (c[11] + z * (c[12] + z * c[13])))
     s = np.sqrt(z) if big else ax
     a = s + s * (p / q)  # asin(s)
-    acos_abs = (a + a) if big else (pi * half - a)
-    return acos_abs if x >= 0 else pi - acos_abs
+    acos_abs = (a + a) if big else (pi * half - a)  # arccos(|x|)
+    return pi - acos_abs if x >= 0 else acos_abs  # pi - arccos(x) = arccos(-x)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -72,11 +73,11 @@ def _relu_entry(rho, norm, theta, add_k, c):
     exact self pairs exact (their arccos has an infinite slope at 1) and changes no other value by
     more than its own rounding.
     """
-    pi, inv9pi, one = c[0], c[1], c[2]
+    inv9pi, one = c[1], c[2]
     rho = _clip_rho(rho, c)
-    angle = _arccos(rho, c)
-    k = norm * (rho * (pi - angle) + np.sqrt(one - rho * rho)) * inv9pi
-    t = (pi - angle) * inv9pi * theta
+    phi = _pi_minus_arccos(rho, c)
+    k = norm * (rho * phi + np.sqrt(one - rho * rho)) * inv9pi
+    t = phi * inv9pi * theta
     return k, (t + k if add_k else t)
 
 
@@ -84,17 +85,14 @@ def _relu_entry(rho, norm, theta, add_k, c):
 def _clip_rho(rho, c):
     """rho clipped to [-1, 1], snapped to 1 within ``c[14]`` of it (see :func:`_relu_entry`)."""
     one, snap = c[2], c[14]
-    rho = one if rho > one - snap else rho
-    return -one if rho < -one else rho
+    return one if rho > one - snap else max(rho, -one)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _theta_entry(rho, theta, c):
     """The new Theta of :func:`_relu_entry` without K, as the readout layer needs when ``fix_last``
     leaves its K out: the same operations, minus the square root and products of K."""
-    pi, inv9pi = c[0], c[1]
-    angle = _arccos(_clip_rho(rho, c), c)
-    return (pi - angle) * inv9pi * theta
+    return _pi_minus_arccos(_clip_rho(rho, c), c) * c[1] * theta
 
 
 # Loops over whole flat tiles (hundreds of entries) vectorise well; the helpers are inlined into
