@@ -125,7 +125,6 @@ def main(argv=None) -> int:
     )
     print(f"{'config':<18}{'n':>5}{'ours ent/s':>12}{'peak MB':>9}{'f32 ent/s':>11}", end="")
     print(f"{'ref ent/s':>11}{'x ref':>10}{'nt ent/s':>11}{'x nt':>8}{'f32 x nt':>10}")
-    rows = []
     for size, readout, depth in configs:
         seconds = 1.0 if args.quick else args.seconds
         ours = run_ours_in_subprocess(size, readout, depth, seconds)
@@ -144,9 +143,6 @@ def main(argv=None) -> int:
             f"{fmt(ref):>11}{ratio(ours['entries_per_s'], ref):>10}{fmt(nt):>11}"
             f"{ratio(ours['entries_per_s'], nt):>8}{ratio(f32, nt):>10}",
             flush=True,
-        )
-        rows.append(
-            {"config": name, **ours, "f32_entries_per_s": f32, "ref_entries_per_s": ref, "nt_entries_per_s": nt}
         )
     return 0
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .gram import kernel_matrix
+from .presets import cntk
 from .recurrence import get_array_module
 from .validation import as_images
 
@@ -326,9 +327,8 @@ def finite_cnn(
     fix_last: bool | None = None,
 ) -> FiniteCNN:
     """The finite net whose limit is ``kernel_matrix(depth=, readout=, fix=, fix_first=, fix_last=)``."""
-    first = bool(fix) if fix_first is None else bool(fix_first)
-    last = bool(fix) if fix_last is None else bool(fix_last)
-    return FiniteCNN(depth, width, readout, first, last)
+    spec = cntk(depth, readout, fix, fix_first=fix_first, fix_last=fix_last).canonical()  # one reading of fix
+    return FiniteCNN(spec.depth, width, spec.readout, spec.fix_first, spec.fix_last)
 
 
 # ----------------------------------------------------------------------------- empirical kernels
