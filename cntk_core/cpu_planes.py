@@ -14,9 +14,13 @@ image's positions that does not reach across those cuts.
 
 So the ReLU, the expensive step, is one contiguous loop of ``PQ`` entries per layer: the second
 image's maps in order and a window of the first image's maps stored twice end to end. The box sum
-is two more contiguous loops whose neighbour terms are multiplied by 0/1 masks of the image edges
-and the cuts. One (pair, tile) evaluation runs through every layer in four small buffers that stay
-in L1 and sums its readout. The vanilla readout needs only tile 0, the delta = 0 plane.
+is one more contiguous loop of row 3-sums after each layer, whose column 3-sums are finished inside
+the next layer's ReLU loop where the values are read; neighbour terms are multiplied by 0/1 masks of
+the image edges and the cuts. Layers that need only K (the NNGP, and the NTK's first layer when it
+is fixed, since Theta^(0) = 0 makes Theta^(1) = K^(1)) or only Theta (the readout layer when the
+last layer is fixed) compute only that. One (pair, tile) evaluation runs through every layer in
+four small buffers that stay in L1 and sums its readout. The vanilla readout needs only tile 0,
+the delta = 0 plane.
 
 The scalar formulas below re-state :func:`cntk_core.recurrence.relu_dual` (``rho`` from the
 stored inverse square roots of the variances); per-image variances come from running the same
@@ -102,34 +106,57 @@ _INLINE = {"cache": True, "nogil": True, "error_model": "numpy", "inline": "alwa
 
 
 @njit(**_INLINE)
-def _relu_tile(sig, theta, o, maps_a, a, maps_b, b, h, k, add_k, c):
-    """The ReLU layer (cntk_core.recurrence.relu_dual) in place on a flat tile of ``PQ`` entries.
+def _vsum(h, masks, f, e, qu):
+    """tr3's second pass at one entry: the column 3-sum of the row 3-sums ``h`` (see
+    :func:`_hsum`), i.e. the tr3 value of entry ``e = Q + f`` of the tile."""
+    return masks[2, f] * h[e - qu] + h[e] + masks[3, f] * h[e + qu]
 
-    sig, theta: tile buffers holding the tile at ``o .. o + PQ``; Sigma becomes K and Theta the
-    new Theta. maps_a[a], maps_b[b]: (L, 2, 2PQ) sqrt / inverse-sqrt variance maps of the two
-    images, each stored twice end to end; h: the layer's maps; entry f pairs
-    ``maps_a[a, h, :, k + f]`` with ``maps_b[b, h, :, f]``. Inverse square roots are 0 where a
-    variance is 0, which gives rho = 0 there.
+
+@njit(**_INLINE)
+def _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, add_k, c):
+    """The ReLU layer (cntk_core.recurrence.relu_dual) on a flat tile of ``PQ`` entries.
+
+    Its inputs Sigma and Theta are tr3 of the previous layer's, finished here from their row
+    3-sums ``hs``, ``ht`` (:func:`_vsum`); it writes K into ``sig`` and the new Theta into
+    ``theta``. All four hold the tile at ``Q .. Q + PQ``. maps_a[a], maps_b[b]: (L, 2, 2PQ) sqrt /
+    inverse-sqrt variance maps of the two images, each stored twice end to end; h: the layer's
+    maps; entry f pairs ``maps_a[a, h, :, k + f]`` with ``maps_b[b, h, :, f]``. Inverse square
+    roots are 0 where a variance is 0, which gives rho = 0 there.
     """
-    ku, ou = np.uint64(k), np.uint64(o)  # unsigned indices: no negative-index wraparound code,
+    ku, qu = np.uint64(k), np.uint64(q_)  # unsigned indices: no negative-index wraparound code,
     for f in range(np.uint64(maps_b.shape[3] // 2)):  # which would stop the loop vectorising
-        g, e = ku + f, ou + f
+        g, e = ku + f, qu + f
         sig[e], theta[e] = _relu_entry(
-            sig[e] * maps_a[a, h, 1, g] * maps_b[b, h, 1, f],
+            _vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f],
             maps_a[a, h, 0, g] * maps_b[b, h, 0, f],
-            theta[e],
+            _vsum(ht, masks, f, e, qu),
             add_k,
             c,
         )
 
 
 @njit(**_INLINE)
-def _theta_tile(sig, theta, o, maps_a, a, maps_b, b, h, k, c):
-    """:func:`_relu_tile` for Theta alone (:func:`_theta_entry`); sig is left as it was."""
-    ku, ou = np.uint64(k), np.uint64(o)
+def _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c):
+    """:func:`_relu_tile` for Theta alone (:func:`_theta_entry`), as the readout layer needs
+    when ``fix_last`` leaves its K out."""
+    ku, qu = np.uint64(k), np.uint64(q_)
     for f in range(np.uint64(maps_b.shape[3] // 2)):
-        g, e = ku + f, ou + f
-        theta[e] = _theta_entry(sig[e] * maps_a[a, h, 1, g] * maps_b[b, h, 1, f], theta[e], c)
+        g, e = ku + f, qu + f
+        rho = _vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f]
+        theta[e] = _theta_entry(rho, _vsum(ht, masks, f, e, qu), c)
+
+
+@njit(**_INLINE)
+def _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c):
+    """:func:`_relu_tile` for K alone (into ``sig``): the NNGP, and the NTK's first layer when it
+    is fixed (Theta^(0) = 0, so Theta^(1) = K^(1))."""
+    inv9pi, one = c[1], c[2]
+    ku, qu = np.uint64(k), np.uint64(q_)
+    for f in range(np.uint64(maps_b.shape[3] // 2)):
+        g, e = ku + f, qu + f
+        rho = _clip_rho(_vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f], c)
+        norm = maps_a[a, h, 0, g] * maps_b[b, h, 0, f]
+        sig[e] = norm * (rho * _pi_minus_arccos(rho, c) + np.sqrt(one - rho * rho)) * inv9pi
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -162,54 +189,60 @@ def tile_masks(p_, q_, k, one):
 
 
 @njit(**_INLINE)
-def _tr3_tile(src, dst, tmp, masks, q_):
-    """dst = tr3 of a flat (P, Q) shift tile (see the module docstring); tmp: scratch.
-
-    src, dst, tmp hold the tile at ``Q .. Q + PQ`` with Q zeros before and after (tmp's must stay
-    zero); ``dst`` may be ``src``. masks: :func:`tile_masks`. Two contiguous passes, row 3-sums
-    into tmp and column 3-sums into dst, each neighbour multiplied by its 0/1 mask.
-    """
-    n = masks.shape[1]
+def _hsum(src, dst, q_, masks):
+    """tr3's first pass on a flat (P, Q) shift tile (see the module docstring): the row 3-sums
+    ``dst[e] = src[e - 1] + src[e] + src[e + 1]``, each neighbour multiplied by its 0/1 mask
+    (:func:`tile_masks`); :func:`_vsum` finishes tr3 where the value is used. Both hold the tile
+    at ``Q .. Q + PQ`` with Q zeros before and after (``dst``'s must stay zero)."""
     qu, one = np.uint64(q_), np.uint64(1)
-    for f in range(np.uint64(n)):
+    for f in range(np.uint64(masks.shape[1])):
         e = qu + f
-        tmp[e] = masks[0, f] * src[e - one] + src[e] + masks[1, f] * src[e + one]
-    for f in range(np.uint64(n)):
-        e = qu + f
-        dst[e] = masks[2, f] * tmp[f] + tmp[e] + masks[3, f] * tmp[e + qu]
+        dst[e] = masks[0, f] * src[e - one] + src[e] + masks[1, f] * src[e + one]
 
 
 @njit(**_INLINE)
-def _tr3_tile_pair(sig, theta, tmp_s, tmp_t, masks, q_):
-    """:func:`_tr3_tile` in place on sig and on theta at once (they share the mask loads)."""
-    n = masks.shape[1]
+def _hsum_pair(sig, theta, hs, ht, q_, masks):
+    """:func:`_hsum` of sig into hs and of theta into ht at once (they share the mask loads)."""
     qu, one = np.uint64(q_), np.uint64(1)
-    for f in range(np.uint64(n)):
+    for f in range(np.uint64(masks.shape[1])):
         e = qu + f
         m0, m1 = masks[0, f], masks[1, f]
-        tmp_s[e] = m0 * sig[e - one] + sig[e] + m1 * sig[e + one]
-        tmp_t[e] = m0 * theta[e - one] + theta[e] + m1 * theta[e + one]
-    for f in range(np.uint64(n)):
-        e = qu + f
-        m2, m3 = masks[2, f], masks[3, f]
-        sig[e] = m2 * tmp_s[f] + tmp_s[e] + m3 * tmp_s[e + qu]
-        theta[e] = m2 * tmp_t[f] + tmp_t[e] + m3 * tmp_t[e + qu]
+        hs[e] = m0 * sig[e - one] + sig[e] + m1 * sig[e + one]
+        ht[e] = m0 * theta[e - one] + theta[e] + m1 * theta[e + one]
+
+
+@njit(**_INLINE)
+def _tr3_from_hsum(hs, dst, q_, masks):
+    """dst = tr3 of the tile whose row 3-sums are ``hs`` (only for recording variance maps)."""
+    qu = np.uint64(q_)
+    for f in range(np.uint64(masks.shape[1])):
+        dst[qu + f] = _vsum(hs, masks, f, qu + f, qu)
 
 
 @njit(**_INLINE)
 def _s0_tile(xa, a, xb, b, k, out, o):
     """out[o + f] = sum over channels of xa[a, :, (f + k) mod PQ] * xb[b, :, f] (S0 of shift tile k).
 
-    xa, xb: (n, C, PQ) flat channel-planar images.
+    xa, xb: (n, C, PQ) flat channel-planar images. One pass over the tile for C = 1 and C = 3
+    (grey and colour images), one pass per channel otherwise.
     """
     ou = np.uint64(o)
     head, tail = np.uint64(xa.shape[2] - k), np.uint64(k)  # f < PQ - k reads f + k, then f - (PQ - k)
     a0, b0 = np.uint64(k), ou + head
+    n_ch = xa.shape[1]
+    if n_ch == 3:
+        for f in range(head):
+            g = a0 + f
+            out[ou + f] = xa[a, 0, g] * xb[b, 0, f] + xa[a, 1, g] * xb[b, 1, f] + xa[a, 2, g] * xb[b, 2, f]
+        for f in range(tail):
+            g = head + f
+            out[b0 + f] = xa[a, 0, f] * xb[b, 0, g] + xa[a, 1, f] * xb[b, 1, g] + xa[a, 2, f] * xb[b, 2, g]
+        return
     for f in range(head):
         out[ou + f] = xa[a, 0, a0 + f] * xb[b, 0, f]
     for f in range(tail):
         out[b0 + f] = xa[a, 0, f] * xb[b, 0, head + f]
-    for ch in range(1, xa.shape[1]):
+    for ch in range(1, n_ch):
         for f in range(head):
             out[ou + f] += xa[a, ch, a0 + f] * xb[b, ch, f]
         for f in range(tail):
@@ -218,10 +251,24 @@ def _s0_tile(xa, a, xb, b, k, out, o):
 
 @njit(**_INLINE)
 def _flat_sum(buf, o, n):
-    total = 0.0
-    for f in range(np.uint64(n)):
-        total += buf[np.uint64(o) + f]
-    return total
+    """float64 sum of buf[o : o + n], in a fixed order: eight interleaved running sums (one
+    running sum is a chain of dependent additions, ~3x slower), then the eight added."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    ou = np.uint64(o)
+    m = np.uint64(n - n % 8)
+    for f in range(np.uint64(0), m, np.uint64(8)):
+        e = ou + f
+        s0 += buf[e]
+        s1 += buf[e + np.uint64(1)]
+        s2 += buf[e + np.uint64(2)]
+        s3 += buf[e + np.uint64(3)]
+        s4 += buf[e + np.uint64(4)]
+        s5 += buf[e + np.uint64(5)]
+        s6 += buf[e + np.uint64(6)]
+        s7 += buf[e + np.uint64(7)]
+    for f in range(m, np.uint64(n)):
+        s0 += buf[ou + f]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -260,39 +307,43 @@ def _tile(xa, a, xb, b, ma, mb, k, masks, work, out_layers, fix_first, fix_last,
     n_conv = out_layers[-1]
     n = masks.shape[1]
     q_ = (work.shape[1] - n) // 2
-    sig, theta, tmp, tmp2 = work[0], work[1], work[2], work[3]  # the tile sits at q_ .. q_ + n
-    _s0_tile(xa, a, xb, b, k, theta, q_)
-    _tr3_tile(theta, sig, tmp, masks, q_)  # Sigma^(0) = tr3(S0)
+    # the tile sits at q_ .. q_ + n of each row; hs, ht hold the row 3-sums of Sigma and Theta
+    sig, theta, hs, ht = work[0], work[1], work[2], work[3]
+    _s0_tile(xa, a, xb, b, k, sig, q_)
+    _hsum(sig, hs, q_, masks)  # Sigma^(0) = tr3(S0); Theta^(0) = Sigma^(0), or 0 (fixed first layer)
     if record:
+        _tr3_from_hsum(hs, sig, q_, masks)
         _record_maps(sig, q_, ma, a, 0, c[2])
-    qu = np.uint64(q_)
-    if fix_first or not ntk:
-        for f in range(np.uint64(n)):
-            theta[qu + f] = 0
-    else:
-        for f in range(np.uint64(n)):
-            theta[qu + f] = sig[qu + f]  # Theta^(0) = Sigma^(0)
+    theta_is_sigma = True  # ht would equal hs: read hs instead (Theta^(0) = Sigma^(0))
     j = 0
     for layer in range(1, n_conv + 1):
         last = layer == n_conv
-        if last and ntk and fix_last:  # the readout needs Theta alone, without this layer's K
-            _theta_tile(sig, theta, q_, ma, a, mb, b, layer - 1, k, c)
+        h = layer - 1
+        ht_in = hs if theta_is_sigma else ht
+        # Theta after this layer equals K: NNGP, or NTK with Theta^(0) = 0 (fixed first layer)
+        k_only = not ntk or (layer == 1 and fix_first)
+        if k_only:
+            _sigma_tile(hs, sig, q_, masks, ma, a, mb, b, h, k, c)
+        elif last and fix_last:  # the readout needs Theta alone, without this layer's K
+            _theta_tile(hs, ht_in, theta, q_, masks, ma, a, mb, b, h, k, c)
         else:
-            _relu_tile(sig, theta, q_, ma, a, mb, b, layer - 1, k, not (fix_last and last), c)
+            _relu_tile(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, h, k, not (fix_last and last), c)
         if layer == out_layers[j]:
-            if not ntk:
-                sums[w, j] = _flat_sum(sig, q_, n)
+            if k_only:  # Theta = K; with fix_last the readout's own K is subtracted: 0
+                sums[w, j] = 0.0 if ntk and fix_last else _flat_sum(sig, q_, n)
             elif fix_last and not last:
                 sums[w, j] = _flat_sum(theta, q_, n) - _flat_sum(sig, q_, n)
             else:
                 sums[w, j] = _flat_sum(theta, q_, n)
             j += 1
         if not last:
-            if ntk:
-                _tr3_tile_pair(sig, theta, tmp, tmp2, masks, q_)
+            if k_only:
+                _hsum(sig, hs, q_, masks)
             else:
-                _tr3_tile(sig, sig, tmp, masks, q_)
+                _hsum_pair(sig, theta, hs, ht, q_, masks)
+            theta_is_sigma = k_only
             if record:
+                _tr3_from_hsum(hs, sig, q_, masks)
                 _record_maps(sig, q_, ma, a, layer, c[2])
 
 

@@ -352,7 +352,14 @@ def test_import_is_quiet_and_does_not_import_cupy():
 
 
 @pytest.mark.parametrize(
-    "readout,fix_first,fix_last", [("vanilla", False, False), ("gap", True, True), ("gap", False, True)]
+    "readout,fix_first,fix_last",
+    [
+        ("vanilla", False, False),
+        ("gap", True, True),
+        ("gap", False, True),
+        ("gap", True, False),
+        ("vanilla", True, False),
+    ],
 )
 @pytest.mark.parametrize("kind", ["ntk", "nngp"])
 def test_kernel_matrices_reads_every_depth_out_in_one_pass(readout, fix_first, fix_last, kind):
