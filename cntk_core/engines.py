@@ -26,6 +26,10 @@ class Engine(Protocol):
     def pairs(self, x1, x2, state1, state2, rows: np.ndarray, cols: np.ndarray) -> np.ndarray: ...
 
 
+#: images per side of the blocks in which :class:`NumbaEngine` visits vanilla pairs
+_CACHE_BLOCK = 8
+
+
 class NumbaEngine:
     """Fused CPU planes (:mod:`cntk_core.cpu_planes`) for the paper's architecture.
 
@@ -63,14 +67,21 @@ class NumbaEngine:
     def pairs(self, x1, x2, state1, state2, rows, cols):
         (xa, va), (xb, vb) = state1, state2
         s = self.spec
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        # Vanilla pairs are cheap (one plane), so reading the two images' maps dominates unless
+        # pairs come in small blocks of images whose maps stay in cache: visit the pairs in
+        # 8 x 8 image blocks (the results do not depend on the order).
+        order = np.lexsort((cols, rows, cols // _CACHE_BLOCK, rows // _CACHE_BLOCK)) if len(self.tiles) == 1 else None
+        if order is not None:
+            rows, cols = rows[order], cols[order]
         sums = self._cp.pair_sums(
             xa,
             xb,
             va,
             vb,
             self.p,
-            np.ascontiguousarray(rows, np.int64),
-            np.ascontiguousarray(cols, np.int64),
+            np.ascontiguousarray(rows),
+            np.ascontiguousarray(cols),
             self.tiles,
             self.out_layers,
             s.fix_first,
@@ -78,6 +89,8 @@ class NumbaEngine:
             self.ntk,
             self._cp.constants(self.dtype),
         )
+        if order is not None:
+            sums[order] = sums.copy()
         return sums * self.scale
 
 

@@ -59,6 +59,17 @@ def test_fused_cpu_equals_reference(p, q, c, depth, readout):
         assert rel_err(got, ref) <= 1e-7, (fix_first, fix_last, kind)
 
 
+@pytest.mark.parametrize("kind", ["ntk", "nngp"])
+def test_vanilla_grams_larger_than_a_cache_block_equal_reference(kind):
+    """The Numba engine visits vanilla pairs in 8 x 8 image blocks; the order must not show."""
+    rng = np.random.default_rng(21)
+    x1, x2 = images(rng, 19, 4, 3, 2), images(rng, 11, 4, 3, 2)
+    gram = kernel_matrix(x1, depth=3, readout="vanilla", kind=kind, backend="numba")
+    assert rel_err(gram, reference_matrix(x1, x1, 3, "vanilla", kind=kind)) <= 1e-7
+    cross = kernel_matrix(x1, x2, depth=3, readout="vanilla", kind=kind, backend="numba", block_size=7)
+    assert rel_err(cross, reference_matrix(x1, x2, 3, "vanilla", kind=kind)) <= 1e-7
+
+
 @pytest.mark.parametrize("p,q", [(1, 1), (1, 4), (4, 1), (3, 5), (6, 4)])
 def test_shift_tile_masks_follow_the_displacement_planes(p, q):
     """Brute force from the definition: in shift tile k, entry f pairs position f of the second
