@@ -77,12 +77,18 @@ def _relu_entry(rho, norm, theta, add_k, c):
     exact self pairs exact (their arccos has an infinite slope at 1) and changes no other value by
     more than its own rounding.
     """
-    inv9pi, one = c[1], c[2]
+    k, phi = _k_entry(rho, norm, c)
+    t = phi * c[1] * theta
+    return k, (t + k if add_k else t)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _k_entry(rho, norm, c):
+    """K of one entry and its angle term ``phi = pi - arccos(rho)`` (rho clipped as in
+    :func:`_relu_entry`)."""
     rho = _clip_rho(rho, c)
     phi = _pi_minus_arccos(rho, c)
-    k = norm * (rho * phi + np.sqrt(one - rho * rho)) * inv9pi
-    t = phi * inv9pi * theta
-    return k, (t + k if add_k else t)
+    return norm * (rho * phi + np.sqrt(c[2] - rho * rho)) * c[1], phi
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -150,13 +156,11 @@ def _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c):
 def _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c):
     """:func:`_relu_tile` for K alone (into ``sig``): the NNGP, and the NTK's first layer when it
     is fixed (Theta^(0) = 0, so Theta^(1) = K^(1))."""
-    inv9pi, one = c[1], c[2]
     ku, qu = np.uint64(k), np.uint64(q_)
     for f in range(np.uint64(maps_b.shape[3] // 2)):
         g, e = ku + f, qu + f
-        rho = _clip_rho(_vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f], c)
-        norm = maps_a[a, h, 0, g] * maps_b[b, h, 0, f]
-        sig[e] = norm * (rho * _pi_minus_arccos(rho, c) + np.sqrt(one - rho * rho)) * inv9pi
+        rho = _vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f]
+        sig[e] = _k_entry(rho, maps_a[a, h, 0, g] * maps_b[b, h, 0, f], c)[0]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -223,26 +227,16 @@ def _tr3_from_hsum(hs, dst, q_, masks):
 def _s0_tile(xa, a, xb, b, k, out, o):
     """out[o + f] = sum over channels of xa[a, :, (f + k) mod PQ] * xb[b, :, f] (S0 of shift tile k).
 
-    xa, xb: (n, C, PQ) flat channel-planar images. One pass over the tile for C = 1 and C = 3
-    (grey and colour images), one pass per channel otherwise.
+    xa, xb: (n, C, PQ) flat channel-planar images.
     """
     ou = np.uint64(o)
     head, tail = np.uint64(xa.shape[2] - k), np.uint64(k)  # f < PQ - k reads f + k, then f - (PQ - k)
     a0, b0 = np.uint64(k), ou + head
-    n_ch = xa.shape[1]
-    if n_ch == 3:
-        for f in range(head):
-            g = a0 + f
-            out[ou + f] = xa[a, 0, g] * xb[b, 0, f] + xa[a, 1, g] * xb[b, 1, f] + xa[a, 2, g] * xb[b, 2, f]
-        for f in range(tail):
-            g = head + f
-            out[b0 + f] = xa[a, 0, f] * xb[b, 0, g] + xa[a, 1, f] * xb[b, 1, g] + xa[a, 2, f] * xb[b, 2, g]
-        return
     for f in range(head):
         out[ou + f] = xa[a, 0, a0 + f] * xb[b, 0, f]
     for f in range(tail):
         out[b0 + f] = xa[a, 0, f] * xb[b, 0, head + f]
-    for ch in range(1, n_ch):
+    for ch in range(1, xa.shape[1]):
         for f in range(head):
             out[ou + f] += xa[a, ch, a0 + f] * xb[b, ch, f]
         for f in range(tail):
