@@ -25,7 +25,9 @@ the delta = 0 plane.
 The scalar formulas below re-state :func:`cntk_core.recurrence.relu_dual` (``rho`` from the
 stored inverse square roots of the variances); per-image variances come from running the same
 tile routine on the self pair's delta = 0 plane, and ``rho`` within 4 ulp of 1 is taken as 1, so
-an exact self pair sees ``rho == 1`` exactly.
+an exact self pair sees ``rho == 1`` exactly. Only the first layer's correlations can be negative:
+later layers box-sum K >= 0, so their loops are compiled without |rho| and the reflection for
+rho < 0 (the formula they use holds on [-1/2, 1], which covers rounding below 0).
 """
 
 from __future__ import annotations
@@ -54,11 +56,13 @@ _QS = (-2.40339491173441421878e00, 2.02094576023350569471e00, -6.882839716054532
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _pi_minus_arccos(x, c):
+def _pi_minus_arccos(x, c, nonneg):
     """pi - arccos(x) for x in [-1, 1] (the ReLU dual's angle term), branch-free so that the tile
-    loops vectorise. ``c``: constants()."""
+    loops vectorise. ``c``: constants(). With ``nonneg`` (a literal) only for x in [-1/2, 1]: the
+    correlations of layers after the first, which are >= 0 up to rounding (K >= 0), need neither
+    |x| nor the reflection for x < 0 (asin is odd, so the small-|x| branch covers [-1/2, 0))."""
     pi, one, half = c[0], c[2], c[3]
-    ax = x if x >= 0 else -x
+    ax = x if nonneg else (x if x >= 0 else -x)
     big = ax > half
     z = (one - ax) * half if big else ax * ax
     p = z * (c[4] + z * (c[5] + z * (c[6] + z * (c[7] + z * (c[8] + z * c[9])))))
@@ -66,43 +70,47 @@ def _pi_minus_arccos(x, c):
     s = np.sqrt(z) if big else ax
     a = s + s * (p / q)  # asin(s)
     acos_abs = (a + a) if big else (pi * half - a)  # arccos(|x|)
+    if nonneg:
+        return pi - acos_abs
     return pi - acos_abs if x >= 0 else acos_abs  # pi - arccos(x) = arccos(-x)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _relu_entry(rho, norm, theta, add_k, c):
+def _relu_entry(rho, norm, theta, c, nonneg):
     """One entry of the ReLU layer from its raw correlation: ``(K, new Theta)``.
 
     rho is clipped to [-1, 1], and values within ``c[14]`` (4 ulp) of 1 are taken as 1, which makes
     exact self pairs exact (their arccos has an infinite slope at 1) and changes no other value by
-    more than its own rounding.
+    more than its own rounding. ``nonneg``: see :func:`_pi_minus_arccos`.
     """
-    k, phi = _k_entry(rho, norm, c)
-    t = phi * c[1] * theta
-    return k, (t + k if add_k else t)
+    k, phi = _k_entry(rho, norm, c, nonneg)
+    return k, phi * c[1] * theta + k
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _k_entry(rho, norm, c):
+def _k_entry(rho, norm, c, nonneg):
     """K of one entry and its angle term ``phi = pi - arccos(rho)`` (rho clipped as in
     :func:`_relu_entry`)."""
-    rho = _clip_rho(rho, c)
-    phi = _pi_minus_arccos(rho, c)
+    rho = _clip_rho(rho, c, nonneg)
+    phi = _pi_minus_arccos(rho, c, nonneg)
     return norm * (rho * phi + np.sqrt(c[2] - rho * rho)) * c[1], phi
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _clip_rho(rho, c):
-    """rho clipped to [-1, 1], snapped to 1 within ``c[14]`` of it (see :func:`_relu_entry`)."""
+def _clip_rho(rho, c, nonneg):
+    """rho snapped to 1 within ``c[14]`` of it (see :func:`_relu_entry`) and clipped to [-1, 1]
+    (to the top only with ``nonneg``, see :func:`_pi_minus_arccos`)."""
     one, snap = c[2], c[14]
+    if nonneg:
+        return one if rho > one - snap else rho
     return one if rho > one - snap else max(rho, -one)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _theta_entry(rho, theta, c):
+def _theta_entry(rho, theta, c, nonneg):
     """The new Theta of :func:`_relu_entry` without K, as the readout layer needs when ``fix_last``
     leaves its K out: the same operations, minus the square root and products of K."""
-    return _pi_minus_arccos(_clip_rho(rho, c), c) * c[1] * theta
+    return _pi_minus_arccos(_clip_rho(rho, c, nonneg), c, nonneg) * c[1] * theta
 
 
 # Loops over whole flat tiles (hundreds of entries) vectorise well; the helpers are inlined into
@@ -119,7 +127,7 @@ def _vsum(h, masks, f, e, qu):
 
 
 @njit(**_INLINE)
-def _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, add_k, c):
+def _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg):
     """The ReLU layer (cntk_core.recurrence.relu_dual) on a flat tile of ``PQ`` entries.
 
     Its inputs Sigma and Theta are tr3 of the previous layer's, finished here from their row
@@ -136,31 +144,43 @@ def _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, add_k,
             _vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f],
             maps_a[a, h, 0, g] * maps_b[b, h, 0, f],
             _vsum(ht, masks, f, e, qu),
-            add_k,
             c,
+            nonneg,
         )
 
 
 @njit(**_INLINE)
-def _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c):
+def _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg):
     """:func:`_relu_tile` for Theta alone (:func:`_theta_entry`), as the readout layer needs
     when ``fix_last`` leaves its K out."""
     ku, qu = np.uint64(k), np.uint64(q_)
     for f in range(np.uint64(maps_b.shape[3] // 2)):
         g, e = ku + f, qu + f
         rho = _vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f]
-        theta[e] = _theta_entry(rho, _vsum(ht, masks, f, e, qu), c)
+        theta[e] = _theta_entry(rho, _vsum(ht, masks, f, e, qu), c, nonneg)
 
 
 @njit(**_INLINE)
-def _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c):
+def _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg):
     """:func:`_relu_tile` for K alone (into ``sig``): the NNGP, and the NTK's first layer when it
     is fixed (Theta^(0) = 0, so Theta^(1) = K^(1))."""
     ku, qu = np.uint64(k), np.uint64(q_)
     for f in range(np.uint64(maps_b.shape[3] // 2)):
         g, e = ku + f, qu + f
         rho = _vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f]
-        sig[e] = _k_entry(rho, maps_a[a, h, 0, g] * maps_b[b, h, 0, f], c)[0]
+        sig[e] = _k_entry(rho, maps_a[a, h, 0, g] * maps_b[b, h, 0, f], c, nonneg)[0]
+
+
+@njit(**_INLINE)
+def _layer_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, k_only, theta_only, nonneg):
+    """One layer's ReLU loop: K alone (:func:`_sigma_tile`), Theta alone (:func:`_theta_tile`)
+    or both (:func:`_relu_tile`); ``nonneg`` (a literal): see :func:`_pi_minus_arccos`."""
+    if k_only:
+        _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg)
+    elif theta_only:
+        _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg)
+    else:
+        _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -316,12 +336,12 @@ def _tile(xa, a, xb, b, ma, mb, k, masks, work, out_layers, fix_first, fix_last,
         ht_in = hs if theta_is_sigma else ht
         # Theta after this layer equals K: NNGP, or NTK with Theta^(0) = 0 (fixed first layer)
         k_only = not ntk or (layer == 1 and fix_first)
-        if k_only:
-            _sigma_tile(hs, sig, q_, masks, ma, a, mb, b, h, k, c)
-        elif last and fix_last:  # the readout needs Theta alone, without this layer's K
-            _theta_tile(hs, ht_in, theta, q_, masks, ma, a, mb, b, h, k, c)
+        theta_only = last and fix_last  # the readout needs Theta alone, without this layer's K
+        # two compiled copies of the loops: layer 1's correlations may be negative, later ones not
+        if layer == 1:
+            _layer_tile(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, h, k, c, k_only, theta_only, False)
         else:
-            _relu_tile(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, h, k, not (fix_last and last), c)
+            _layer_tile(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, h, k, c, k_only, theta_only, True)
         if layer == out_layers[j]:
             if k_only:  # Theta = K; with fix_last the readout's own K is subtracted: 0
                 sums[w, j] = 0.0 if ntk and fix_last else _flat_sum(sig, q_, n)
@@ -363,8 +383,9 @@ def image_maps(x, p_, n_conv, c):
     return out
 
 
-#: pairs that share one tile's masks and scratch in :func:`pair_sums`
-_PAIR_GROUP = 8
+#: pairs that share one tile's masks and scratch in :func:`pair_sums` (building a tile's masks
+#: costs about three times a 16x16 pair's S0 of that tile; 8 -> 32 measured 3 % faster on 16x16 GAP)
+_PAIR_GROUP = 32
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
