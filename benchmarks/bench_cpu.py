@@ -12,7 +12,12 @@ For CNTK-V (vanilla, fix=False) and CNTK-GAP (gap, fix=True) at depths 3, 11, 21
   its own virtual environment), after checking that its kernel equals ours up to the known factor
   P*Q*C (vanilla) or C (GAP); and the ratio.
 
+With ``--rounds R`` ours and nt are each measured R times, alternating, and the table shows the
+medians, the median of the R per-round ratios and their range (this host's throughput drifts by
+10-20 % between minutes, which one measurement of each side turns into the ratio).
+
 Usage: python benchmarks/bench_cpu.py [--quick] [--nt-python /path/to/venv/bin/python] [--seconds 3]
+                                      [--rounds 1] [--readout gap|vanilla]
 """
 
 from __future__ import annotations
@@ -117,31 +122,45 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="target wall time per measurement of ours")
     ap.add_argument("--nt-python", default=os.environ.get("CNTK_NT_PYTHON"), help="python with neural-tangents")
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate ours / nt this many times; report medians")
+    ap.add_argument("--readout", choices=["gap", "vanilla"], help="only this readout's configurations")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be >= 1")
     configs = [c for c in CONFIGS if c[0] == 16 and c[2] == 3] if args.quick else CONFIGS
+    configs = [c for c in configs if args.readout in (None, c[1])]
     print(
         f"# bench_cpu  {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, python {platform.python_version()}"
     )
     print(f"{'config':<18}{'n':>5}{'ours ent/s':>12}{'peak MB':>9}{'f32 ent/s':>11}", end="")
-    print(f"{'ref ent/s':>11}{'x ref':>10}{'nt ent/s':>11}{'x nt':>8}{'f32 x nt':>10}")
+    print(f"{'ref ent/s':>11}{'x ref':>10}{'nt ent/s':>11}{'x nt':>8}{'f32 x nt':>10}", end="")
+    print(f"{'x nt range':>14}" if args.rounds > 1 else "")
     for size, readout, depth in configs:
         seconds = 1.0 if args.quick else args.seconds
-        ours = run_ours_in_subprocess(size, readout, depth, seconds)
+        rounds, nts = [], []
+        for _ in range(args.rounds):
+            rounds.append(run_ours_in_subprocess(size, readout, depth, seconds))
+            if args.nt_python:
+                nt, dev = measure_nt(args.nt_python, size, readout, depth)
+                if dev > 1e-6:
+                    raise SystemExit(f"neural-tangents disagrees with cntk_core by {dev:.2e} (after the factor)")
+                nts.append(nt)
+        rates = [r["entries_per_s"] for r in rounds]
+        peak = max(r["peak_mb"] for r in rounds)
+        ours = {"n": rounds[0]["n"], "entries_per_s": float(np.median(rates)), "peak_mb": peak}
         f32 = run_ours_in_subprocess(size, readout, depth, seconds, "float32")["entries_per_s"]
         ref = None if args.no_reference else measure_reference(size, readout, depth)
-        nt = dev = None
-        if args.nt_python:
-            nt, dev = measure_nt(args.nt_python, size, readout, depth)
-            if dev > 1e-6:
-                raise SystemExit(f"neural-tangents disagrees with cntk_core by {dev:.2e} (after the factor)")
+        nt = float(np.median(nts)) if nts else None
+        ratios = [a / b for a, b in zip(rates, nts, strict=False)]  # none without nt
         name = f"{'V' if readout == 'vanilla' else 'GAP'}-{depth} {size}x{size}"
         fmt = lambda v: f"{v:.3g}" if v is not None else "-"  # noqa: E731
         ratio = lambda a, b: f"{a / b:.3g}x" if b else "-"  # noqa: E731
         print(
             f"{name:<18}{ours['n']:>5}{fmt(ours['entries_per_s']):>12}{ours['peak_mb']:>9.0f}{fmt(f32):>11}"
             f"{fmt(ref):>11}{ratio(ours['entries_per_s'], ref):>10}{fmt(nt):>11}"
-            f"{ratio(ours['entries_per_s'], nt):>8}{ratio(f32, nt):>10}",
+            f"{f'{np.median(ratios):.3g}x' if ratios else '-':>8}{ratio(f32, nt):>10}"
+            + (f"{f'{min(ratios):.3g}-{max(ratios):.3g}x':>14}" if len(ratios) > 1 else ""),
             flush=True,
         )
     return 0
