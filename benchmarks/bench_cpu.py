@@ -50,7 +50,9 @@ def images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, size, size, 3))
 
 
-def measure_ours(size: int, readout: str, depth: int, seconds: float, dtype: str = "float64", fix=False) -> dict:
+def measure_ours(
+    size: int, readout: str, depth: int, seconds: float, dtype: str = "float64", fix: bool = False
+) -> dict:
     """Run in a fresh process: calibrate n for ~``seconds``, time the symmetric Gram, report RSS."""
     import cntk_core
 
