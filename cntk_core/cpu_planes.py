@@ -65,14 +65,23 @@ def _pi_minus_arccos(x, c, nonneg):
     ax = x if nonneg else (x if x >= 0 else -x)
     big = ax > half
     z = (one - ax) * half if big else ax * ax
-    p = z * (c[4] + z * (c[5] + z * (c[6] + z * (c[7] + z * (c[8] + z * c[9])))))
-    q = one + z * (c[10] + z * (c[11] + z * (c[12] + z * c[13])))
+    # the loop is bound by its dependency chain (box sum, rho, square root, division, polynomial,
+    # products), so the rational is evaluated in Estrin's scheme (depth 3 instead of 6) and
+    # products whose factors are ready early are formed off the chain (measured 1.07-1.10x)
+    z2 = z * z
+    p = z * ((c[4] + z * c[5]) + z2 * ((c[6] + z * c[7]) + z2 * (c[8] + z * c[9])))
+    q = (one + z * c[10]) + z2 * ((c[11] + z * c[12]) + z2 * c[13])
     s = np.sqrt(z) if big else ax
     a = s + s * (p / q)  # asin(s)
-    acos_abs = (a + a) if big else (pi * half - a)  # arccos(|x|)
+    # arccos|x| = 2 a (big) or pi/2 - a; pi - arccos(x) = pi - arccos|x| (x >= 0) or arccos|x|:
+    # one multiply-add whose coefficient and offset are chosen off the dependency chain
+    two = one + one
     if nonneg:
-        return pi - acos_abs
-    return pi - acos_abs if x >= 0 else acos_abs  # pi - arccos(x) = arccos(-x)
+        return (-two if big else one) * a + (pi if big else pi * half)
+    pos = x >= 0
+    coef = (-two if big else one) if pos else (two if big else -one)
+    base = (pi if pos else pi - pi) if big else pi * half
+    return coef * a + base
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -84,7 +93,7 @@ def _relu_entry(rho, norm, theta, c, nonneg):
     more than its own rounding. ``nonneg``: see :func:`_pi_minus_arccos`.
     """
     k, phi = _k_entry(rho, norm, c, nonneg)
-    return k, phi * c[1] * theta + k
+    return k, phi * (c[1] * theta) + k
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -93,7 +102,7 @@ def _k_entry(rho, norm, c, nonneg):
     :func:`_relu_entry`)."""
     rho = _clip_rho(rho, c, nonneg)
     phi = _pi_minus_arccos(rho, c, nonneg)
-    return norm * (rho * phi + np.sqrt(c[2] - rho * rho)) * c[1], phi
+    return (norm * c[1]) * (rho * phi + np.sqrt(c[2] - rho * rho)), phi
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -141,7 +150,7 @@ def _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, non
     for f in range(np.uint64(maps_b.shape[3] // 2)):  # which would stop the loop vectorising
         g, e = ku + f, qu + f
         sig[e], theta[e] = _relu_entry(
-            _vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f],
+            _vsum(hs, masks, f, e, qu) * (maps_a[a, h, 1, g] * maps_b[b, h, 1, f]),
             maps_a[a, h, 0, g] * maps_b[b, h, 0, f],
             _vsum(ht, masks, f, e, qu),
             c,
@@ -156,7 +165,7 @@ def _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg)
     ku, qu = np.uint64(k), np.uint64(q_)
     for f in range(np.uint64(maps_b.shape[3] // 2)):
         g, e = ku + f, qu + f
-        rho = _vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f]
+        rho = _vsum(hs, masks, f, e, qu) * (maps_a[a, h, 1, g] * maps_b[b, h, 1, f])
         theta[e] = _theta_entry(rho, _vsum(ht, masks, f, e, qu), c, nonneg)
 
 
@@ -167,7 +176,7 @@ def _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg):
     ku, qu = np.uint64(k), np.uint64(q_)
     for f in range(np.uint64(maps_b.shape[3] // 2)):
         g, e = ku + f, qu + f
-        rho = _vsum(hs, masks, f, e, qu) * maps_a[a, h, 1, g] * maps_b[b, h, 1, f]
+        rho = _vsum(hs, masks, f, e, qu) * (maps_a[a, h, 1, g] * maps_b[b, h, 1, f])
         sig[e] = _k_entry(rho, maps_a[a, h, 0, g] * maps_b[b, h, 0, f], c, nonneg)[0]
 
 
