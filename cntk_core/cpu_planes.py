@@ -331,7 +331,7 @@ def _tile(
     ones). Whole arrays and indices are passed rather than views: a view costs atomic
     reference-count updates on the parent array, which all threads share. The loop over pairs is
     in here, not in the caller, because each call of this function costs such updates on the
-    shared arrays (measured 1.08-1.12x on 16x16 depth 3; none at 32x32). Allocates nothing.
+    shared arrays (1.05x at 16x16 depth 3 in ``benchmarks/bench_engine_ab.py``; none at 32x32). Allocates nothing.
     """
     n_conv = out_layers[-1]
     n = masks.shape[1]
