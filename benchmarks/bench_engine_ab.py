@@ -10,10 +10,11 @@ the current version is faster; a round's two calls are seconds apart, so drift m
 its ratio) and the largest relative difference of the results (0 when the change is bit-exact).
 
 GAP readout, ``fix=False`` NTK (the kernel ``bench_cpu.py`` compares with neural-tangents),
-float64. Allocates the two versions' variance maps and partial sums: a few MB.
+float64 or, with ``--dtype float32``, float32 arithmetic. Allocates the two versions' variance
+maps and partial sums: a few MB.
 
 Usage: python benchmarks/bench_engine_ab.py [--against HEAD~1] [--sizes 16,32] [--depths 3,11]
-                                            [--images 32] [--rounds 9] [--threads 2]
+                                            [--images 32] [--rounds 9] [--threads 2] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -55,14 +56,14 @@ def run_pairs(cp, x, p, maps, rows, cols, layers, c):
     return cp.pair_sums(x, x, maps, maps, p, rows, cols, cp.all_tiles(p, p, "gap"), layers, False, False, True, c)
 
 
-def compare(versions, size: int, depth: int, n_images: int, rounds: int, seed: int = 0) -> dict:
+def compare(versions, size: int, depth: int, n_images: int, rounds: int, dtype=np.float64, seed: int = 0) -> dict:
     """Median seconds per call of each version (alternating calls) on an ``n_images`` Gram."""
-    x = np.random.default_rng(seed).standard_normal((n_images, 3, size * size))
+    x = np.random.default_rng(seed).standard_normal((n_images, 3, size * size)).astype(dtype)
     rows, cols = (idx.astype(np.int64) for idx in np.triu_indices(n_images))
     layers = np.array([depth - 1], np.int64)
     state, results = [], []
     for cp in versions:
-        c = cp.constants(np.float64)
+        c = cp.constants(dtype)
         maps = cp.image_maps(x, size, depth - 1, c)
         state.append((maps, c))
         results.append(run_pairs(cp, x, size, maps, rows, cols, layers, c))  # compiles, warms up
@@ -90,6 +91,7 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=int, default=32, help="images in the Gram (pairs: n(n+1)/2)")
     ap.add_argument("--rounds", type=int, default=9, help="alternating timed calls of each version")
     ap.add_argument("--threads", type=int, default=0, help="Numba threads (0: Numba's default)")
+    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="arithmetic dtype")
     args = ap.parse_args(argv)
     sizes = [int(v) for v in args.sizes.split(",")]
     depths = [int(v) for v in args.depths.split(",")]
@@ -104,12 +106,12 @@ def main(argv=None) -> None:
         numba.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         baseline = load_version(args.against, Path(tmp))
-        print(f"# bench_engine_ab  {time.strftime('%Y-%m-%d %H:%M')}  working tree vs {args.against}, "
+        print(f"# bench_engine_ab  {time.strftime('%Y-%m-%d %H:%M')}  working tree vs {args.against}, {args.dtype}, "
               f"{numba.get_num_threads()} threads, {args.images} images, medians of {args.rounds}")  # fmt: skip
         print(f"{'config':<14}{'now ns':>10}{'base ns':>10}{'x base':>8}{'quartiles':>14}{'max rel diff':>14}")
         for size in sizes:
             for depth in depths:
-                out = compare([cpu_planes, baseline], size, depth, args.images, args.rounds)
+                out = compare([cpu_planes, baseline], size, depth, args.images, args.rounds, np.dtype(args.dtype))
                 now, base = out["ns"]
                 q25, q75 = out["quartiles"]
                 print(
