@@ -397,12 +397,20 @@ def image_maps(x, p_, n_conv, c):
     q_ = pq // p_
     out = np.zeros((n, max(n_conv, 1), 2, 2 * pq), x.dtype)
     layers = np.full(1, n_conv, np.int64)
-    masks = tile_masks(p_, q_, 0, c[2])
     dummy = np.zeros((n, 1))
     idx = np.arange(n)
+    # run-time int64 and bool values, not literals: literal arguments (or prange's unsigned index)
+    # made Numba compile _tile, the engine's largest function, twice for this call (first call
+    # 50 -> 42 s). pair_sums passes record as the literal False, a second compilation that is kept:
+    # a run-time False there saves 11 s more but costs 3.5 % at 16x16 depth 3 (bench_engine_ab.py)
+    zero = np.int64(n_conv - n_conv)
+    one, yes = zero + 1, n_conv == n_conv
+    no = not yes
+    masks = tile_masks(p_, q_, zero, c[2])
     for i in prange(n):
         work = np.zeros((4, pq + 2 * q_), x.dtype)
-        _tile(x, idx, x, idx, i, i + 1, 1, 0, out, out, 0, masks, work, layers, True, False, True, True, c, dummy)
+        a = idx[i]
+        _tile(x, idx, x, idx, a, a + one, one, zero, out, out, zero, masks, work, layers, yes, no, yes, yes, c, dummy)
     return out
 
 
