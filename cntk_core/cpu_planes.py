@@ -43,7 +43,7 @@ _INV_9PI = 1.0 / (9.0 * math.pi)
 
 # The scalar helpers below are ordinary compiled functions: LLVM inlines them into the tile loops
 # (same vectorised code, same speed), while Numba-level inlining (``inline="always"``) re-types
-# them at every call site and doubled the cold compile (first float64 call 97-101 s -> 48 s).
+# them at every call site and doubled the cold compile (first float64 call 100.6 s -> 50.4 s).
 _SCALAR = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 # fdlibm's rational approximation of asin on [0, 1/2]: asin(s) = s + s * P(z) / Q(z), z = s^2,
@@ -330,7 +330,8 @@ def _tile(
     Q entries of each row are zero and stay zero; out_layers: ascending int64 layer counts L_k
     (depth d = L_k + 1), the last one is the number of conv+ReLU layers run, L. With ``record``
     (self pair, tile 0, ma is mb) the routine writes ma[a]'s maps instead of reading them. Writes
-    into ``sums[w, j]``, ``w = i * n_tiles + d``, the float64 sum of Theta (``ntk``) or K over the
+    into ``sums[w, j]``, ``w = i * n_tiles + d`` (``d``: the index of tile ``k`` among the caller's
+    ``n_tiles`` tiles), the float64 sum of Theta (``ntk``) or K over the
     tile for depth ``out_layers[j] + 1``; the caller applies the readout's scale. With ``fix_last``
     the readout layer's own term K is left out (exactly at the last layer, by subtraction at earlier
     ones). Whole arrays and indices are passed rather than views: a view costs atomic
