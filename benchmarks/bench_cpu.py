@@ -62,7 +62,7 @@ def measure_ours(
     import cntk_core
 
     kw = dict(depth=depth, readout=readout, fix=fix, dtype=dtype)
-    cntk_core.kernel_matrix(images(2, size), **kw)  # JIT / cache load
+    cntk_core.kernel_matrix(images(2, size), progress=False, **kw)  # JIT / cache load
     n, wall = 4, 0.0
     while wall < seconds / 8 and n < 4000:  # calibrate on growing n: small calls are overhead-bound
         n *= 2
@@ -147,7 +147,7 @@ def measure_nt(nt_python: str, size: int, readout: str, depth: int, n: int) -> t
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    ours = cntk_core.kernel_matrix(x1, x2, depth=depth, readout=readout, fix=False)
+    ours = cntk_core.kernel_matrix(x1, x2, depth=depth, readout=readout, fix=False, progress=False)
     factor = size * size * 3 if readout == "vanilla" else 3
     nt = np.asarray(result["kernel"]) * factor
     deviation = float(np.max(np.abs(nt - ours) / np.abs(ours)))
