@@ -24,7 +24,7 @@ the delta = 0 plane.
 
 The scalar formulas below re-state :func:`cntk_core.recurrence.relu_dual` (``rho`` from the
 stored inverse square roots of the variances); per-image variances come from running the same
-tile routine on the self pair's delta = 0 plane, and ``rho`` within 4 ulp of 1 is taken as 1, so
+layer loops (K alone) on the self pair's delta = 0 plane, and ``rho`` within 4 ulp of 1 is taken as 1, so
 an exact self pair sees ``rho == 1`` exactly. Only the first layer's correlations can be negative:
 later layers box-sum K >= 0, so their loops are compiled without |rho| and the reflection for
 rho < 0 (the formula they use holds on [-1/2, 1], which covers rounding below 0).
@@ -317,8 +317,7 @@ def _record_maps(sig, o, maps, a, layer, one):
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _tile(
-    xa, rows, xb, cols, i0, i1, n_tiles, d, ma, mb, k, masks, work, out_layers, fix_first, fix_last, ntk, record, c,
-    sums,
+    xa, rows, xb, cols, i0, i1, n_tiles, d, ma, mb, k, masks, work, out_layers, fix_first, fix_last, ntk, c, sums,
 ):  # fmt: skip
     """Readout sums over shift tile ``k`` (up to four displacement planes) of the pairs
     ``(a, b) = (xa[rows[i]], xb[cols[i]])``, ``i0 <= i < i1``, which share the tile's masks.
@@ -328,8 +327,7 @@ def _tile(
     end (see :func:`image_maps`); k: the tile (0 is the delta = 0 plane alone, all the vanilla
     readout needs); masks: its :func:`tile_masks`; work: (4, PQ + 2Q) scratch whose first and last
     Q entries of each row are zero and stay zero; out_layers: ascending int64 layer counts L_k
-    (depth d = L_k + 1), the last one is the number of conv+ReLU layers run, L. With ``record``
-    (self pair, tile 0, ma is mb) the routine writes ma[a]'s maps instead of reading them. Writes
+    (depth d = L_k + 1), the last one is the number of conv+ReLU layers run, L. Writes
     into ``sums[w, j]``, ``w = i * n_tiles + d`` (``d``: the index of tile ``k`` among the caller's
     ``n_tiles`` tiles), the float64 sum of Theta (``ntk``) or K over the
     tile for depth ``out_layers[j] + 1``; the caller applies the readout's scale. With ``fix_last``
@@ -348,9 +346,6 @@ def _tile(
         a, b, w = rows[i], cols[i], i * n_tiles + d
         _s0_tile(xa, a, xb, b, k, sig, q_)
         _hsum(sig, hs, q_, masks)  # Sigma^(0) = tr3(S0); Theta^(0) = Sigma^(0), or 0 (fixed first layer)
-        if record:
-            _tr3_from_hsum(hs, sig, q_, masks)
-            _record_maps(sig, q_, ma, a, 0, c[2])
         theta_is_sigma = True  # ht would equal hs: read hs instead (Theta^(0) = Sigma^(0))
         j = 0
         for layer in range(1, n_conv + 1):
@@ -379,9 +374,31 @@ def _tile(
                 else:
                     _hsum_pair(sig, theta, hs, ht, q_, masks)
                 theta_is_sigma = k_only
-                if record:
-                    _tr3_from_hsum(hs, sig, q_, masks)
-                    _record_maps(sig, q_, ma, a, layer, c[2])
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+def _self_maps(x, a, zero, masks, work, n_conv, maps, c):
+    """maps[a, h] (see :func:`image_maps`) for h = 0 .. L-1: the variances of image ``a`` are the
+    delta = 0 plane (shift tile 0; ``masks`` its :func:`tile_masks`) of its self pair, run through
+    the layers' K alone (the NNGP recurrence; Theta never enters a variance). ``zero``: a run-time
+    int64 0; work: (2, PQ + 2Q) zeroed scratch. Reads maps[a, h - 1] while writing maps[a, h].
+    A routine of its own, so that :func:`_tile` is compiled once, for :func:`pair_sums` only."""
+    n = masks.shape[1]
+    q_ = (work.shape[1] - n) // 2
+    sig, hs = work[0], work[1]
+    _s0_tile(x, a, x, a, zero, sig, q_)
+    _hsum(sig, hs, q_, masks)
+    _tr3_from_hsum(hs, sig, q_, masks)  # Sigma^(0)(x, x) on the plane
+    _record_maps(sig, q_, maps, a, zero, c[2])
+    for layer in range(1, n_conv):
+        # layer 1's correlations may be negative, later ones not (see _pi_minus_arccos)
+        if layer == 1:
+            _sigma_tile(hs, sig, q_, masks, maps, a, maps, a, layer - 1, zero, c, False)
+        else:
+            _sigma_tile(hs, sig, q_, masks, maps, a, maps, a, layer - 1, zero, c, True)
+        _hsum(sig, hs, q_, masks)
+        _tr3_from_hsum(hs, sig, q_, masks)  # Sigma^(layer)(x, x) = tr3(K^(layer))
+        _record_maps(sig, q_, maps, a, layer, c[2])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -391,27 +408,18 @@ def image_maps(x, p_, n_conv, c):
     tile reads one contiguous window).
 
     x: (n, C, PQ) flat channel-planar images of ``p_`` rows. O(n P Q L) work, run once per image
-    (not once per pair), by the same tile routine on the self pair's delta = 0 plane. Allocates
+    (not once per pair), by :func:`_self_maps` on the self pair's delta = 0 plane. Allocates
     ``32 L P Q`` bytes per image in float64.
     """
     n, _, pq = x.shape
     q_ = pq // p_
     out = np.zeros((n, max(n_conv, 1), 2, 2 * pq), x.dtype)
-    layers = np.full(1, n_conv, np.int64)
-    dummy = np.zeros((n, 1))
-    idx = np.arange(n)
-    # run-time int64 and bool values, not literals: literal arguments (or prange's unsigned index)
-    # made Numba compile _tile, the engine's largest function, twice for this call (first call
-    # 50 -> 42 s). pair_sums passes record as the literal False, a second compilation that is kept:
-    # a run-time False there saves 11 s more but costs 3.5 % at 16x16 depth 3 (bench_engine_ab.py)
-    zero = np.int64(n_conv - n_conv)
-    one, yes = zero + 1, n_conv == n_conv
-    no = not yes
+    zero = np.int64(n_conv - n_conv)  # a run-time 0: a literal would compile _record_maps twice
     masks = tile_masks(p_, q_, zero, c[2])
+    idx = np.arange(n)  # int64 image numbers (prange's own index is unsigned)
     for i in prange(n):
-        work = np.zeros((4, pq + 2 * q_), x.dtype)
-        a = idx[i]
-        _tile(x, idx, x, idx, a, a + one, one, zero, out, out, zero, masks, work, layers, yes, no, yes, yes, c, dummy)
+        work = np.zeros((2, pq + 2 * q_), x.dtype)
+        _self_maps(x, idx[i], zero, masks, work, n_conv, out, c)
     return out
 
 
@@ -448,7 +456,7 @@ def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, out_layers, fix_first, fix_
         work = np.zeros((4, pq + 2 * q_), x1.dtype)
         _tile(
             x1, rows, x2, cols, g * group, min((g + 1) * group, n_pairs), n_tiles, d, m1, m2, tiles[d],
-            masks, work, out_layers, fix_first, fix_last, ntk, False, c, partial,
+            masks, work, out_layers, fix_first, fix_last, ntk, c, partial,
         )  # fmt: skip
     out = np.zeros((n_pairs, n_out))
     for i in range(n_pairs):
