@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,10 @@ def load_version(rev: str, tmp: Path):
 
 def run_pairs(cp, x, p, maps, rows, cols, layers, c):
     """One ``pair_sums`` call of version ``cp`` (GAP, NTK, fix=False): its (n_pairs, 1) sums."""
-    return cp.pair_sums(x, x, maps, maps, p, rows, cols, cp.all_tiles(p, p, "gap"), layers, False, False, True, c)
+    tiles = cp.all_tiles(p, p, "gap")
+    # versions from before per-tile weights (self pairs' half tiles) take no weights argument
+    weights = (np.ones(len(tiles)),) if "weights" in inspect.signature(cp.pair_sums.py_func).parameters else ()
+    return cp.pair_sums(x, x, maps, maps, p, rows, cols, tiles, *weights, layers, False, False, True, c)
 
 
 def compare(versions, size: int, depth: int, n_images: int, rounds: int, dtype=np.float64, seed: int = 0) -> dict:

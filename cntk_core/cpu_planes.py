@@ -20,7 +20,8 @@ the image edges and the cuts. Layers that need only K (the NNGP, and the NTK's f
 is fixed, since Theta^(0) = 0 makes Theta^(1) = K^(1)) or only Theta (the readout layer when the
 last layer is fixed) compute only that. One (pair, tile) evaluation runs through every layer in
 four small buffers that stay in L1 and sums its readout. The vanilla readout needs only tile 0,
-the delta = 0 plane.
+the delta = 0 plane; a self pair (x, x), the diagonal of a symmetric Gram, needs only tiles
+0 .. PQ/2, because tile PQ - k holds the transposes of tile k's entries (:func:`self_pair_tiles`).
 
 The scalar formulas below re-state :func:`cntk_core.recurrence.relu_dual` (``rho`` from the
 stored inverse square roots of the variances); per-image variances come from running the same
@@ -429,11 +430,13 @@ _PAIR_GROUP = 32
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, out_layers, fix_first, fix_last, ntk, c):
+def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, weights, out_layers, fix_first, fix_last, ntk, c):
     """Readout sums for the pairs ``(x1[rows[i]], x2[cols[i]])`` over the shift tiles ``tiles``.
 
     x1, x2: (n, C, PQ) flat images of ``p_`` rows; m1, m2: their :func:`image_maps`; tiles: int64
-    shifts (see :func:`all_tiles`); out_layers: see :func:`_tile`. Returns float64
+    shifts (see :func:`all_tiles`), each tile's sum multiplied by its float64 ``weights`` entry
+    (1, or 2 for a self pair's tile that stands for its transpose too, see :func:`self_pair_tiles`);
+    out_layers: see :func:`_tile`. Returns float64
     ``(n_pairs, len(out_layers))`` (unscaled). Work items are (tile, group of pairs), which share
     the tile's masks and scratch. Partial sums are per (pair, tile) and reduced in a fixed
     order, so a pair's value does not depend on which other pairs share the call (Gram tiles give
@@ -463,7 +466,7 @@ def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, out_layers, fix_first, fix_
         for j in range(n_out):
             acc = 0.0
             for d in range(n_tiles):
-                acc += partial[i * n_tiles + d, j]
+                acc += weights[d] * partial[i * n_tiles + d, j]
             out[i, j] = acc
     return out
 
@@ -471,6 +474,21 @@ def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, out_layers, fix_first, fix_
 def all_tiles(p: int, q: int, readout: str) -> np.ndarray:
     """Shift tiles to visit: all ``P*Q`` for GAP, only 0 (the delta = 0 plane) for vanilla."""
     return np.zeros(1, np.int64) if readout == "vanilla" else np.arange(p * q, dtype=np.int64)
+
+
+def self_pair_tiles(p: int, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shift tiles and weights that give a self pair's (x, x) GAP sum with half the work.
+
+    Sigma(x, x), Theta(x, x) and K(x, x) are symmetric, entry by entry and bit for bit (every
+    product and sum of the recurrence meets the two images' numbers in the same order), and shift
+    tile ``PQ - k`` holds the transposes of tile ``k``'s entries (entry f of tile k pairs position
+    f + k with f; entry f + k of tile PQ - k pairs f with f + k). So tiles ``0 .. PQ // 2`` suffice,
+    each with weight 2 except tile 0 and, for even PQ, tile PQ / 2 (their own transposes).
+    """
+    n = p * q
+    tiles = np.arange(n // 2 + 1, dtype=np.int64)
+    weights = np.where((tiles == 0) | (2 * tiles == n), 1.0, 2.0)
+    return tiles, weights
 
 
 def constants(dtype) -> tuple:

@@ -34,9 +34,12 @@ class NumbaEngine:
     """Fused CPU planes (:mod:`cntk_core.cpu_planes`) for the paper's architecture.
 
     ``pairs`` returns ``(n_pairs, len(depths))``: one column per requested depth (default: the
-    network's own). Allocates per block of images their variance maps ``(n, L, 2, 2PQ)`` in the
-    arithmetic dtype, and per pair batch ``n_pairs * n_tiles * len(depths)`` float64 partial sums;
-    each work item uses eight rows of about PQ entries (masks and scratch).
+    network's own). Self pairs of a symmetric Gram (the same prepared state on both sides and
+    ``rows == cols``) sum half of the GAP shift tiles (:func:`cpu_planes.self_pair_tiles`), equal
+    to the full sum up to its rounding. Allocates per block of images their variance maps
+    ``(n, L, 2, 2PQ)`` in the arithmetic dtype, and per pair batch ``n_pairs * n_tiles *
+    len(depths)`` float64 partial sums; each work item uses eight rows of about PQ entries (masks
+    and scratch).
     """
 
     #: one pass gives the kernels of several depths (every layer's readout is on the way)
@@ -55,6 +58,9 @@ class NumbaEngine:
         p, q = shape[0], shape[1]
         self.p = p
         self.tiles = cpu_planes.all_tiles(p, q, spec.readout)
+        self.weights = np.ones(len(self.tiles))
+        # a GAP self pair (x, x) is symmetric: half of its tiles stand for the other half
+        self.self_tiles = cpu_planes.self_pair_tiles(p, q) if len(self.tiles) > 1 else None
         self.scale = 1.0 if spec.readout == "vanilla" else 1.0 / (p * q) ** 2
         plane_entries = p * q if spec.readout == "vanilla" else (p * q) ** 2  # all planes together
         self.pair_cost = float(plane_entries * spec.n_conv)
@@ -65,13 +71,25 @@ class NumbaEngine:
         return x, self._cp.image_maps(x, p, self.spec.n_conv, self._cp.constants(self.dtype))
 
     def pairs(self, x1, x2, state1, state2, rows, cols):
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        same = rows == cols if state1 is state2 and self.self_tiles is not None else None
+        if same is None or not same.any():
+            return self._pairs(state1, state2, rows, cols, self.tiles, self.weights)
+        # self pairs (x, x) of a symmetric Gram's diagonal tile: half the shift tiles, see
+        # cpu_planes.self_pair_tiles (equal to the full sum up to its rounding)
+        out = np.empty((len(rows), len(self.out_layers)))
+        out[same] = self._pairs(state1, state2, rows[same], cols[same], *self.self_tiles)
+        if not same.all():
+            out[~same] = self._pairs(state1, state2, rows[~same], cols[~same], self.tiles, self.weights)
+        return out
+
+    def _pairs(self, state1, state2, rows, cols, tiles, weights):
         (xa, va), (xb, vb) = state1, state2
         s = self.spec
-        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
         # Vanilla pairs are cheap (one plane), so reading the two images' maps dominates unless
         # pairs come in small blocks of images whose maps stay in cache: visit the pairs in
         # 8 x 8 image blocks (the results do not depend on the order).
-        order = np.lexsort((cols, rows, cols // _CACHE_BLOCK, rows // _CACHE_BLOCK)) if len(self.tiles) == 1 else None
+        order = np.lexsort((cols, rows, cols // _CACHE_BLOCK, rows // _CACHE_BLOCK)) if len(tiles) == 1 else None
         if order is not None:
             rows, cols = rows[order], cols[order]
         sums = self._cp.pair_sums(
@@ -82,7 +100,8 @@ class NumbaEngine:
             self.p,
             np.ascontiguousarray(rows),
             np.ascontiguousarray(cols),
-            self.tiles,
+            tiles,
+            weights,
             self.out_layers,
             s.fix_first,
             s.fix_last,

@@ -252,9 +252,31 @@ def test_tiling_and_out_give_identical_results(tmp_path):
     s1 = kernel_matrix(x1, depth=3)
     s2 = kernel_matrix(x1, depth=3, block_size=2)
     assert np.array_equal(s1, s2)
-    upper = np.triu(np.ones((7, 5), bool))  # the symmetric Gram computes (x_i, x_j) for i <= j
+    # the symmetric Gram computes (x_i, x_j) for i < j as the cross kernel does, and the self
+    # pairs (x_i, x_i) from half of their shift tiles (equal up to the sums' rounding)
+    upper = np.triu(np.ones((7, 5), bool), k=1)
     assert np.array_equal(s1[:, :5][upper], kernel_matrix(x1, x1[:5], depth=3)[upper])
-    assert np.allclose(s1[:, :5], kernel_matrix(x1, x1[:5], depth=3), rtol=1e-12, atol=0)
+    assert np.allclose(s1[:, :5], kernel_matrix(x1, x1[:5], depth=3), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("p,q", [(1, 1), (1, 2), (3, 1), (5, 7), (6, 4), (8, 8)])
+def test_self_pairs_from_half_the_shift_tiles_equal_the_full_sum(p, q):
+    """A symmetric GAP Gram's diagonal comes from shift tiles 0 .. PQ/2 (weights 2 for the tiles
+    that stand for their transposes); the cross kernel of the same images sums all PQ tiles."""
+    from cntk_core.cpu_planes import self_pair_tiles
+
+    tiles, weights = self_pair_tiles(p, q)
+    assert weights.sum() == p * q and tiles[0] == 0 and (weights[1:-1] == 2).all()
+    rng = np.random.default_rng([p, q, 11])
+    x = images(rng, 3, p, q, 2)
+    for (fix_first, fix_last), kind, depth in itertools.product(FIXES, ["ntk", "nngp"], [2, 5]):
+        job = dict(depth=depth, fix_first=fix_first, fix_last=fix_last, kind=kind)
+        sym, cross = kernel_matrix(x, **job), kernel_matrix(x, x.copy(), **job)
+        np.testing.assert_allclose(np.diag(sym), np.diag(cross), rtol=1e-13, atol=1e-300)
+        upper = np.triu(np.ones((3, 3), bool), k=1)  # pairs of different images: the same computation
+        assert np.array_equal(sym[upper], cross[upper])
+    ref = reference_matrix(x, x, 4, "gap", False, False)
+    assert rel_err(kernel_matrix(x, depth=4), ref) <= 1e-7
 
 
 def avgpool_reference(x, y):
