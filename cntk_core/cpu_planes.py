@@ -105,10 +105,11 @@ def _relu_entry(rho, norm, theta, c, nonneg):
 @njit(**_SCALAR)
 def _k_entry(rho, norm, c, nonneg):
     """K of one entry and its angle term ``phi = pi - arccos(rho)`` (rho clipped as in
-    :func:`_relu_entry`)."""
+    :func:`_relu_entry`); ``norm`` = sqrt(v v') / (9 pi), the product of the two images' first
+    maps (:func:`_record_maps`)."""
     rho = _clip_rho(rho, c, nonneg)
     phi = _pi_minus_arccos(rho, c, nonneg)
-    return (norm * c[1]) * (rho * phi + np.sqrt(c[2] - rho * rho)), phi
+    return norm * (rho * phi + np.sqrt(c[2] - rho * rho)), phi
 
 
 @njit(**_SCALAR)
@@ -142,7 +143,7 @@ def _vsum(h, masks, f, e, qu):
 
 
 @njit(**_INLINE)
-def _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg):
+def _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg, same):
     """The ReLU layer (cntk_core.recurrence.relu_dual) on a flat tile of ``PQ`` entries.
 
     Its inputs Sigma and Theta are tr3 of the previous layer's, finished here from their row
@@ -150,29 +151,32 @@ def _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, non
     ``theta``. All four hold the tile at ``Q .. Q + PQ``. maps_a[a], maps_b[b]: (L, 2, 2PQ) sqrt /
     inverse-sqrt variance maps of the two images, each stored twice end to end; h: the layer's
     maps; entry f pairs ``maps_a[a, h, :, k + f]`` with ``maps_b[b, h, :, f]``. Inverse square
-    roots are 0 where a variance is 0, which gives rho = 0 there.
+    roots are 0 where a variance is 0, which gives rho = 0 there. ``same`` (a literal): Theta's
+    input equals Sigma's (the first layer, Theta^(0) = Sigma^(0)), so its box sum is not redone.
     """
     ku, qu = np.uint64(k), np.uint64(q_)  # unsigned indices: no negative-index wraparound code,
     for f in range(np.uint64(maps_b.shape[3] // 2)):  # which would stop the loop vectorising
         g, e = ku + f, qu + f
+        s_in = _vsum(hs, masks, f, e, qu)
         sig[e], theta[e] = _relu_entry(
-            _vsum(hs, masks, f, e, qu) * (maps_a[a, h, 1, g] * maps_b[b, h, 1, f]),
+            s_in * (maps_a[a, h, 1, g] * maps_b[b, h, 1, f]),
             maps_a[a, h, 0, g] * maps_b[b, h, 0, f],
-            _vsum(ht, masks, f, e, qu),
+            s_in if same else _vsum(ht, masks, f, e, qu),
             c,
             nonneg,
         )
 
 
 @njit(**_INLINE)
-def _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg):
+def _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg, same):
     """:func:`_relu_tile` for Theta alone (:func:`_theta_entry`), as the readout layer needs
     when ``fix_last`` leaves its K out."""
     ku, qu = np.uint64(k), np.uint64(q_)
     for f in range(np.uint64(maps_b.shape[3] // 2)):
         g, e = ku + f, qu + f
-        rho = _vsum(hs, masks, f, e, qu) * (maps_a[a, h, 1, g] * maps_b[b, h, 1, f])
-        theta[e] = _theta_entry(rho, _vsum(ht, masks, f, e, qu), c, nonneg)
+        s_in = _vsum(hs, masks, f, e, qu)
+        rho = s_in * (maps_a[a, h, 1, g] * maps_b[b, h, 1, f])
+        theta[e] = _theta_entry(rho, s_in if same else _vsum(ht, masks, f, e, qu), c, nonneg)
 
 
 @njit(**_INLINE)
@@ -189,13 +193,14 @@ def _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg):
 @njit(**_INLINE)
 def _layer_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, k_only, theta_only, nonneg):
     """One layer's ReLU loop: K alone (:func:`_sigma_tile`), Theta alone (:func:`_theta_tile`)
-    or both (:func:`_relu_tile`); ``nonneg`` (a literal): see :func:`_pi_minus_arccos`."""
+    or both (:func:`_relu_tile`); ``nonneg`` (a literal): see :func:`_pi_minus_arccos`. Only the
+    first layer has negative correlations, and there Theta's input is Sigma's (``same``)."""
     if k_only:
         _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg)
     elif theta_only:
-        _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg)
+        _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg, not nonneg)
     else:
-        _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg)
+        _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg, not nonneg)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -301,15 +306,18 @@ def _flat_sum(buf, o, n):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _record_maps(sig, o, maps, a, layer, one):
-    """maps[a, layer] = (sqrt(v), 1/sqrt(v) or 0) of the variances v = sig[o : o + PQ] (the self
-    pair's delta = 0 tile), stored twice end to end."""
+def _record_maps(sig, o, maps, a, layer, one, scale):
+    """maps[a, layer] = (scale sqrt(v), 1/sqrt(v) or 0) of the variances v = sig[o : o + PQ] (the
+    self pair's delta = 0 tile), stored twice end to end. ``scale`` = sqrt(1 / (9 pi)), so that the
+    product of two images' first maps is the factor sqrt(v v') / (9 pi) of K (one multiply fewer
+    per entry: 1.02-1.04x in ``benchmarks/bench_engine_ab.py``)."""
     zero = one - one
     n = maps.shape[3] // 2
     for f in range(n):
         var = sig[o + f]
         root = np.sqrt(var) if var > zero else zero
         inv = one / root if var > zero else zero
+        root = root * scale
         maps[a, layer, 0, f] = root
         maps[a, layer, 0, f + n] = root
         maps[a, layer, 1, f] = inv
@@ -323,8 +331,8 @@ def _tile(
     """Readout sums over shift tile ``k`` (up to four displacement planes) of the pairs
     ``(a, b) = (xa[rows[i]], xb[cols[i]])``, ``i0 <= i < i1``, which share the tile's masks.
 
-    xa, xb: (n, C, PQ) flat channel-planar images; ma, mb: their (n, L, 2, 2PQ) maps of sqrt(v)
-    and 1/sqrt(v) of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1, stored twice end to
+    xa, xb: (n, C, PQ) flat channel-planar images; ma, mb: their (n, L, 2, 2PQ) maps of
+    sqrt(v / (9 pi)) and 1/sqrt(v) of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1, stored twice end to
     end (see :func:`image_maps`); k: the tile (0 is the delta = 0 plane alone, all the vanilla
     readout needs); masks: its :func:`tile_masks`; work: (4, PQ + 2Q) scratch whose first and last
     Q entries of each row are zero and stay zero; out_layers: ascending int64 layer counts L_k
@@ -390,7 +398,7 @@ def _self_maps(x, a, zero, masks, work, n_conv, maps, c):
     _s0_tile(x, a, x, a, zero, sig, q_)
     _hsum(sig, hs, q_, masks)
     _tr3_from_hsum(hs, sig, q_, masks)  # Sigma^(0)(x, x) on the plane
-    _record_maps(sig, q_, maps, a, zero, c[2])
+    _record_maps(sig, q_, maps, a, zero, c[2], c[15])
     for layer in range(1, n_conv):
         # layer 1's correlations may be negative, later ones not (see _pi_minus_arccos)
         if layer == 1:
@@ -399,12 +407,12 @@ def _self_maps(x, a, zero, masks, work, n_conv, maps, c):
             _sigma_tile(hs, sig, q_, masks, maps, a, maps, a, layer - 1, zero, c, True)
         _hsum(sig, hs, q_, masks)
         _tr3_from_hsum(hs, sig, q_, masks)  # Sigma^(layer)(x, x) = tr3(K^(layer))
-        _record_maps(sig, q_, maps, a, layer, c[2])
+        _record_maps(sig, q_, maps, a, layer, c[2], c[15])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def image_maps(x, p_, n_conv, c):
-    """Per-image maps ``(n, L, 2, 2PQ)``: sqrt(v) and 1/sqrt(v) (0 where v = 0) of the variances
+    """Per-image maps ``(n, L, 2, 2PQ)``: sqrt(v / (9 pi)) and 1/sqrt(v) (0 where v = 0) of the variances
     v = Sigma^(h)(x, x)[p, p] for h = 0 .. L-1, flat, stored twice end to end (so that every shift
     tile reads one contiguous window).
 
@@ -492,7 +500,8 @@ def self_pair_tiles(p: int, q: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def constants(dtype) -> tuple:
-    """``(pi, 1/(9 pi), 1, 1/2, *asin coefficients, snap)`` in the arithmetic dtype (float32 stays
-    float32); ``snap`` = 4 ulp of 1, see :func:`_relu_entry`."""
+    """``(pi, 1/(9 pi), 1, 1/2, *asin coefficients, snap, sqrt(1/(9 pi)))`` in the arithmetic dtype
+    (float32 stays float32); ``snap`` = 4 ulp of 1, see :func:`_relu_entry`; the last one scales the
+    maps of square roots (:func:`_record_maps`)."""
     t = np.dtype(dtype).type
-    return tuple(t(v) for v in (_PI, _INV_9PI, 1.0, 0.5) + _PS + _QS + (4 * np.finfo(dtype).eps,))
+    return tuple(t(v) for v in (_PI, _INV_9PI, 1.0, 0.5) + _PS + _QS + (4 * np.finfo(dtype).eps, math.sqrt(_INV_9PI)))
