@@ -148,11 +148,12 @@ def _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, non
 
     Its inputs Sigma and Theta are tr3 of the previous layer's, finished here from their row
     3-sums ``hs``, ``ht`` (:func:`_vsum`); it writes K into ``sig`` and the new Theta into
-    ``theta``. All four hold the tile at ``Q .. Q + PQ``. maps_a[a], maps_b[b]: (L, 2, 2PQ) sqrt /
-    inverse-sqrt variance maps of the two images, each stored twice end to end; h: the layer's
-    maps; entry f pairs ``maps_a[a, h, :, k + f]`` with ``maps_b[b, h, :, f]``. Inverse square
-    roots are 0 where a variance is 0, which gives rho = 0 there. ``same`` (a literal): Theta's
-    input equals Sigma's (the first layer, Theta^(0) = Sigma^(0)), so its box sum is not redone.
+    ``theta``. All four hold the tile at ``Q .. Q + PQ``. maps_a[a], maps_b[b]: (L, 2, 2PQ) maps of
+    sqrt(v / (9 pi)) and 1 / sqrt(v) of the two images' variances v (:func:`image_maps`), each
+    stored twice end to end; h: the layer's maps; entry f pairs ``maps_a[a, h, :, k + f]`` with
+    ``maps_b[b, h, :, f]``. Inverse square roots are 0 where a variance is 0, which gives rho = 0
+    there. ``same`` (a literal): Theta's input equals Sigma's (the first layer, Theta^(0) =
+    Sigma^(0)), so its box sum is not redone.
     """
     ku, qu = np.uint64(k), np.uint64(q_)  # unsigned indices: no negative-index wraparound code,
     for f in range(np.uint64(maps_b.shape[3] // 2)):  # which would stop the loop vectorising
@@ -191,16 +192,18 @@ def _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg):
 
 
 @njit(**_INLINE)
-def _layer_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, k_only, theta_only, nonneg):
+def _layer_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, k_only, theta_only, first):
     """One layer's ReLU loop: K alone (:func:`_sigma_tile`), Theta alone (:func:`_theta_tile`)
-    or both (:func:`_relu_tile`); ``nonneg`` (a literal): see :func:`_pi_minus_arccos`. Only the
-    first layer has negative correlations, and there Theta's input is Sigma's (``same``)."""
+    or both (:func:`_relu_tile`). ``first`` (a literal): the first layer, the only one whose
+    correlations may be negative (``nonneg``, see :func:`_pi_minus_arccos`) and whose Theta input
+    is Sigma's (``same``: Theta^(0) = Sigma^(0))."""
+    nonneg = not first
     if k_only:
         _sigma_tile(hs, sig, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg)
     elif theta_only:
-        _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg, not nonneg)
+        _theta_tile(hs, ht, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg, first)
     else:
-        _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg, not nonneg)
+        _relu_tile(hs, ht, sig, theta, q_, masks, maps_a, a, maps_b, b, h, k, c, nonneg, first)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -332,8 +335,8 @@ def _tile(
     ``(a, b) = (xa[rows[i]], xb[cols[i]])``, ``i0 <= i < i1``, which share the tile's masks.
 
     xa, xb: (n, C, PQ) flat channel-planar images; ma, mb: their (n, L, 2, 2PQ) maps of
-    sqrt(v / (9 pi)) and 1/sqrt(v) of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1, stored twice end to
-    end (see :func:`image_maps`); k: the tile (0 is the delta = 0 plane alone, all the vanilla
+    sqrt(v / (9 pi)) and 1/sqrt(v) of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1,
+    stored twice end to end (see :func:`image_maps`); k: the tile (0 is the delta = 0 plane alone, all the vanilla
     readout needs); masks: its :func:`tile_masks`; work: (4, PQ + 2Q) scratch whose first and last
     Q entries of each row are zero and stay zero; out_layers: ascending int64 layer counts L_k
     (depth d = L_k + 1), the last one is the number of conv+ReLU layers run, L. Writes
@@ -364,11 +367,11 @@ def _tile(
             # Theta after this layer equals K: NNGP, or NTK with Theta^(0) = 0 (fixed first layer)
             k_only = not ntk or (layer == 1 and fix_first)
             theta_only = last and fix_last  # the readout needs Theta alone, without this layer's K
-            # two compiled copies of the loops: layer 1's correlations may be negative, later ones not
+            # two compiled copies of the loops: the first layer's (see _layer_tile) and the others'
             if layer == 1:
-                _layer_tile(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, h, k, c, k_only, theta_only, False)
-            else:
                 _layer_tile(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, h, k, c, k_only, theta_only, True)
+            else:
+                _layer_tile(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, h, k, c, k_only, theta_only, False)
             if layer == out_layers[j]:
                 if k_only:  # Theta = K; with fix_last the readout's own K is subtracted: 0
                     sums[w, j] = 0.0 if ntk and fix_last else _flat_sum(sig, q_, n)
@@ -412,8 +415,8 @@ def _self_maps(x, a, zero, masks, work, n_conv, maps, c):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def image_maps(x, p_, n_conv, c):
-    """Per-image maps ``(n, L, 2, 2PQ)``: sqrt(v / (9 pi)) and 1/sqrt(v) (0 where v = 0) of the variances
-    v = Sigma^(h)(x, x)[p, p] for h = 0 .. L-1, flat, stored twice end to end (so that every shift
+    """Per-image maps ``(n, L, 2, 2PQ)``: sqrt(v / (9 pi)) and 1/sqrt(v) (0 where v = 0) of the
+    variances v = Sigma^(h)(x, x)[p, p] for h = 0 .. L-1, flat, stored twice end to end (so that every shift
     tile reads one contiguous window).
 
     x: (n, C, PQ) flat channel-planar images of ``p_`` rows. O(n P Q L) work, run once per image
