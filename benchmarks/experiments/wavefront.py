@@ -1,6 +1,7 @@
 """Experiment (not used by cntk_core): a float64 CPU path whose one loop runs S0 and the layers
 of a shift tile as a wavefront. Measured against the engine's path by ``benchmarks/bench_fused.py``
-and not adopted: 1.07-1.19x faster when this host runs at its fast speed level, 0.95-1.0x at its
+and not adopted: its best rounds are 0.96-1.19x the engine's speed, its median rounds 0.87-1.10x
+(0.87-0.97x at 2 threads); it gains when this host runs at its fast speed level and loses at its
 slow one, where it spends most of the time (``benchmarks/RESULTS.md``, eleventh session). It
 computes the same sums as :func:`cntk_core.cpu_planes.pair_sums` (within 1e-15).
 
