@@ -472,9 +472,17 @@ def pair_sums(x1, x2, m1, m2, p_, rows, cols, tiles, weights, out_layers, fix_fi
             x1, rows, x2, cols, g * group, min((g + 1) * group, n_pairs), n_tiles, d, m1, m2, tiles[d],
             masks, work, out_layers, fix_first, fix_last, ntk, c, partial,
         )  # fmt: skip
-    out = np.zeros((n_pairs, n_out))
+    return weighted_tile_sums(partial, weights, n_pairs)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def weighted_tile_sums(partial, weights, n_pairs):
+    """(n_pairs, n_out) float64: per pair, the sum over its tiles ``d`` (rows ``i * n_tiles + d``
+    of ``partial``) weighted by ``weights[d]``, in a fixed order (tile by tile)."""
+    n_tiles = weights.shape[0]
+    out = np.zeros((n_pairs, partial.shape[1]))
     for i in range(n_pairs):
-        for j in range(n_out):
+        for j in range(partial.shape[1]):
             acc = 0.0
             for d in range(n_tiles):
                 acc += weights[d] * partial[i * n_tiles + d, j]

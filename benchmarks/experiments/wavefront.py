@@ -26,7 +26,7 @@ them per pass: with a loop over a run-time number of layers inside the step, the
 go through memory and the step has no straight-line schedule. That version was only measured
 with array arguments, which cost reference counting at every call (0.55-0.95x the engine).
 
-Only for float64 arithmetic and ``PQ`` a multiple of 8 (:func:`supports`). The dual is the
+Only for float64 arithmetic and ``PQ`` a multiple of 8. The dual is the
 formula of :mod:`cntk_core.cpu_planes` with asin's rational replaced by a polynomial (no division).
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 import simd as v
 from numba import njit, prange
 
-from cntk_core.cpu_planes import tile_masks
+from cntk_core.cpu_planes import tile_masks, weighted_tile_sums
 
 _INLINE = {"cache": True, "nogil": True, "error_model": "numpy", "inline": "always"}
 _KERNEL = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -54,11 +54,6 @@ _G = (
     0.022372043664706378, 0.017355334434132383, 0.013928781847841392, 0.011882032645784928,
     0.0077714397645414456, 0.016129764409156828, -0.010908304349000406, 0.028285381520428275,
 )  # fmt: skip
-
-
-def supports(p: int, q: int, dtype) -> bool:
-    """Whether this path computes (P, Q) images in ``dtype`` arithmetic."""
-    return np.dtype(dtype) == np.float64 and (p * q) % v.LANES == 0
 
 
 @njit(**_INLINE)
@@ -431,11 +426,4 @@ def pair_sums(xa, xb, xstride, ma, mb, p_, pq, n_conv, rows, cols, tiles, weight
             c,
             partial,
         )
-    out = np.zeros((n_pairs, n_out))
-    for i in range(n_pairs):
-        for j in range(n_out):
-            a = 0.0
-            for d in range(n_tiles):
-                a += weights[d] * partial[i * n_tiles + d, j]
-            out[i, j] = a
-    return out
+    return weighted_tile_sums(partial, weights, n_pairs)
