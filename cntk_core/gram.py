@@ -19,6 +19,10 @@ _WORK_PER_CALL = 4e7
 _BLOCK = 256
 #: total work above which a progress bar is shown by default (~ a few seconds)
 _WORK_FOR_PROGRESS = 3e8
+#: images whose largest |pixel| lies outside [2^-_SAFE_EXPONENT, 2^_SAFE_EXPONENT] are scaled by a
+#: power of two before the engine sees them (their products would leave float32's range, or at
+#: 1e150 float64's, and give inf / NaN), and their kernel values scaled back
+_SAFE_EXPONENT = 32
 
 
 def kernel_matrix(
@@ -60,6 +64,10 @@ def kernel_matrix(
     Memory: besides the result, a call holds one row block and one column block of images with
     their variance maps (``block * depth * P * Q`` numbers each) and the engine's per-batch buffers
     (see :mod:`cntk_core.engines`); nothing grows with ``n1 * n2`` except the result itself.
+    Images of extreme scale (largest |pixel| above 2^32 or below 2^-32) are computed on a copy
+    scaled by a power of two, which is exact: the kernel is homogeneous, K(a x, b x') = a b K(x, x')
+    for a, b > 0. So 1e150-scale pixels give their finite kernel instead of NaN; a kernel beyond
+    float64's range (about 1e308) raises ``OverflowError``.
     """
     network = cntk(depth, readout, fix, fix_first=fix_first, fix_last=fix_last)
     return network_kernel(
@@ -161,6 +169,9 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
     ):
         raise ValueError(f"block_size must be a positive integer (images per tile side), got {block_size!r}")
     n1, n2 = len(x1), len(x2)
+    x1, e1 = _unit_scaled(x1)
+    x2, e2 = (x1, e1) if symmetric else _unit_scaled(x2)
+    scaled = bool(e1.any() or e2.any())
     tiles = _tiles(n1, n2, symmetric, block_size or _BLOCK)
     n_pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     per_call = max(1, int(_WORK_PER_CALL // engine.pair_cost))
@@ -175,6 +186,8 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
             for k in range(0, len(rows), per_call):
                 rr, cc = rows[k : k + per_call], cols[k : k + per_call]
                 values = np.asarray(engine.pairs(x1, x2, state_rows[1], state_cols, rr, cc)).reshape(len(rr), -1)
+                if scaled:
+                    values = _scaled_back(values, e1[r0 + rr] + e2[c0 + cc])
                 for j, out in enumerate(outs):
                     out[r0 + rr, c0 + cc] = values[:, j]
                     if symmetric:
@@ -182,6 +195,31 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
                 bar.update(len(rr))
     finally:
         bar.close()
+
+
+def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(x', e)``: x' = x * 2^-e per image, e (int32 ``[n]``) nonzero only for images whose largest
+    |pixel| is outside [2^-32, 2^32] (``_SAFE_EXPONENT``); their largest |pixel| becomes [1/2, 1).
+    Returns ``x`` itself (no copy) when no image needs it."""
+    peak = np.abs(x).reshape(len(x), -1).max(axis=1)
+    exponent = np.frexp(peak)[1].astype(np.int32)  # peak = m 2^e, 1/2 <= m < 1 (e = 0 for 0)
+    exponent[np.abs(exponent) <= _SAFE_EXPONENT] = 0
+    if not exponent.any():
+        return x, exponent
+    return np.ldexp(x, -exponent[:, None, None, None]), exponent
+
+
+def _scaled_back(values: np.ndarray, exponents: np.ndarray) -> np.ndarray:
+    """Kernel values of scaled images (:func:`_unit_scaled`) times 2^(e1 + e2), or ``OverflowError``."""
+    with np.errstate(over="ignore"):
+        values = np.ldexp(values, exponents[:, None])
+    if not np.isfinite(values).all():
+        raise OverflowError(
+            "kernel values exceed float64's range (~1.8e308): the images' pixels are too large; "
+            "rescale them (the kernel is homogeneous: K(a x, b x') = a b K(x, x'), so compute it on "
+            "x / s and multiply by s^2)"
+        )
+    return values
 
 
 def _tiles(n1: int, n2: int, symmetric: bool, block: int):

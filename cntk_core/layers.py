@@ -26,9 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Integral
 from typing import NamedTuple
 
 from . import recurrence as R
+from .validation import check_flag
 
 VarianceSource = Callable[[int, object], tuple]
 
@@ -55,8 +57,10 @@ class Conv(Layer):
     fixed: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.size, int) or self.size < 1 or self.size % 2 == 0:
+        if isinstance(self.size, bool) or not isinstance(self.size, Integral) or self.size < 1 or self.size % 2 == 0:
             raise ValueError(f"Conv size must be a positive odd integer, got {self.size!r}")
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "fixed", check_flag(self.fixed, "Conv fixed"))
 
     def apply(self, sigma, theta, variances, relu_index):
         sigma = R.tr3(sigma, self.size)
@@ -89,8 +93,9 @@ class AvgPool(Layer):
     window: int = 2
 
     def __post_init__(self):
-        if not isinstance(self.window, int) or self.window < 1:
+        if isinstance(self.window, bool) or not isinstance(self.window, Integral) or self.window < 1:
             raise ValueError(f"AvgPool window must be a positive integer, got {self.window!r}")
+        object.__setattr__(self, "window", int(self.window))
 
     def _pool(self, t):
         w = self.window
@@ -140,6 +145,9 @@ class Dense(Layer):
     fixed: bool = False
     spatial_in = False
     spatial_out = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "fixed", check_flag(self.fixed, "Dense fixed"))
 
     def apply(self, sigma, theta, variances, relu_index):
         return sigma, (theta if self.fixed else theta + sigma)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from numbers import Integral
 
 from .layers import Conv, Dense, Flatten, GlobalAvgPool, Network, ReLU
+from .validation import check_flag
 
 READOUTS = ("gap", "vanilla")
 
@@ -30,8 +31,11 @@ def cntk(
         raise ValueError(f"depth must be >= 2 (depth = number of conv layers + 1), got {depth}")
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-    first = bool(fix) if fix_first is None else bool(fix_first)
-    last = bool(fix) if fix_last is None else bool(fix_last)
+    fix = check_flag(fix, "fix")
+    fix_first = check_flag(fix_first, "fix_first", allow_none=True)
+    fix_last = check_flag(fix_last, "fix_last", allow_none=True)
+    first = fix if fix_first is None else fix_first
+    last = fix if fix_last is None else fix_last
     layers = [Conv(3, fixed=first), ReLU()]
     for _ in range(depth - 2):
         layers += [Conv(3), ReLU()]

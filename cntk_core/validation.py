@@ -47,6 +47,16 @@ def as_images(x, name: str = "x1") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def check_flag(value, name: str, allow_none: bool = False):
+    """``value`` as a Python bool, or raise: a truthy string such as ``"no"`` must not read as True."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    hint = " (the official --fix yes is fix=True)" if isinstance(value, str) else ""
+    raise TypeError(f"{name} must be True or False, got {value!r}{hint}")
+
+
 def check_pair(x1: np.ndarray, x2: np.ndarray) -> None:
     if x1.shape[1:] != x2.shape[1:]:
         raise ValueError(

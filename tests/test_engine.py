@@ -210,6 +210,37 @@ def test_homogeneity():
     assert rel_err(k2, 9.0 * k1) <= 1e-12
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_extreme_pixel_scales_give_the_homogeneous_kernel(backend, dtype):
+    """Pixels of 1e150 used to overflow the products into inf and NaN (1e20 in float32): images
+    of extreme scale are scaled by a power of two (exact) and the kernel scaled back, so every
+    value is c_i c_j K(x, x')_ij, with each image's own factor c_i (homogeneity), against the
+    reference on the unscaled images."""
+    rng = np.random.default_rng([8, len(dtype)])
+    x = images(rng, 5, 4, 5, 2)
+    scales = (
+        np.array([1e150, 1e-150, 1.0, 2.0**40, 1e30])
+        if dtype == "float64"
+        else np.array([1e30, 1e-30, 1.0, 2.0**40, 3e-12])
+    )
+    big = x * scales[:, None, None, None]
+    tol = 1e-7 if dtype == "float64" else 1e-4
+    for readout, kind in [("gap", "ntk"), ("vanilla", "nngp")]:
+        ref = reference_matrix(x, x[:3], 3, readout, False, True, kind) * np.outer(scales, scales[:3])
+        got = kernel_matrix(
+            big, big[:3], depth=3, readout=readout, fix_last=True, kind=kind, dtype=dtype, backend=backend
+        )
+        assert np.isfinite(got).all()
+        assert rel_err(got, ref) <= tol, (readout, kind)
+    sym = kernel_matrix(big, depth=3, dtype=dtype, backend=backend)
+    assert (
+        np.array_equal(sym, sym.T) and rel_err(sym, reference_matrix(x, x, 3, "gap") * np.outer(scales, scales)) <= tol
+    )
+    with pytest.raises(OverflowError, match="homogeneous"):
+        kernel_matrix(x * 1e200, depth=3, backend=backend)  # the kernel itself is about 1e400
+
+
 def test_zero_and_constant_images_give_finite_kernels():
     rng = np.random.default_rng(9)
     x = images(rng, 4, 6, 6, 3)
@@ -377,6 +408,17 @@ def test_bad_arguments_give_clear_errors():
         cntk_core.kernel_matrices(x, depths=[2, 3], backend="numpy", block_size=-1)
     with pytest.raises(TypeError, match="depth must be an integer"):
         kernel_matrix(x, depth=3.0)
+    for name in ("fix", "fix_first", "fix_last"):  # "no" is truthy: it must not read as True
+        with pytest.raises(TypeError, match=f"{name} must be True or False"):
+            kernel_matrix(x, depth=3, **{name: "no"})
+    with pytest.raises(TypeError, match="Conv fixed"):
+        Conv(3, fixed="no")
+    with pytest.raises(TypeError, match="Dense fixed"):
+        Dense(fixed=1)
+    with pytest.raises(ValueError, match="odd"):
+        Conv(True)
+    assert Conv(np.int64(3)) == Conv(3) and Dense(np.True_) == Dense(True)
+    assert np.array_equal(kernel_matrix(x, depth=3, fix=np.True_), kernel_matrix(x, depth=3, fix=True))
     assert np.array_equal(kernel_matrix(x, depth=np.int64(3)), kernel_matrix(x, depth=3))
 
 
