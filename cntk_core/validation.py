@@ -53,7 +53,7 @@ def check_flag(value, name: str, allow_none: bool = False):
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    hint = " (the official --fix yes is fix=True)" if isinstance(value, str) else ""
+    hint = " (the official --fix yes is fix=True)" if isinstance(value, str) and "fix" in name else ""
     raise TypeError(f"{name} must be True or False, got {value!r}{hint}")
 
 
