@@ -43,14 +43,17 @@ def numba_available() -> bool:
 
 def resolve_backend(backend: str | None = None) -> str:
     """Name of the backend to use; raises ``ValueError`` for an unknown or unusable request."""
+    if backend is not None and not isinstance(backend, str):
+        raise TypeError(f"backend must be a string such as 'numba' or None, got {backend!r}")
+    source = "backend" if backend else "the environment variable CNTK_BACKEND"
     requested = backend or os.environ.get("CNTK_BACKEND") or "auto"
-    requested = requested.lower()
+    requested = requested.strip().lower()
     if requested == "auto":
         if gpu_status()[0]:
             return "cupy"
         return "numba" if numba_available() else "numpy"
     if requested not in BACKENDS:
-        raise ValueError(f"unknown backend {requested!r}; choose one of {BACKENDS + ('auto',)}")
+        raise ValueError(f"unknown backend {requested!r} (from {source}); choose one of {BACKENDS + ('auto',)}")
     if requested == "cupy" and not gpu_status()[0]:
         raise RuntimeError(f"backend 'cupy' requested but unusable: {gpu_status()[1]}")
     if requested == "numba" and not numba_available():

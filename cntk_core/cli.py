@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --store: 'local' (a LocalCluster, default), 'synchronous', 'cuda' or a Dask scheduler address",
     )
     g.add_argument("--n-workers", type=_positive_int, default=None, help="with --store: workers of a local cluster")
-    g.add_argument("--tile-size", type=_positive_int, default=256, help="with --store: rows/columns per tile")
+    g.add_argument("--tile-size", type=_positive_int, default=None, help="with --store: rows/columns per tile (256)")
 
     r = sub.add_parser("regress", help="end-to-end kernel regression experiment")
     _data_args(r)
@@ -168,6 +168,8 @@ def _progress(args) -> bool | None:
 def _npy_path(text: str) -> Path:
     """The output path with a ``.npy`` suffix (as ``np.save`` would add); its folder must exist."""
     path = Path(text)
+    if path.is_dir():
+        raise FileNotFoundError(f"--out {text!r} is a folder; give a file name such as {str(path / 'K.npy')!r}")
     if path.suffix != ".npy":
         path = path.with_name(path.name + ".npy")
     if not path.parent.is_dir():
@@ -197,8 +199,8 @@ def cmd_gram(args) -> int:
 
     if args.out is None and args.store is None:
         raise _UsageError("gram needs --out PATH.npy and/or --store PATH")
-    if args.store is None and (args.scheduler is not None or args.n_workers is not None):
-        raise _UsageError("--scheduler and --n-workers need --store")
+    if args.store is None and (args.scheduler is not None or args.n_workers is not None or args.tile_size is not None):
+        raise _UsageError("--scheduler, --n-workers and --tile-size need --store")
     out_path = None if args.out is None else _npy_path(args.out)  # fail before hours of computing
     ds = _load(args)
     x_split = ds.x_train if args.split == "train" else ds.x_test
@@ -228,7 +230,7 @@ def cmd_gram(args) -> int:
             x1,
             x2,
             **kw,
-            tile_size=args.tile_size,
+            tile_size=args.tile_size or 256,
             scheduler=scheduler,
             n_workers=args.n_workers,
             backend=_backend(args),

@@ -24,6 +24,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import numpy as np
 
 from .presets import cntk
 from .store import FORMAT, IDENTITY_KEYS, GramStore, create_or_check, fingerprint, store_path, tile_bounds
-from .validation import as_images, check_dtype, check_kind, check_pair
+from .validation import as_images, check_dtype, check_flag, check_kind, check_pair
 
 __all__ = ["RunReport", "gram_to_store"]
 
@@ -104,6 +105,8 @@ def gram_to_store(
     params, x1, x2 = _validate(
         x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, tile_size, backend, n_workers, scheduler
     )
+    if not callable(progress):
+        check_flag(progress, "progress (True, False, None or a callable)", allow_none=True)
     path = store_path(store)
     meta = _metadata(params, x1, x2)
     identity = json.dumps([{k: meta[k] for k in IDENTITY_KEYS}, str(path.absolute())], sort_keys=True)
@@ -282,6 +285,7 @@ def _make_progress(progress, total: int, initial: int):
                 progress(state["done"], total + initial)
 
         return call
+    progress = check_flag(progress, "progress (True, False, None or a callable)", allow_none=True)
     if progress is None:
         progress = total > 4
     if not progress or total == 0:
@@ -337,7 +341,14 @@ def _validate(x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, til
 
 
 def _check_scheduler(scheduler) -> None:
-    """Type of ``scheduler`` and, for ``"cuda"``, that dask-cuda is importable (before any work)."""
+    """Type of ``scheduler``, the form of an address and, for ``"cuda"``, that dask-cuda is importable
+    (before any work: a mistyped name must not leave a half-created store behind)."""
+    if isinstance(scheduler, str) and scheduler not in ("synchronous", "cuda"):
+        if not re.fullmatch(r"[a-z0-9+]+://\S+|[^\s:/]+:\d+", scheduler):
+            raise ValueError(
+                "scheduler must be 'synchronous', 'cuda' or the address of a running Dask scheduler such as "
+                f"'tcp://host:8786', got {scheduler!r}"
+            )
     if scheduler is None or isinstance(scheduler, str):
         if scheduler == "cuda" and importlib.util.find_spec("dask_cuda") is None:
             raise ImportError(

@@ -10,7 +10,7 @@ from .backend import resolve_backend
 from .engines import make_engine
 from .layers import Network
 from .presets import cntk
-from .validation import as_images, check_dtype, check_kind, check_pair
+from .validation import as_images, check_dtype, check_flag, check_kind, check_pair
 
 #: work (layer-entries) per engine call; ~0.2-1 s on one CPU core, so progress and Ctrl-C stay live
 _WORK_PER_CALL = 4e7
@@ -94,14 +94,21 @@ def network_kernel(
     """
     if not isinstance(network, Network):
         network = Network(network)
+    if not network:
+        raise ValueError(
+            "the network has no layers; e.g. cntk_core.cntk(depth=3) or [Conv(3), ReLU(), GlobalAvgPool(), Dense()]"
+        )
     check_kind(kind)
     dt = check_dtype(dtype)
     x1, x2, symmetric = _inputs(x1, x2)
     shape = (len(x1), len(x2))
     if out is None:
         out = np.empty(shape)
-    elif out.shape != shape or out.dtype != np.float64:
-        raise ValueError(f"out must be a float64 array of shape {shape}, got {out.dtype} {out.shape}")
+    elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float64:
+        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a float64 NumPy array (or np.memmap) of shape {shape}, got {got}")
+    elif not out.flags.writeable:
+        raise ValueError("out is read-only (e.g. a memmap opened with mode='r'); pass a writeable array")
     engine = make_engine(resolve_backend(backend), network, x1.shape[1:], kind, dt)
     _fill(engine, x1, x2, symmetric, [out], progress, block_size)
     return out
@@ -129,9 +136,7 @@ def kernel_matrices(
     deepest network alone. Other backends loop over the depths. Allocates one float64
     ``[n1, n2]`` result per depth; otherwise as :func:`kernel_matrix`.
     """
-    depths = sorted({int(d) for d in np.atleast_1d(depths)})
-    if not depths:
-        raise ValueError("depths must name at least one depth")
+    depths = _check_depths(depths)
     network = cntk(depths[-1], readout, fix, fix_first=fix_first, fix_last=fix_last)
     for d in depths:
         cntk(d, readout)  # validates each depth
@@ -152,6 +157,22 @@ def kernel_matrices(
     return dict(zip(depths, outs, strict=True))
 
 
+def _check_depths(depths) -> list[int]:
+    """Sorted distinct depths, each a (non-bool) integer >= 2, or a clear error: ``int()`` would
+    silently turn 2.7 into 2 and "34" into 34."""
+    items = [depths] if isinstance(depths, Integral) or isinstance(depths, str) else depths
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"depths must be an integer or a list of integers >= 2, got {depths!r}") from None
+    for d in items:
+        if isinstance(d, bool) or not isinstance(d, Integral):
+            raise TypeError(f"depths must be integers >= 2, got {d!r} in {depths!r}")
+    if not items:
+        raise ValueError("depths must name at least one depth")
+    return sorted({int(d) for d in items})
+
+
 def _inputs(x1, x2):
     """Validated ``(x1, x2, symmetric)``; ``x2`` is ``x1`` for a symmetric Gram."""
     x1 = as_images(x1, "x1")
@@ -168,6 +189,7 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
         isinstance(block_size, bool) or not isinstance(block_size, Integral) or block_size < 1
     ):
         raise ValueError(f"block_size must be a positive integer (images per tile side), got {block_size!r}")
+    progress = check_flag(progress, "progress", allow_none=True)
     n1, n2 = len(x1), len(x2)
     x1, e1 = _unit_scaled(x1)
     x2, e2 = (x1, e1) if symmetric else _unit_scaled(x2)

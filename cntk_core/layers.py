@@ -43,7 +43,10 @@ class Layer:
     spatial_out = True
 
     def apply(self, sigma, theta, variances: VarianceSource, relu_index: int):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} has no kernel rule: a layer subclasses Layer and defines apply(), "
+            "or use Conv, ReLU, AvgPool, Flatten, GlobalAvgPool, Dense"
+        )
 
     def describe(self) -> str:
         return repr(self)
@@ -173,7 +176,10 @@ class Network(tuple):
     """An immutable sequence of layers. ``Network([Conv(), ReLU(), GlobalAvgPool(), Dense()])``."""
 
     def __new__(cls, layers: Sequence[Layer] = ()):
-        layers = tuple(layers)
+        try:
+            layers = tuple(layers)
+        except TypeError:
+            raise TypeError(f"a Network is built from a list of Layer objects, got {layers!r}") from None
         for layer in layers:
             if not isinstance(layer, Layer):
                 raise TypeError(f"a Network holds Layer objects, got {layer!r}")
@@ -246,5 +252,5 @@ def _check_order(layers: tuple) -> None:
             where = "after a readout (Flatten/GlobalAvgPool)" if not spatial else "before a readout"
             raise ValueError(f"{layer.describe()} cannot come {where}")
         spatial = layer.spatial_out
-    if layers and spatial:
+    if layers and (spatial or not isinstance(layers[-1], Dense)):
         raise ValueError("a Network must end with a readout: Flatten() or GlobalAvgPool(), then Dense()")

@@ -90,6 +90,8 @@ class GramStore:
         import zarr
 
         path = Path(path)
+        if mode not in ("r", "r+"):  # zarr's "w" / "w-" / "a" would create or wipe the store
+            raise ValueError(f"mode must be 'r' (read-only) or 'r+' (write to an existing store), got {mode!r}")
         if not path.exists():
             raise FileNotFoundError(f"no Gram store at {str(path)!r}")
         try:

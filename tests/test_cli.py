@@ -109,6 +109,9 @@ def test_info(capsys):
         (["gram", "--n", "100000", "--out", "x.npy"], "exceeds"),
         (["gram", "--n", "5", "--out", "x.npy", "--scheduler", "local"], "need --store"),
         (["gram", "--n", "5", "--out", "/nonexistent-dir/x.npy"], "does not exist"),
+        (["gram", "--n", "5", "--out", "/tmp"], "is a folder"),  # not /tmp.npy beside it
+        (["gram", "--n", "5", "--out", "x.npy", "--tile-size", "8"], "need --store"),  # was ignored
+        (["gram", "--n", "5", "--store", "g.zarr", "--scheduler", "sync"], "address of a running Dask scheduler"),
         (["regress", "--dataset", "cifar10-subset", "--data-path", "/nonexistent"], "not found"),
         ([], "required"),
     ],

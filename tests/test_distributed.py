@@ -275,6 +275,21 @@ def test_bad_arguments_have_clear_errors(tmp_path):
     if importlib.util.find_spec("dask_cuda") is None:
         with pytest.raises(ImportError, match="dask-cuda"):
             gram_to_store(p, x, depth=3, scheduler="cuda")
+    with pytest.raises(ValueError, match="address of a running Dask scheduler"):
+        gram_to_store(p, x, depth=3, scheduler="sync")  # a typo, not a host name without a port
+    with pytest.raises(TypeError, match="progress"):
+        gram_to_store(p, x, depth=3, scheduler="synchronous", progress="no")
     assert not p.exists()
     with pytest.raises(FileNotFoundError):
         GramStore.open(tmp_path / "nothing.zarr")
+
+
+@pytest.mark.parametrize("mode", ["w", "w-", "a", "x", "read"])
+def test_opening_a_store_never_creates_or_wipes_it(tmp_path, mode):
+    """zarr's mode "w" wiped the whole store before the format check refused it."""
+    x = small(5, 3)
+    store = gram_to_store(tmp_path / "g.zarr", x, depth=3, tile_size=2, scheduler="synchronous", backend="numpy")
+    expected = store.load()
+    with pytest.raises(ValueError, match="mode must be 'r'"):
+        GramStore.open(tmp_path / "g.zarr", mode=mode)
+    assert np.array_equal(GramStore.open(tmp_path / "g.zarr", mode="r+").load(), expected)

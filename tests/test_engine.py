@@ -365,6 +365,13 @@ def test_network_order_is_validated():
         Conv(4)
     with pytest.raises(TypeError):
         Network([Conv(3), "relu"])
+    with pytest.raises(TypeError, match="list of Layer objects"):
+        Network(None)
+    with pytest.raises(ValueError, match="then Dense"):
+        Network([Conv(3), ReLU(), GlobalAvgPool()])  # no final Dense layer
+    x = np.random.default_rng(0).standard_normal((2, 4, 4, 1))
+    with pytest.raises(ValueError, match="no layers"):
+        network_kernel([], x)
 
 
 BAD_INPUTS = [
@@ -408,6 +415,16 @@ def test_bad_arguments_give_clear_errors():
         cntk_core.kernel_matrices(x, depths=[2, 3], backend="numpy", block_size=-1)
     with pytest.raises(TypeError, match="depth must be an integer"):
         kernel_matrix(x, depth=3.0)
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        kernel_matrix(x, depth=3, progress="no")
+    with pytest.raises(ValueError, match="float64 NumPy array"):
+        kernel_matrix(x, depth=3, out=[[0.0, 0.0], [0.0, 0.0]])
+    read_only = np.empty((2, 2))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        kernel_matrix(x, depth=3, out=read_only)
+    with pytest.raises(TypeError, match="backend must be a string"):
+        kernel_matrix(x, depth=3, backend=1)
     for name in ("fix", "fix_first", "fix_last"):  # "no" is truthy: it must not read as True
         with pytest.raises(TypeError, match=f"{name} must be True or False"):
             kernel_matrix(x, depth=3, **{name: "no"})
@@ -428,11 +445,33 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setenv("CNTK_BACKEND", "numpy")
     assert backend.resolve_backend() == "numpy"
     assert backend.resolve_backend("numba") == "numba"
+    monkeypatch.setenv("CNTK_BACKEND", "gpu")
+    with pytest.raises(ValueError, match="CNTK_BACKEND"):  # says where the bad name came from
+        backend.resolve_backend()
     monkeypatch.delenv("CNTK_BACKEND")
     if not backend.gpu_status()[0]:
         assert backend.resolve_backend() == "numba"
         with pytest.raises(RuntimeError, match="unusable"):
             backend.resolve_backend("cupy")
+
+
+@pytest.mark.parametrize("depths", [[2.7], [3, 3.5], "34", ["3"], [True, 3], None, [np.nan]])
+def test_kernel_matrices_refuses_depths_that_are_not_integers(depths):
+    """int() turned 2.7 into 2, "34" into 34 and True into 1."""
+    x = np.random.default_rng(0).standard_normal((2, 4, 4, 1))
+    with pytest.raises(TypeError, match="depths must be"):
+        cntk_core.kernel_matrices(x, depths=depths)
+
+
+def test_kernel_matrices_accepts_integer_collections():
+    x = np.random.default_rng(0).standard_normal((2, 4, 4, 1))
+    expected = cntk_core.kernel_matrices(x, depths=[2, 3])
+    for depths in ([3, 2, 3], np.array([2, 3]), range(2, 4), (np.int64(2), 3)):
+        got = cntk_core.kernel_matrices(x, depths=depths)
+        assert sorted(got) == [2, 3] and all(np.array_equal(got[d], expected[d]) for d in got)
+    assert sorted(cntk_core.kernel_matrices(x, depths=3)) == [3]
+    with pytest.raises(ValueError, match="at least one depth"):
+        cntk_core.kernel_matrices(x, depths=[])
 
 
 def test_import_is_quiet_and_does_not_import_cupy():
