@@ -32,7 +32,7 @@ import numpy as np
 from .gram import kernel_matrix
 from .presets import cntk
 from .recurrence import get_array_module
-from .validation import as_images
+from .validation import as_images, as_real_array, check_dtype, check_flag, check_int, check_positive, check_real
 
 READOUTS = ("gap", "vanilla")
 RELU_SCALE = math.sqrt(2.0 / 9.0)  # sqrt(c_sigma / q^2), c_sigma = 2, q = 3
@@ -101,6 +101,8 @@ class FiniteCNN:
             raise ValueError(f"width must be >= 1, got {self.width}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
+        for name in ("fix_first", "fix_last"):  # a string such as "no" must not read as True
+            object.__setattr__(self, name, check_flag(getattr(self, name), name))
 
     @property
     def n_conv(self) -> int:
@@ -123,7 +125,11 @@ class FiniteCNN:
 
     # -- parameters
     def init(self, image_shape: tuple, seed: int = 0, xp=np, dtype="float64") -> list:
-        """Draw ``[W_1, ..., W_L, V]`` i.i.d. ``N(0, 1)`` for images ``(P, Q, C)``, on ``xp``'s device."""
+        """Draw ``[W_1, ..., W_L, V]`` i.i.d. ``N(0, 1)`` for images ``(P, Q, C)``, on ``xp``'s device.
+
+        ``dtype``: ``"float32"`` or ``"float64"``.
+        """
+        dtype = check_dtype(dtype)
         if len(image_shape) != 3:
             raise ValueError(f"image_shape must be (P, Q, C), got {image_shape!r}")
         p, q, c = (int(s) for s in image_shape)
@@ -333,11 +339,16 @@ def finite_cnn(
 
 # ----------------------------------------------------------------------------- empirical kernels
 def empirical_ntk_samples(net: FiniteCNN, x1, x2=None, *, seeds=(0,), xp=np, dtype="float64") -> np.ndarray:
-    """Empirical NTK at initialisation for each seed: ``(len(seeds), N1, N2)`` float64 NumPy."""
+    """Empirical NTK at initialisation for each seed: ``(len(seeds), N1, N2)`` float64 NumPy.
+
+    ``seeds``: a non-empty sequence of non-negative integers (e.g. ``range(8)``).
+    """
+    seeds = _seed_list(seeds)
+    dtype = check_dtype(dtype)
     x1 = _images(x1)
     out = []
     for s in seeds:
-        params = net.init(x1.shape[1:], seed=int(s), xp=xp, dtype=dtype)
+        params = net.init(x1.shape[1:], seed=s, xp=xp, dtype=dtype)
         xa = xp.asarray(x1.astype(dtype))
         xb = None if x2 is None else xp.asarray(_images(x2).astype(dtype))
         out.append(_host(net.empirical_ntk(params, xa, xb)))
@@ -379,8 +390,10 @@ def empirical_nngp(
 
 
 def relative_error(a, b) -> float:
-    """``||a - b||_F / ||b||_F``."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    """``||a - b||_F / ||b||_F`` of two finite arrays of the same shape (no broadcasting)."""
+    a, b = _finite_array(a, "a"), _finite_array(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     nb = np.linalg.norm(b)
     if not nb > 0:
         raise ValueError("relative error against an all-zero reference (e.g. an NTK with no trained layer)")
@@ -391,8 +404,13 @@ def relative_error(a, b) -> float:
 def learning_rate(theta, scale: float = 1.0) -> float:
     """``eta = scale / lambda_max(theta)``. With ``scale = 1`` the top mode of the linearised GD
     is removed in one step and every mode contracts monotonically (``0 <= 1 - eta lambda < 1``);
-    GD on the finite net stays stable as long as its own top NTK eigenvalue is below ``2/eta``."""
-    lam = float(np.linalg.eigvalsh(np.asarray(theta, dtype=np.float64))[-1])
+    GD on the finite net stays stable as long as its own top NTK eigenvalue is below ``2/eta``.
+
+    ``theta``: finite ``(N, N)`` kernel matrix; ``scale``: finite number > 0.
+    """
+    theta = _square(theta, "theta")
+    scale = check_positive(scale, "scale")
+    lam = float(np.linalg.eigvalsh(theta)[-1])
     if not lam > 0:
         raise ValueError(f"the kernel's top eigenvalue must be positive, got {lam}")
     return scale / lam
@@ -431,18 +449,20 @@ def train_gd(
     ``center=True`` trains the centred net ``g(x) = f(x; theta) - f(x; theta_0)`` (same gradients,
     zero initial output), whose wide limit is :func:`kernel_regression_trajectory` with
     ``f0 = 0``; ``center=False`` trains ``f`` itself (compare with ``f0`` = the net's initial
-    outputs). ``params`` is not modified. Stops early, with ``diverged=True``, on a non-finite loss.
+    outputs). ``params`` is not modified. Stops early, with ``diverged=True``, on a non-finite loss
+    (inputs are checked to be finite, so that means ``eta`` is too large).
+
+    ``eta``: finite number > 0; ``steps``: integer >= 0; ``record_every``: integer >= 1 (the last
+    step is always recorded); ``y_train``: finite ``(N,)``.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if not (isinstance(eta, int | float) and eta > 0 and math.isfinite(eta)):
-        raise ValueError(f"eta must be a positive finite number, got {eta!r}")
+    steps = check_int(steps, "steps", 0)
+    record_every = check_int(record_every, "record_every", 1)
+    eta = check_positive(eta, "eta")
+    center = check_flag(center, "center")
     xp = get_array_module(params[0])
     dtype = params[0].dtype
     xtr = xp.asarray(_images(x_train, "x_train").astype(dtype))
-    y = np.asarray(y_train, dtype=np.float64)
-    if y.shape != (xtr.shape[0],):
-        raise ValueError(f"y_train must have shape ({xtr.shape[0]},) (one scalar target per image), got {y.shape}")
+    y = _vector(y_train, "y_train", xtr.shape[0], " (one scalar target per image)")
     yd = xp.asarray(y.astype(dtype))
     xte = None if x_test is None else xp.asarray(_images(x_test, "x_test").astype(dtype))
     params = [w.copy() for w in params]
@@ -506,36 +526,45 @@ def kernel_regression_trajectory(
 
     ``Theta^{-1}(I - ...)`` is formed per eigenvalue as ``(1 - e^{-eta lambda t}) / lambda``
     (limit ``eta t`` at ``lambda = 0``), so a singular ``Theta`` is fine. ``f0 = None`` means zero
-    initial output (the centred net). ``steps``: int or sequence of ``T`` step counts.
+    initial output (the centred net). ``steps``: int or sequence of ``T`` step counts (integers
+    >= 0; with ``mode="flow"`` any finite times >= 0). ``eta``: finite number > 0. All arrays must
+    be finite: ``theta_test_train`` ``(M, N)``, ``f0_train`` ``(N,)``, ``f0_test`` ``(M,)`` (only
+    together with ``theta_test_train``).
     Returns ``(f_train (T, N), f_test (T, M) or None)``; float64 NumPy.
     """
     if mode not in ("gd", "flow"):
         raise ValueError(f"mode must be 'gd' or 'flow', got {mode!r}")
-    theta = np.asarray(theta_train, dtype=np.float64)
-    y = np.asarray(y_train, dtype=np.float64)
+    eta = check_positive(eta, "eta")
+    theta = _square(theta_train, "theta_train")
     n = theta.shape[0]
-    if theta.shape != (n, n) or y.shape != (n,):
-        raise ValueError(f"theta_train must be (N, N) and y_train (N,), got {theta.shape} and {y.shape}")
-    ts = np.atleast_1d(np.asarray(steps, dtype=np.float64))
+    y = _vector(y_train, "y_train", n)
+    ts = _step_counts(steps, integer=mode == "gd")
+    f0 = None if f0_train is None else _vector(f0_train, "f0_train", n)
+    tt = None
+    if theta_test_train is not None:
+        tt = _finite_array(theta_test_train, "theta_test_train")
+        if tt.ndim != 2 or tt.shape[1] != n:
+            raise ValueError(f"theta_test_train must be (M, {n}), got {tt.shape}")
+    if f0_test is not None:
+        if tt is None:
+            raise ValueError("f0_test needs theta_test_train (there are no test outputs without it)")
+        f0_test = _vector(f0_test, "f0_test", tt.shape[0])
     lam, u = np.linalg.eigh(0.5 * (theta + theta.T))
     lam = np.clip(lam, 0.0, None)
-    r0 = y - (0.0 if f0_train is None else np.asarray(f0_train, dtype=np.float64))
+    r0 = y - (0.0 if f0 is None else f0)
     c = u.T @ r0  # (N,)
     if mode == "flow":
         decay = np.exp(-eta * np.outer(ts, lam))  # (T, N)
     else:
         decay = np.sign(1 - eta * lam) ** ts[:, None] * np.abs(1 - eta * lam) ** ts[:, None]
-    base_train = 0.0 if f0_train is None else np.asarray(f0_train, dtype=np.float64)
+    base_train = 0.0 if f0 is None else f0
     f_train = base_train + ((1 - decay) * c) @ u.T
     f_test = None
-    if theta_test_train is not None:
-        tt = np.asarray(theta_test_train, dtype=np.float64)
-        if tt.ndim != 2 or tt.shape[1] != n:
-            raise ValueError(f"theta_test_train must be (M, {n}), got {tt.shape}")
+    if tt is not None:
         small = lam <= 1e-12 * max(lam[-1], 1e-300)
         safe = np.where(small, 1.0, lam)
         coef = np.where(small, eta * ts[:, None], (1 - decay) / safe)  # (T, N)
-        base_test = 0.0 if f0_test is None else np.asarray(f0_test, dtype=np.float64)
+        base_test = 0.0 if f0_test is None else f0_test
         f_test = base_test + (coef * c) @ (tt @ u).T
     return f_train, f_test
 
@@ -565,12 +594,17 @@ def fc_relu_ntk(
     ``x``: ``(N, d)``. ``Sigma^0 = x x'^T``; per hidden layer ``Sigma <- sqrt(v v') kappa1(rho)``,
     ``Theta <- kappa0(rho) Theta + Sigma``. A CNTK of depth ``d`` on ``1 x 1`` images equals this
     with ``n_hidden = d - 1``, divided by ``9^(d-1)`` (the paper folds ``1/9`` into each ReLU).
+    ``n_hidden``: number of hidden ReLU layers, an integer >= 1 (``fix_first`` is the input layer,
+    ``fix_last`` the readout: with no hidden layer they would be the same layer).
     Returns float64 ``(N1, N2)``.
     """
     if kind not in ("ntk", "nngp"):
         raise ValueError(f"kind must be 'ntk' or 'nngp', got {kind!r}")
-    a = np.asarray(x1, dtype=np.float64)
-    b = a if x2 is None else np.asarray(x2, dtype=np.float64)
+    n_hidden = check_int(n_hidden, "n_hidden", 1)
+    fix_first = check_flag(fix_first, "fix_first")
+    fix_last = check_flag(fix_last, "fix_last")
+    a = _finite_array(x1, "x1")
+    b = a if x2 is None else _finite_array(x2, "x2")
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"x1, x2 must be (N, d) with equal d, got {a.shape} and {b.shape}")
     sym = x2 is None
@@ -607,3 +641,62 @@ def _images(x, name: str = "x"):
             raise ValueError(f"{name}: expected a non-empty float batch of NHWC images, got {x.dtype} {x.shape}")
         return x
     return as_images(x, name)
+
+
+def _finite_array(x, name: str) -> np.ndarray:
+    """``x`` as a finite float64 NumPy array (CuPy arrays are copied to the host), or raise."""
+    return as_real_array(_host(x), name, finite=True)
+
+
+def _vector(x, name: str, n: int, hint: str = "") -> np.ndarray:
+    """Finite float64 ``(n,)`` array, or raise."""
+    arr = _finite_array(x, name)
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},){hint}, got {arr.shape}")
+    return arr
+
+
+def _square(x, name: str) -> np.ndarray:
+    """Finite float64 ``(N, N)`` array with ``N >= 1``, or raise."""
+    arr = _finite_array(x, name)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty square (N, N) matrix, got shape {arr.shape}")
+    return arr
+
+
+def _step_counts(steps, integer: bool) -> np.ndarray:
+    """``steps`` (one value or a sequence) as a float64 ``(T,)`` array of values >= 0.
+
+    ``integer=True``: every value must be a non-bool integer (GD step counts); else any finite real.
+    """
+    if isinstance(steps, np.ndarray) and steps.ndim == 0:
+        steps = steps[()]
+    if isinstance(steps, str | bytes):
+        raise TypeError(f"steps must be a number or a sequence of numbers, got {steps!r}")
+    try:
+        scalar = np.ndim(steps) == 0
+    except (TypeError, ValueError):  # ragged nested sequences
+        raise TypeError(f"steps must be a number or a sequence of numbers, got {steps!r}") from None
+    items = [steps] if scalar else list(steps)
+    if not items:
+        raise ValueError("steps is empty (give at least one step count)")
+    for i, t in enumerate(items):
+        label = "steps" if scalar else f"steps[{i}]"
+        if integer:
+            check_int(t, label, 0)
+        elif check_real(t, label) < 0:
+            raise ValueError(f"{label} must be >= 0, got {t!r}")
+    return np.asarray(items, dtype=np.float64)
+
+
+def _seed_list(seeds) -> list[int]:
+    """``seeds`` as a non-empty list of non-negative ``int``, or raise."""
+    if isinstance(seeds, str | bytes):
+        raise TypeError(f"seeds must be a sequence of integers, got {seeds!r}")
+    try:
+        items = list(seeds)
+    except TypeError:
+        raise TypeError(f"seeds must be a sequence of integers (e.g. range(8) or [0]), got {seeds!r}") from None
+    if not items:
+        raise ValueError("seeds is empty (give at least one seed)")
+    return [check_int(s, f"seeds[{i}]", 0) for i, s in enumerate(items)]

@@ -38,11 +38,15 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .validation import as_images, as_real_array, check_flag, check_int
 
 __all__ = [
     "CNTKClassifier",
@@ -78,21 +82,54 @@ class SingularKernelError(ValueError):
     """The (ridged) training kernel is singular to working precision."""
 
 
+_ZERO_KERNEL_MESSAGE = (
+    "the training kernel is identically zero (no trained layer, e.g. depth 2 with fix=True, or all-zero images); "
+    "use kind='nngp', fix=False or a deeper network"
+)
+
+
 # ----------------------------------------------------------------------------------------------
 # input checks
 # ----------------------------------------------------------------------------------------------
 
 
+def _check_n_classes(n_classes) -> int | None:
+    """``None`` or the number of classes as an int >= 1."""
+    return None if n_classes is None else check_int(n_classes, "n_classes", 1)
+
+
+def _check_targets(Y, n: int, name: str = "Y") -> np.ndarray:
+    """Regression targets as finite float64 ``[n]`` or ``[n, c]`` for a training kernel with ``n`` rows."""
+    Y = as_real_array(Y, name, "real regression targets")
+    if Y.ndim not in (1, 2):
+        raise ValueError(f"{name}: expected targets of shape [n] or [n, n_classes], got shape {Y.shape}")
+    if Y.shape[0] != n:
+        raise ValueError(f"{name}: targets of shape {Y.shape} do not match a training kernel of shape {(n, n)}")
+    if not np.all(np.isfinite(Y)):
+        raise ValueError(f"{name}: targets contain NaN or inf")
+    return Y
+
+
+def _check_spectrum(eigs) -> np.ndarray:
+    """Finite 1-D float64 eigenvalues with negative round-off clipped to 0."""
+    s = as_real_array(eigs, "eigs", "real eigenvalues")
+    if s.ndim != 1:
+        raise ValueError(f"eigs: expected a 1-D array of eigenvalues (see eigenspectrum), got shape {s.shape}")
+    bad = ~np.isfinite(s)
+    if bad.any():
+        raise ValueError(f"eigs: {int(bad.sum())} non-finite eigenvalues (NaN or inf), first at [{np.argmax(bad)}]")
+    return np.clip(s, 0, None)
+
+
 def check_kernel(K, name: str = "K", *, symmetric: bool = True, rtol: float = 1e-8) -> np.ndarray:
     """Return ``K`` as a float64 2-D array, or raise ``ValueError`` with an actionable message.
+
+    ``TypeError`` for complex, bool, string or object input (never a silently dropped imaginary part).
 
     symmetric: also require a square matrix with ``max|K - K^T| <= rtol * max|K|``; the result is
     then exactly symmetrised, ``(K + K^T) / 2``.
     """
-    try:
-        arr = np.asarray(K, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name}: cannot be read as a real matrix ({exc})") from None
+    arr = as_real_array(K, name, "a real matrix")
     if arr.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D kernel matrix, got shape {arr.shape}")
     if arr.size == 0:
@@ -132,10 +169,18 @@ def _check_labels(y, n: int, name: str = "y") -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _check_ridge(lam) -> float:
+def _check_ridge(lam, name: str = "ridge") -> float:
+    """``lam`` as a float: a real, finite, non-bool number >= 0 (NumPy scalars and 0-d arrays too).
+
+    ``TypeError`` for ``True``, ``None``, ``"1e-3"``, ``[0.1]``; ``ValueError`` for negative or non-finite values.
+    """
+    if isinstance(lam, np.ndarray) and lam.ndim == 0 and lam.dtype.kind in "iuf":
+        lam = lam.item()
+    if isinstance(lam, (bool, np.bool_)) or not isinstance(lam, Real):
+        raise TypeError(f"{name} must be a real number >= 0, got {lam!r} ({type(lam).__name__})")
     lam = float(lam)
     if not np.isfinite(lam) or lam < 0:
-        raise ValueError(f"ridge must be a finite number >= 0, got {lam}")
+        raise ValueError(f"{name} must be a finite number >= 0, got {lam}")
     return lam
 
 
@@ -148,6 +193,7 @@ def one_hot_targets(y, n_classes: int | None = None) -> np.ndarray:
     """The paper's regression targets: float64 ``[n, n_classes]``, 0.9 at the true class, -0.1 elsewhere."""
     y = np.asarray(y)
     y = _check_labels(y, len(y))
+    n_classes = _check_n_classes(n_classes)
     if n_classes is None:
         n_classes = int(y.max()) + 1 if len(y) else 0
     if len(y) and y.max() >= n_classes:
@@ -163,17 +209,19 @@ def solve_kernel(K_train, Y, ridge: float = 0.0, *, on_singular: str = "raise", 
     Tries a Cholesky solve (``assume_a="pos"``); if the matrix is not positive definite, an LU solve.
     If the matrix is singular or so ill-conditioned that its reciprocal condition number is below
     machine precision, ``on_singular="raise"`` raises :class:`SingularKernelError` (use a ridge),
-    ``on_singular="lstsq"`` warns and returns the minimum-norm least-squares solution.
+    ``on_singular="lstsq"`` warns and returns the minimum-norm least-squares solution. An identically
+    zero kernel without a ridge gets its own message (no trained layer or all-zero images).
     """
     if on_singular not in ("raise", "lstsq"):
         raise ValueError(f"on_singular must be 'raise' or 'lstsq', got {on_singular!r}")
     K = check_kernel(K_train, "K_train") if check else np.asarray(K_train, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64)
-    if Y.ndim not in (1, 2) or Y.shape[0] != K.shape[0]:
-        raise ValueError(f"targets of shape {Y.shape} do not match a training kernel of shape {K.shape}")
-    if not np.all(np.isfinite(Y)):
-        raise ValueError("targets contain NaN or inf")
+    Y = _check_targets(Y, K.shape[0])
     lam = _check_ridge(ridge)
+    if not lam and not np.any(K):
+        if on_singular == "raise":
+            raise SingularKernelError(_ZERO_KERNEL_MESSAGE)
+        warnings.warn(_ZERO_KERNEL_MESSAGE + "; returning the least-squares solution", RuntimeWarning, stacklevel=2)
+        return scipy.linalg.lstsq(K, Y, check_finite=False)[0]
     A = K + lam * np.eye(len(K)) if lam else K
     with warnings.catch_warnings():
         warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
@@ -194,9 +242,14 @@ def solve_kernel(K_train, Y, ridge: float = 0.0, *, on_singular: str = "raise", 
 
 
 def predict_scores(K_test_train, alpha) -> np.ndarray:
-    """Regression outputs ``K_test,train @ alpha``: ``[n_test, n_classes]`` float64."""
+    """Regression outputs ``K_test,train @ alpha``: ``[n_test, n_classes]`` float64 (``[n_test]`` for a
+    1-D ``alpha``). K_test_train ``[n_test, n_train]``, alpha ``[n_train, n_classes]`` or ``[n_train]``."""
     K = check_kernel(K_test_train, "K_test", symmetric=False)
-    alpha = np.asarray(alpha, dtype=np.float64)
+    alpha = as_real_array(alpha, "alpha", "real dual coefficients")
+    if alpha.ndim not in (1, 2):
+        raise ValueError(
+            f"alpha: expected dual coefficients of shape [n_train, n_classes] or [n_train], got {alpha.shape}"
+        )
     if K.shape[1] != alpha.shape[0]:
         raise ValueError(
             f"K_test has {K.shape[1]} columns but alpha has {alpha.shape[0]} rows: the cross kernel must be "
@@ -230,6 +283,7 @@ def kernel_regression(
 
 def default_ridge_grid(n: int = 19) -> np.ndarray:
     """Relative ridges (multiples of ``mean(diag(K))``): 0 followed by ``logspace(-6, 0, n - 1)``."""
+    n = check_int(n, "n", 1)
     return np.concatenate([[0.0], np.logspace(-6, 0, n - 1)])
 
 
@@ -250,14 +304,10 @@ def ridge_path_alphas(K_train, Y, ridges) -> np.ndarray:
     Returns ``[n_ridges, n, c]``; entries whose ``K + lam I`` is singular to working precision are NaN.
     """
     K = check_kernel(K_train, "K_train")
-    Y = np.asarray(Y, dtype=np.float64)
+    Y = _check_targets(Y, K.shape[0])
     squeeze = Y.ndim == 1
     Y = Y[:, None] if squeeze else Y
-    if Y.shape[0] != K.shape[0]:
-        raise ValueError(f"targets of shape {Y.shape} do not match a training kernel of shape {K.shape}")
-    ridges = np.atleast_1d(np.asarray(ridges, dtype=np.float64))
-    for lam in ridges:
-        _check_ridge(lam)
+    ridges = _check_grid(ridges, "ridges")
     s, U = _eig(K)
     UtY = U.T @ Y
     bad = _singular_mask(s, ridges)
@@ -268,11 +318,20 @@ def ridge_path_alphas(K_train, Y, ridges) -> np.ndarray:
     return out[..., 0] if squeeze else out
 
 
+def _check_grid(grid, name: str) -> np.ndarray:
+    """A 1-D float64 array of ridges, each a finite number >= 0 (a scalar counts as one ridge)."""
+    arr = np.atleast_1d(as_real_array(grid, name, "a list of ridges"))
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D list of ridges, got shape {arr.shape}")
+    for lam in arr:
+        _check_ridge(lam, f"every entry of {name}")
+    return arr
+
+
 def fold_indices(y, n_folds: int, seed: int = 0) -> np.ndarray:
     """Stratified fold id ``[n]`` in ``0..n_folds-1``: shuffle with ``seed``, deal each class round-robin."""
     y = np.asarray(y)
-    if n_folds < 2:
-        raise ValueError(f"k-fold cross-validation needs n_folds >= 2, got {n_folds}")
+    n_folds = check_int(n_folds, "n_folds", 2, " (k-fold cross-validation)")
     if n_folds > len(y):
         raise ValueError(f"n_folds={n_folds} is larger than the number of training points ({len(y)})")
     order = np.random.default_rng(seed).permutation(len(y))
@@ -364,13 +423,20 @@ def select_ridge(
     """
     K = check_kernel(K_train, "K_train")
     y = _check_labels(y_train, K.shape[0], "y_train")
+    relative = check_flag(relative, "relative")
+    n_folds = check_int(n_folds, "n_folds", 2, " (k-fold cross-validation)")
+    if validation is not None and (isinstance(validation, (bool, np.bool_)) or not isinstance(validation, Real)):
+        raise TypeError(
+            f"validation must be None or a fraction in (0, 1), got {validation!r} ({type(validation).__name__})"
+        )
+    n_classes = _check_n_classes(n_classes)
     c = n_classes if n_classes is not None else int(y.max()) + 1
+    if not np.any(K):
+        raise SingularKernelError(_ZERO_KERNEL_MESSAGE)
     scale = float(np.mean(np.diag(K)))
-    rel = default_ridge_grid() if grid is None else np.atleast_1d(np.asarray(grid, dtype=np.float64))
-    if rel.ndim != 1 or len(rel) == 0:
+    rel = default_ridge_grid() if grid is None else _check_grid(grid, "grid")
+    if len(rel) == 0:
         raise ValueError("grid must be a non-empty 1-D list of ridges")
-    for lam in rel:
-        _check_ridge(lam)
     ridges = rel * scale if relative else rel.copy()
     if validation is not None:
         if not 0 < validation < 1:
@@ -378,7 +444,7 @@ def select_ridge(
         k = max(2, int(round(1 / validation)))
         method, folds_used = "holdout", [0]
     else:
-        k = int(n_folds)
+        k = n_folds
         method, folds_used = "kfold", list(range(k))
     folds = fold_indices(y, k, seed)
     accs, mses = [], []
@@ -427,6 +493,7 @@ def accuracy(y_true, y_pred) -> float:
 def confusion_matrix(y_true, y_pred, n_classes: int | None = None) -> np.ndarray:
     """int64 ``[n_classes, n_classes]``: rows are true classes, columns predicted classes."""
     t, p = _pair_labels(y_true, y_pred)
+    n_classes = _check_n_classes(n_classes)
     c = n_classes if n_classes is not None else int(max(t.max(), p.max())) + 1
     if max(t.max(), p.max()) >= c:
         raise ValueError(f"labels out of range for n_classes={c}")
@@ -466,13 +533,16 @@ def eigenspectrum(K, normalize: bool = True) -> np.ndarray:
     normalize: use :func:`normalized_gram` first, so the eigenvalues sum to ``n`` and spectra of
     different depths are comparable.
     """
-    K = normalized_gram(K) if normalize else check_kernel(K, "K")
+    K = normalized_gram(K) if check_flag(normalize, "normalize") else check_kernel(K, "K")
     return scipy.linalg.eigvalsh(K, check_finite=False)[::-1].copy()
 
 
 def effective_dimension(eigs, ridge: float) -> float:
-    """Effective degrees of freedom ``sum_i s_i / (s_i + ridge)`` (absolute ridge > 0; negative round-off s -> 0)."""
-    s = np.clip(np.asarray(eigs, dtype=np.float64), 0, None)
+    """Effective degrees of freedom ``sum_i s_i / (s_i + ridge)`` (absolute ridge > 0; negative round-off s -> 0).
+
+    eigs: finite 1-D ``[n]`` (e.g. :func:`eigenspectrum`); ridge 0 counts the positive eigenvalues.
+    """
+    s = _check_spectrum(eigs)
     lam = _check_ridge(ridge)
     if lam == 0:
         return float(np.count_nonzero(s > 0))
@@ -480,8 +550,11 @@ def effective_dimension(eigs, ridge: float) -> float:
 
 
 def participation_ratio(eigs) -> float:
-    """``(sum s)^2 / sum s^2`` in [1, n]: how many eigen-directions carry the spectrum's mass."""
-    s = np.clip(np.asarray(eigs, dtype=np.float64), 0, None)
+    """``(sum s)^2 / sum s^2`` in [1, n]: how many eigen-directions carry the spectrum's mass.
+
+    eigs: finite 1-D ``[n]`` (e.g. :func:`eigenspectrum`); negative round-off is clipped to 0.
+    """
+    s = _check_spectrum(eigs)
     q = float(np.sum(s**2))
     if q == 0:
         raise ValueError("participation ratio of an all-zero spectrum is undefined")
@@ -491,6 +564,32 @@ def participation_ratio(eigs) -> float:
 # ----------------------------------------------------------------------------------------------
 # scikit-learn estimator
 # ----------------------------------------------------------------------------------------------
+
+
+def _encode_classes(y, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes [c], codes [n] in 0..c-1)`` of the labels ``y`` (any sortable type, as scikit-learn).
+
+    ``ValueError`` naming ``y`` for a wrong shape and for missing labels (``None``, NaN, inf), which
+    ``np.unique`` would turn into a class of their own (or fail on deep inside NumPy).
+    """
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n_images:
+        raise ValueError(f"y must be 1-D with one label per image: X has {n_images} images, y has shape {y.shape}")
+    if y.dtype.kind in "fc":
+        bad = ~np.isfinite(y)
+    elif y.dtype.kind == "O":
+        bad = np.array([v is None or (isinstance(v, (float, complex, np.inexact)) and not np.isfinite(v)) for v in y])
+    else:
+        bad = np.zeros(len(y), bool)
+    if bad.any():
+        raise ValueError(
+            f"y: {int(bad.sum())} missing or non-finite labels (None, NaN or inf), first at index "
+            f"{int(np.argmax(bad))}; every image needs a class label"
+        )
+    try:
+        return np.unique(y, return_inverse=True)
+    except TypeError as exc:  # e.g. a mix of strings and numbers
+        raise TypeError(f"y: the labels cannot be sorted into classes (mixed types?): {exc}") from None
 
 
 def precomputed_kernels(x_train, x_test=None, **kernel_kwargs) -> tuple[np.ndarray, np.ndarray | None]:
@@ -554,36 +653,40 @@ class CNTKClassifier(ClassifierMixin, BaseEstimator):
         )
 
     def fit(self, X, y):
-        X = np.asarray(X)
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(X):
-            raise ValueError(f"y must be 1-D with one label per image: X has {len(X)} images, y has shape {y.shape}")
-        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        X = as_images(X, "X")
+        classes, y_enc = _encode_classes(y, len(X))
+        if isinstance(self.ridge, str):
+            if self.ridge != "cv":
+                raise ValueError(f"ridge must be a number >= 0 or 'cv', got {self.ridge!r}")
+            if len(y_enc) < 2:
+                raise ValueError(
+                    f"ridge='cv' cross-validates the ridge, which needs at least 2 training images; got {len(y_enc)}"
+                )
+            rel_ridge = None
+        else:
+            rel_ridge = _check_ridge(self.ridge)
+        self.classes_ = classes
         K = self._kernel(X)
         self.kernel_scale_ = float(np.mean(np.diag(K)))
         Y = one_hot_targets(y_enc, len(self.classes_))
         self.ridge_selection_ = None
-        if isinstance(self.ridge, str):
-            if self.ridge != "cv":
-                raise ValueError(f"ridge must be a number >= 0 or 'cv', got {self.ridge!r}")
-            folds = max(2, min(5, len(y_enc)))
+        if rel_ridge is None:
+            folds = min(5, len(y_enc))
             self.ridge_selection_ = select_ridge(K, y_enc, n_folds=folds, n_classes=len(self.classes_))
             self.ridge_ = self.ridge_selection_.ridge
         else:
-            self.ridge_ = _check_ridge(self.ridge) * self.kernel_scale_
+            self.ridge_ = rel_ridge * self.kernel_scale_
         self.dual_coef_ = solve_kernel(K, Y, self.ridge_, check=False)
         self.X_fit_ = X
         return self
 
     def decision_function(self, X) -> np.ndarray:
-        if not hasattr(self, "dual_coef_"):
-            from sklearn.exceptions import NotFittedError
-
-            raise NotFittedError("CNTKClassifier is not fitted yet; call fit(X, y) first")
+        check_is_fitted(self, ["classes_", "dual_coef_", "X_fit_"])
         return self._kernel(np.asarray(X), self.X_fit_) @ self.dual_coef_
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+        scores = self.decision_function(X)  # raises NotFittedError before fit
+        return self.classes_[scores.argmax(axis=1)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -682,30 +785,54 @@ def standardize(dataset, *images, stats: str = "all") -> list[np.ndarray]:
 
     if stats not in ("all", "used"):
         raise ValueError(f"stats must be 'all' or 'used', got {stats!r}")
+    if stats == "used" and not images:
+        raise ValueError(
+            "standardize(stats='used') fits the statistics on images[0], the training images in use; none given"
+        )
     fit_on = dataset.x_train if stats == "all" else images[0]
+    if np.ndim(fit_on) and np.shape(fit_on)[0] == 0:
+        where = "the data set has no training images (dataset.x_train" if stats == "all" else "images[0] (stats='used'"
+        raise ValueError(f"standardize: {where} is empty): cannot compute the per-channel statistics")
     std = data.Standardizer(getattr(dataset, "pixel_scale", 255.0)).fit(fit_on)
     return [std.transform(x) for x in images]
 
 
-def _pick(x, y, n, per_class: bool, subset: str, seed: int):
-    if n is None or (not per_class and n >= len(x)):
+_SUBSETS = ("first", "random", "balanced")
+
+
+def _pick(x, y, n: int | None, name: str, per_class: bool, subset: str, seed: int):
+    """``n`` images of the split ``(x, y)`` (``None``: all; ``n`` per class with ``per_class``). Never fewer
+    than asked: ``ValueError`` naming ``name`` (``"n_train"`` / ``"n_test"``) when the split has too few."""
+    if n is None:
         return x, y
-    if n <= 0:
-        raise ValueError(f"number of images must be positive, got {n}")
     from . import data
 
-    if per_class:
-        return data.balanced_subset(x, y, n, seed=seed)
+    split = "training" if name == "n_train" else "test"
+    if not per_class:
+        if n > len(x):
+            raise ValueError(f"{name}={n} is more than the {len(x)} {split} images of the data set")
+        if n == len(x):
+            return x, y
+    if per_class or subset == "balanced":
+        classes, counts = np.unique(y, return_counts=True)
+        if len(classes) == 0:
+            raise ValueError(f"{name}={n} per class: the data set has no {split} images")
+        if per_class:
+            k, what = n, f"{name}={n} per class (per_class=True)"
+        else:
+            if n % len(classes):
+                raise ValueError(f"subset='balanced' needs {name} divisible by the {len(classes)} classes, got {n}")
+            k = n // len(classes)
+            what = f"{name}={n} with subset='balanced' ({k} per class)"
+        if counts.min() < k:
+            raise ValueError(
+                f"{what} is more than the data set has: class {classes[np.argmin(counts)]} has only "
+                f"{counts.min()} {split} images"
+            )
+        return data.balanced_subset(x, y, k, seed=seed)
     if subset == "first":
         return x[:n], y[:n]
-    if subset == "random":
-        return data.random_subset(x, y, n, seed=seed)
-    if subset == "balanced":
-        n_classes = len(np.unique(y))
-        if n % n_classes:
-            raise ValueError(f"subset='balanced' needs n divisible by the {n_classes} classes, got {n}")
-        return data.balanced_subset(x, y, n // n_classes, seed=seed)
-    raise ValueError(f"subset must be 'first', 'random' or 'balanced', got {subset!r}")
+    return data.random_subset(x, y, n, seed=seed)
 
 
 def run_experiment(
@@ -731,11 +858,12 @@ def run_experiment(
     """Data -> paper preprocessing -> kernels -> solve -> metrics, in one call.
 
     dataset: a name for :func:`cntk_core.data.load_dataset` (``"digits"``, ``"cifar10-subset"``,
-    ``"cifar10"``) or a ``Dataset``. n_train / n_test: number of images (``None``: all), or per class
-    with ``per_class=True`` (balanced, seeded). subset: how ``n`` total images are drawn: the
+    ``"cifar10"``) or a ``Dataset``. n_train / n_test: number of images (an integer >= 1, ``None``: all),
+    or per class with ``per_class=True`` (balanced, seeded); asking for more than the data set has is
+    a ``ValueError``, never a silently smaller experiment. subset: how ``n`` total images are drawn: the
     ``"first"`` n (the paper's "-2K" setting), ``"random"`` or ``"balanced"``.
-    ridge: ``"none"`` (the paper, 0), ``"cv"`` (k-fold CV on the training kernel, ``n_folds``) or a
-    float relative to ``mean(diag(K_train))``. stats: per-channel preprocessing statistics from
+    ridge: ``"none"`` (the paper, 0), ``"cv"`` (k-fold CV on the training kernel, ``2 <= n_folds <= n_train``)
+    or a float relative to ``mean(diag(K_train))``. stats: per-channel preprocessing statistics from
     ``"all"`` training images of the data set (as the official code, which standardises the whole
     training set before any subset is taken) or only the ``"used"`` ones (see :func:`standardize`).
     ``keep_kernels`` stores K_train / K_test in the result.
@@ -754,8 +882,19 @@ def run_experiment(
         raise ValueError(f"ridge must be 'none', 'cv' or a float >= 0 (relative to mean diag), got {ridge!r}")
     if not isinstance(ridge, str):
         _check_ridge(ridge)
-    x_tr, y_tr = _pick(ds.x_train, np.asarray(ds.y_train), n_train, per_class, subset, seed)
-    x_te, y_te = _pick(ds.x_test, np.asarray(ds.y_test), n_test, per_class, subset, seed)
+    n_train = None if n_train is None else check_int(n_train, "n_train", 1)
+    n_test = None if n_test is None else check_int(n_test, "n_test", 1)
+    n_folds = check_int(n_folds, "n_folds", 2 if ridge == "cv" else 1, " (k-fold cross-validation of the ridge)")
+    per_class = check_flag(per_class, "per_class")
+    keep_kernels = check_flag(keep_kernels, "keep_kernels")
+    if subset not in _SUBSETS:
+        raise ValueError(f"subset must be one of {_SUBSETS}, got {subset!r}")
+    x_tr, y_tr = _pick(ds.x_train, np.asarray(ds.y_train), n_train, "n_train", per_class, subset, seed)
+    x_te, y_te = _pick(ds.x_test, np.asarray(ds.y_test), n_test, "n_test", per_class, subset, seed)
+    if ridge == "cv" and n_folds > len(y_tr):
+        raise ValueError(
+            f"n_folds={n_folds} is larger than the {len(y_tr)} training images: ridge='cv' needs n_folds <= n_train"
+        )
     x_tr, x_te = standardize(ds, x_tr, x_te, stats=stats)
     class_names = list(getattr(ds, "class_names", None) or range(int(max(y_tr.max(), y_te.max())) + 1))
     n_classes = len(class_names)
@@ -776,8 +915,7 @@ def run_experiment(
     kscale = float(np.mean(np.diag(K_train)))
     selection = None
     if ridge == "cv":
-        folds = max(2, min(n_folds, len(y_tr)))
-        selection = select_ridge(K_train, y_tr, n_folds=folds, n_classes=n_classes, seed=seed)
+        selection = select_ridge(K_train, y_tr, n_folds=n_folds, n_classes=n_classes, seed=seed)
         lam, mode = selection.ridge, f"cv ({selection.n_folds}-fold)"
     elif ridge == "none":
         lam, mode = 0.0, "none"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
+
 import numpy as np
 
 KINDS = ("ntk", "nngp")
@@ -55,6 +58,65 @@ def check_flag(value, name: str, allow_none: bool = False):
         return bool(value)
     hint = " (the official --fix yes is fix=True)" if isinstance(value, str) and "fix" in name else ""
     raise TypeError(f"{name} must be True or False, got {value!r}{hint}")
+
+
+def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
+    """``value`` as a Python int: a non-bool integer (NumPy integers too) ``>= minimum``.
+
+    ``TypeError`` for anything else (``2.5``, ``"5"``, ``True``), ``ValueError`` below ``minimum``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}{hint}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{hint}, got {value}")
+    return int(value)
+
+
+def is_real(value) -> bool:
+    """A real number (Python or NumPy scalar) that is not a bool (``True`` is an int to Python) nor a string."""
+    return isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_real(value, name: str, what: str = "a real number", finite: bool = True):
+    """``value`` unchanged if it is a real, non-bool number (finite unless ``finite=False``); 0-d
+    arrays give their item. ``TypeError`` for ``True``, ``None``, ``"0.1"`` (a string is refused, not
+    parsed), ``[0.1]``; ``ValueError`` for NaN or inf."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value.item()
+    if not is_real(value):
+        raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
+    if finite and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def check_positive(value, name: str):
+    """``value`` unchanged if it is a finite real number > 0 (see :func:`check_real`), else raise."""
+    if not check_real(value, name, "a real number > 0") > 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def as_real_array(value, name: str, what: str = "an array of real numbers", finite: bool = False) -> np.ndarray:
+    """``value`` as a float64 array, or ``TypeError`` naming ``name``: only integer and floating dtypes
+    are read; complex (the imaginary part would be dropped), bool, string and object input is refused.
+    ``finite=True``: ``ValueError`` for NaN or inf entries."""
+    try:
+        raw = np.asarray(value)
+    except (TypeError, ValueError) as exc:  # ragged nested lists and the like
+        raise TypeError(f"{name}: cannot be read as {what} ({exc})") from None
+    if raw.dtype.kind not in "iuf":
+        kinds = {"c": "complex", "b": "boolean", "U": "string", "S": "bytes", "O": "object"}
+        hint = "; take .real explicitly if the imaginary part is round-off" if raw.dtype.kind == "c" else ""
+        raise TypeError(
+            f"{name}: expected {what}, got {kinds.get(raw.dtype.kind, 'non-numeric')} dtype {raw.dtype}{hint}"
+        )
+    arr = raw.astype(np.float64, copy=False)
+    if finite:
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN or inf)")
+    return arr
 
 
 def check_pair(x1: np.ndarray, x2: np.ndarray) -> None:

@@ -352,6 +352,21 @@ def test_no_download_message(tmp_path):
         load_cifar10(cache=tmp_path, download=False)
 
 
+def test_download_flags_must_be_bools(tmp_path):
+    """download="no" is truthy: it must not start a download (nor progress="no" show a bar)."""
+    missing_url = (tmp_path / "nowhere" / "cifar-10-python.tar.gz").as_uri()
+    cache = tmp_path / "cache"
+    with pytest.raises(TypeError, match="download must be True or False, got 'no'"):
+        load_cifar10(cache=cache, download="no", url=missing_url)
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        load_cifar10(cache=cache, download=False, progress="no")
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        data.download_cifar10(cache, url=missing_url, progress="no")
+    assert files_in(cache) == []
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        load_cifar10(cache=cache, download=np.False_)
+
+
 def test_official_constants():
     assert data.CIFAR10_MD5 == "c58f30108f718f92721af3b95e74349a"
     assert data.CIFAR10_URL == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -388,6 +403,97 @@ def test_cifar10_subset_missing_names_env(tmp_path, monkeypatch):
         load_dataset("cifar10-subset")
 
 
+def _subset_arrays(n: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, size=n)
+
+
+def write_subset(folder: Path, train: dict | None = None, test: dict | None = None) -> Path:
+    """The two subset .npz files in ``folder`` (tiny valid ones unless ``train``/``test`` arrays are given)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arrays, seed in [(data.SUBSET_FILES[0], train, 0), (data.SUBSET_FILES[1], test, 1)]:
+        if arrays is None:
+            x, y = _subset_arrays(seed=seed)
+            arrays = {"x": x, "y": y}
+        np.savez(folder / name, **arrays)
+    return folder
+
+
+def test_cifar10_subset_small_files(tmp_path):
+    x, y = _subset_arrays(5)
+    ds = load_cifar10_subset(write_subset(tmp_path, train={"x": x, "y": y.astype(np.uint8)}))
+    np.testing.assert_array_equal(ds.x_train, x)
+    np.testing.assert_array_equal(ds.y_train, y)
+    assert ds.y_train.dtype == np.int64 and ds.name == "cifar10-subset"
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (np.array([0, 1.7, 2.2, 3.9]), "integers 0..9, got dtype float64"),  # used to load as [0, 1, 2, 3]
+        (np.array([0.0, 1.0, 2.0, 3.0]), "integers 0..9, got dtype float64"),
+        (np.array(["0", "1", "2", "3"]), "integers 0..9, got dtype <U1"),
+        (np.array([True, False, True, True]), "integers 0..9, got dtype bool"),
+        (np.array([0, 1, 10, 3]), "outside 0..9"),
+        (np.array([0, -1, 2, 3]), "outside 0..9"),
+    ],
+)
+def test_cifar10_subset_labels_must_be_integers(tmp_path, labels, match):
+    x, _ = _subset_arrays(4)
+    write_subset(tmp_path, train={"x": x, "y": labels})
+    with pytest.raises(DataError, match=rf"cifar10_exact_train4000\.npz: labels y .*{match}"):
+        load_cifar10_subset(tmp_path)
+
+
+def _valid_npz_bytes(tmp_path: Path, **arrays) -> bytes:
+    f = tmp_path / "valid.npz"
+    np.savez(f, **arrays)
+    return f.read_bytes()
+
+
+def _corrupt_member(blob: bytes) -> bytes:
+    """Flip bytes in the middle of the stored x array (the zip CRC no longer matches)."""
+    i = len(blob) // 3
+    return blob[:i] + bytes(b ^ 0xFF for b in blob[i : i + 16]) + blob[i + 16 :]
+
+
+@pytest.mark.parametrize(
+    "kind, match",
+    [
+        ("garbage", "not an .npz archive"),
+        ("empty", "empty"),
+        ("truncated", "truncated or corrupt .npz archive"),
+        ("bad_crc", "cannot read the array 'x': BadZipFile"),
+        ("no_x", r"lacks the array\(s\) 'x' \(it holds 'y', 'z'\)"),
+        ("npy", "a single .npy array, not an .npz archive"),
+        ("object_labels", "cannot read the array 'y': it holds Python objects"),
+    ],
+)
+def test_cifar10_subset_corrupt_files_name_the_file(tmp_path, kind, match):
+    folder = write_subset(tmp_path / "subset")
+    target = folder / data.SUBSET_FILES[1]
+    x, y = _subset_arrays()
+    if kind == "garbage":
+        target.write_bytes(os.urandom(64) + b"not numpy at all")
+    elif kind == "empty":
+        target.write_bytes(b"")
+    elif kind == "truncated":
+        blob = target.read_bytes()
+        target.write_bytes(blob[: len(blob) // 2])
+    elif kind == "bad_crc":
+        target.write_bytes(_corrupt_member(target.read_bytes()))
+    elif kind == "no_x":
+        target.write_bytes(_valid_npz_bytes(tmp_path, y=y, z=y))
+    elif kind == "npy":
+        with open(target, "wb") as f:
+            np.save(f, x)
+    else:
+        target.write_bytes(_valid_npz_bytes(tmp_path, x=x, y=np.array([0, 1, "two"], dtype=object)))
+    with pytest.raises(DataError, match=rf"cifar10_exact_test1000\.npz: .*{match}") as info:
+        load_cifar10_subset(folder)
+    assert "allow_pickle" not in str(info.value)  # never invite an unsafe load
+
+
 # ----------------------------------------------------------------------------- digits, Dataset, load_dataset
 def test_digits_split():
     from sklearn.datasets import load_digits
@@ -408,6 +514,38 @@ def test_digits_split():
     again, other = load_dataset("digits"), load_digits_dataset(seed=1)
     np.testing.assert_array_equal(again.x_test, ds.x_test)
     assert not np.array_equal(other.x_test, ds.x_test)
+
+
+def test_digits_test_size_checked():
+    for bad in (0.001, 1e-9):  # round(test_size * count) is 0 in every class
+        with pytest.raises(ValueError, match=r"test_size=.* leaves the test split empty"):
+            load_digits_dataset(test_size=bad)
+    with pytest.raises(ValueError, match=r"test_size=0\.999 leaves the training split empty"):
+        load_digits_dataset(test_size=0.999)
+    for bad in (0, 1, 0.0, 1.5, -0.2, float("nan")):
+        with pytest.raises(ValueError, match=r"test_size must be a fraction in \(0, 1\)"):
+            load_digits_dataset(test_size=bad)
+    for bad in ("0.25", None, True, np.True_, [0.25]):
+        with pytest.raises(TypeError, match="test_size must be a number"):
+            load_digits_dataset(test_size=bad)
+    ds = load_digits_dataset(test_size=0.01)  # small but not empty
+    assert 0 < len(ds.y_test) < 50
+
+
+def test_bad_seeds_named():
+    x, y = np.zeros((6, 2, 2, 1)), np.array([0, 1, 0, 1, 0, 1])
+    calls = [
+        lambda s: load_digits_dataset(seed=s),
+        lambda s: balanced_subset(x, y, 2, seed=s),
+        lambda s: random_subset(x, y, 2, seed=s),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="seed must be a non-negative integer .*got -1"):
+            call(-1)
+        for bad in ("a", 1.5, True):
+            with pytest.raises(TypeError, match="seed must be a non-negative integer"):
+                call(bad)
+    np.testing.assert_array_equal(random_subset(x, y, 2, seed=np.int64(3))[1], random_subset(x, y, 2, seed=3)[1])
 
 
 def test_dataset_validation_and_names():
@@ -520,3 +658,79 @@ def test_hflip_augment_and_preprocess_flip():
     plain = preprocess(x, scale=255.0)
     np.testing.assert_allclose(p.x_train[:5], plain.x_train)
     np.testing.assert_allclose(p.x_train[5:], plain.x_train[:, :, ::-1, :])
+
+
+def test_preprocess_flags_must_be_bools():
+    x = _images(7, 6)
+    with pytest.raises(TypeError, match="flip must be True or False, got 'no'"):
+        preprocess(x, flip="no")  # used to double the training set (6 -> 12 images)
+    assert preprocess(x, flip=np.True_).x_train.shape[0] == 12
+    assert preprocess(x, flip=np.False_).x_train.shape[0] == 6
+    with pytest.raises(TypeError, match="center must be True or False, got 'no'"):
+        ZCA(center="no")
+    assert ZCA(center=np.False_).center is False
+
+
+def test_preprocess_zca_argument():
+    x = _images(8, 40, 3, 3, 2)
+    ref = preprocess(x, zca=True)
+    assert ref.zca.eps == 0.1
+    p = preprocess(x, zca=np.True_)  # used to give eps 1.0 (float(np.True_))
+    assert p.zca.eps == 0.1
+    np.testing.assert_array_equal(p.x_train, ref.x_train)
+    assert preprocess(x, zca=np.False_).zca is None and preprocess(x, zca=False).zca is None
+    assert preprocess(x, zca=np.float32(0.5)).zca.eps == 0.5 and preprocess(x, zca=1).zca.eps == 1.0
+    for bad in ("yes", "0.1", [0.1]):
+        with pytest.raises(TypeError, match="zca must be True, False, None or a number"):
+            preprocess(x, zca=bad)
+    for bad in ("x", "0.1", None, True):
+        with pytest.raises(TypeError, match="eps must be a number >= 0"):
+            ZCA(eps=bad)
+    for bad in ("x", "255", None, True):
+        with pytest.raises(TypeError, match="scale must be a positive number"):
+            Standardizer(bad)
+    with pytest.raises(TypeError, match="scale must be a positive number"):
+        preprocess(x, scale="255")
+
+
+@pytest.mark.parametrize("factor", [1e160, 1e300, 1e-200, 1e-310])
+def test_preprocess_extreme_pixel_magnitudes(factor):
+    """Statistics of huge or tiny pixels: the std used to overflow (all-zero output) or underflow
+    (a "constant" error); now the standardised result is that of the unscaled images."""
+    xtr, xte = _images(9, 20), _images(10, 4)
+    ref = preprocess(xtr, xte)
+    p = preprocess(xtr * factor, xte * factor)
+    np.testing.assert_allclose(p.x_train, ref.x_train, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(p.x_test, ref.x_test, rtol=1e-12, atol=1e-12)
+    assert np.all(np.isfinite(p.standardizer.std)) and np.all(p.standardizer.std > 0)
+    q = preprocess(xtr * factor, xte * factor, scale=255.0 * factor)  # a matching scale: the same units
+    np.testing.assert_allclose(q.standardizer.mean, ref.standardizer.mean, rtol=1e-12)
+    np.testing.assert_allclose(q.x_train, ref.x_train, rtol=1e-12, atol=1e-12)
+    mixed = np.concatenate([xtr[..., :1] * 1e-250, xtr[..., 1:] * 1e250], axis=-1)  # per-channel ranges
+    np.testing.assert_allclose(preprocess(mixed).x_train, ref.x_train, rtol=1e-12, atol=1e-12)
+
+
+def test_preprocess_out_of_range_statistics_and_constant_channels():
+    x = _images(11, 6)
+    with pytest.raises(OverflowError, match="statistics of x / scale are out of the float64 range"):
+        preprocess(x * 1e300, scale=1e-10)
+    with pytest.raises(OverflowError, match="x_test: standardised values overflow"):
+        preprocess(x, np.full((1, 6, 5, 3), 1e307), scale=1e-3)
+    with pytest.raises(OverflowError, match="beyond the float64 range"):
+        preprocess(x.astype(np.longdouble) * np.longdouble(2) ** 1100)
+    const = x.astype(np.float64)
+    const[..., 1] = 0.1  # the float mean of 0.1s is not exactly 0.1: used to give std ~1e-17 and garbage
+    with pytest.raises(ValueError, match=r"channel\(s\) \[1\] are constant"):
+        preprocess(const)
+    with pytest.raises(ValueError, match=r"channel\(s\) \[0, 2\] are constant"):
+        preprocess(np.stack([np.full((4, 2, 2), 3), np.arange(16).reshape(4, 2, 2), np.zeros((4, 2, 2))], -1))
+
+
+def test_preprocess_x_test_named():
+    x = _images(12, 40, 3, 3, 2)
+    with pytest.raises(ValueError, match="x_test has 1 channels, x_train has 2"):
+        preprocess(x, x[..., :1])
+    with pytest.raises(ValueError, match="x_test has image shape"):
+        preprocess(x, x[:, :2], zca=True)
+    with pytest.raises(ValueError, match="x has 1 channels"):  # the classes still say x
+        Standardizer().fit(x).transform(x[..., :1])

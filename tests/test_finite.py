@@ -292,6 +292,219 @@ def test_bad_input_raises_clear_errors():
         relative_error(np.ones(2), np.zeros(2))
 
 
+def test_relative_error_rejects_mismatched_shapes_and_non_finite_input():
+    with pytest.raises(ValueError, match="same shape"):
+        relative_error(np.ones((3, 3)), np.ones((3, 1)))  # used to broadcast and return 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        relative_error(np.ones(3), np.ones((1, 3)))
+    with pytest.raises(ValueError, match="a: 1 non-finite"):
+        relative_error(np.array([np.nan, 1.0]), np.ones(2))
+    with pytest.raises(ValueError, match="b: 1 non-finite"):
+        relative_error(np.ones(2), np.array([1.0, np.inf]))
+    with pytest.raises(TypeError, match="a: expected an array of real numbers"):
+        relative_error(["x", "y"], np.ones(2))
+    assert relative_error(np.array([1.0, 2.0]), np.array([1.0, 1.0])) == pytest.approx(np.sqrt(0.5))
+
+
+@pytest.mark.parametrize(
+    "eta,exc,match",
+    [
+        (-1, ValueError, "eta must be a finite number > 0"),
+        (0.0, ValueError, "eta must be a finite number > 0"),
+        (float("nan"), ValueError, "eta must be finite"),
+        (np.float32("inf"), ValueError, "eta must be finite"),
+        (True, TypeError, "eta must be a real number"),
+        (np.True_, TypeError, "eta must be a real number"),
+        ("0.1", TypeError, "eta must be a real number"),
+        (0.1 + 0j, TypeError, "eta must be a real number"),
+    ],
+)
+def test_eta_is_a_positive_finite_real(eta, exc, match):
+    net = finite_cnn(2, 2)
+    x, y = _images(2), np.ones(2)
+    params = net.init(x.shape[1:])
+    with pytest.raises(exc, match=match):
+        kernel_regression_trajectory(_spd(2, 0), y, eta=eta, steps=3)
+    with pytest.raises(exc, match=match):
+        train_gd(net, params, x, y, eta=eta, steps=1)
+
+
+def test_numpy_float_eta_is_accepted():
+    th, y = _spd(3, 1), np.ones(3)
+    tr, _ = kernel_regression_trajectory(th, y, eta=np.float32(0.25), steps=[0, 2])
+    ref, _ = kernel_regression_trajectory(th, y, eta=float(np.float32(0.25)), steps=[0, 2])
+    np.testing.assert_array_equal(tr, ref)
+    net = finite_cnn(2, 3)
+    x = _images(2)
+    params = net.init(x.shape[1:])
+    a = train_gd(net, params, x, np.ones(2), eta=np.float32(0.01), steps=2)  # used to be rejected
+    b = train_gd(net, params, x, np.ones(2), eta=float(np.float32(0.01)), steps=2)
+    np.testing.assert_allclose(a.f_train, b.f_train, rtol=1e-12)
+    assert not a.diverged
+
+
+@pytest.mark.parametrize(
+    "steps,exc,match",
+    [
+        (-1, ValueError, "steps must be an integer >= 0"),
+        ([0, 3, -2], ValueError, r"steps\[2\] must be an integer >= 0"),
+        (1.5, TypeError, "steps must be an integer"),
+        ([1, 2.5], TypeError, r"steps\[1\] must be an integer"),
+        (True, TypeError, "steps must be an integer"),
+        ("3", TypeError, "steps must be a number"),
+        ([[1], [1, 2]], TypeError, "steps must be a number"),
+        ([], ValueError, "steps is empty"),
+    ],
+)
+def test_gd_trajectory_steps_are_non_negative_integers(steps, exc, match):
+    with pytest.raises(exc, match=match):
+        kernel_regression_trajectory(_spd(3, 2), np.ones(3), eta=0.5, steps=steps)
+
+
+def test_flow_trajectory_accepts_real_times_but_not_negative_or_nan():
+    th, y = _spd(3, 3), np.ones(3)
+    tr, _ = kernel_regression_trajectory(th, y, eta=0.5, steps=[0.5, 2], mode="flow")
+    np.testing.assert_allclose(tr[0], (np.eye(3) - scipy.linalg.expm(-0.25 * th)) @ y, rtol=1e-10)
+    with pytest.raises(ValueError, match=r"steps\[1\] must be >= 0"):
+        kernel_regression_trajectory(th, y, eta=0.5, steps=[1, -0.5], mode="flow")
+    with pytest.raises(ValueError, match="steps must be finite"):
+        kernel_regression_trajectory(th, y, eta=0.5, steps=float("nan"), mode="flow")
+
+
+def test_kernel_regression_trajectory_rejects_bad_arrays():
+    th, y, tt = _spd(3, 4), np.ones(3), np.ones((2, 3))
+    kw = dict(eta=0.1, steps=2)
+    bad_th = th.copy()
+    bad_th[0, 1] = np.nan
+    with pytest.raises(ValueError, match="theta_train: 1 non-finite"):  # was numpy's LinAlgError
+        kernel_regression_trajectory(bad_th, y, **kw)
+    with pytest.raises(ValueError, match="theta_train must be a non-empty square"):
+        kernel_regression_trajectory(np.ones((3, 2)), y, **kw)
+    with pytest.raises(ValueError, match="theta_train must be a non-empty square"):
+        kernel_regression_trajectory(1.0, y, **kw)
+    with pytest.raises(ValueError, match="y_train: 1 non-finite"):
+        kernel_regression_trajectory(th, np.array([1.0, np.nan, 0.0]), **kw)
+    with pytest.raises(ValueError, match=r"y_train must have shape \(3,\)"):
+        kernel_regression_trajectory(th, np.ones(4), **kw)
+    with pytest.raises(ValueError, match=r"f0_train must have shape \(3,\)"):  # was a numpy broadcast error
+        kernel_regression_trajectory(th, y, f0_train=np.ones(2), **kw)
+    with pytest.raises(ValueError, match="f0_train: 1 non-finite"):
+        kernel_regression_trajectory(th, y, f0_train=np.array([0.0, np.inf, 0.0]), **kw)
+    with pytest.raises(ValueError, match="theta_test_train: 1 non-finite"):
+        kernel_regression_trajectory(th, y, theta_test_train=np.array([[0.0, np.nan, 0.0]]), **kw)
+    with pytest.raises(ValueError, match=r"f0_test must have shape \(2,\)"):
+        kernel_regression_trajectory(th, y, theta_test_train=tt, f0_test=np.ones(3), **kw)
+    with pytest.raises(ValueError, match="f0_test needs theta_test_train"):
+        kernel_regression_trajectory(th, y, f0_test=np.ones(2), **kw)
+
+
+def test_train_gd_rejects_bad_targets_steps_record_every_and_center():
+    net = finite_cnn(2, 2)
+    x = _images(2)
+    params = net.init(x.shape[1:])
+    with pytest.raises(ValueError, match="y_train: 1 non-finite"):  # used to return diverged=True
+        train_gd(net, params, x, np.array([1.0, np.nan]), eta=0.1, steps=1)
+    with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+        train_gd(net, params, x, np.ones(2), eta=0.1, steps=-1)
+    with pytest.raises(TypeError, match="steps must be an integer"):
+        train_gd(net, params, x, np.ones(2), eta=0.1, steps=2.0)
+    with pytest.raises(ValueError, match="record_every must be an integer >= 1"):  # was ZeroDivisionError
+        train_gd(net, params, x, np.ones(2), eta=0.1, steps=2, record_every=0)
+    with pytest.raises(TypeError, match="record_every must be an integer"):
+        train_gd(net, params, x, np.ones(2), eta=0.1, steps=2, record_every=1.5)
+    with pytest.raises(TypeError, match="center must be True or False"):
+        train_gd(net, params, x, np.ones(2), eta=0.1, steps=1, center="no")
+    res = train_gd(net, params, x, np.ones(2), eta=0.1, steps=3, record_every=np.int64(2), center=np.False_)
+    np.testing.assert_array_equal(res.steps, [0, 2, 3])
+    np.testing.assert_allclose(res.f_train[0], res.f0_train)  # not centred
+
+
+@pytest.mark.parametrize("name", ["fix_first", "fix_last"])
+def test_fix_flags_must_be_booleans(name):
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        FiniteCNN(3, 4, **{name: "no"})  # used to fix the layer
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        FiniteCNN(3, 4, **{name: 0})
+    with pytest.raises(TypeError, match=f"{name} must be True or False"):
+        fc_relu_ntk(np.ones((2, 3)), n_hidden=1, **{name: "no"})
+    net = FiniteCNN(3, 4, **{name: np.True_})
+    assert getattr(net, name) is True and net == FiniteCNN(3, 4, **{name: True})
+
+
+def test_init_dtype_must_be_float32_or_float64():
+    net = finite_cnn(2, 3)
+    for dtype in ("int64", "float16", int, "nonsense"):
+        with pytest.raises(ValueError, match="dtype"):
+            net.init((4, 4, 1), dtype=dtype)
+    with pytest.raises(ValueError, match="dtype"):
+        empirical_ntk_samples(net, _images(2, c=1), seeds=[0], dtype="int64")
+    for dtype in ("float32", np.float64):
+        assert all(w.dtype == np.dtype(dtype) for w in net.init((4, 4, 1), dtype=dtype))
+
+
+@pytest.mark.parametrize(
+    "seeds,exc,match",
+    [
+        ([1.5], TypeError, r"seeds\[0\] must be an integer"),
+        ([0, True], TypeError, r"seeds\[1\] must be an integer"),
+        ([], ValueError, "seeds is empty"),
+        (0, TypeError, "seeds must be a sequence of integers"),
+        ("01", TypeError, "seeds must be a sequence of integers"),
+        ([-1], ValueError, r"seeds\[0\] must be an integer >= 0"),
+    ],
+)
+def test_empirical_ntk_samples_seeds(seeds, exc, match):
+    net = finite_cnn(2, 2)
+    with pytest.raises(exc, match=match):
+        empirical_ntk_samples(net, _images(2), seeds=seeds)
+
+
+def test_empirical_ntk_samples_accepts_integer_sequences():
+    net, x = finite_cnn(2, 2), _images(2)
+    a = empirical_ntk_samples(net, x, seeds=range(2))
+    b = empirical_ntk_samples(net, x, seeds=np.array([0, 1]))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (2, 2, 2)
+
+
+@pytest.mark.parametrize(
+    "n_hidden,exc,match",
+    [
+        (-1, ValueError, "n_hidden must be an integer >= 1"),  # used to run no layer
+        (0, ValueError, "n_hidden must be an integer >= 1"),
+        (1.5, TypeError, "n_hidden must be an integer"),
+        (True, TypeError, "n_hidden must be an integer"),
+    ],
+)
+def test_fc_relu_ntk_n_hidden(n_hidden, exc, match):
+    with pytest.raises(exc, match=match):
+        fc_relu_ntk(np.ones((2, 3)), n_hidden=n_hidden)
+
+
+def test_fc_relu_ntk_rejects_non_finite_input():
+    with pytest.raises(ValueError, match="x2: 1 non-finite"):
+        fc_relu_ntk(np.ones((2, 3)), np.array([[1.0, np.nan, 0.0]]), n_hidden=2)
+    assert fc_relu_ntk(np.ones((2, 3)), n_hidden=np.int64(2)).shape == (2, 2)
+
+
+def test_learning_rate_checks_theta_and_scale():
+    th = _spd(3, 5)
+    lam = np.linalg.eigvalsh(th)[-1]
+    assert learning_rate(th, 0.5) == pytest.approx(0.5 / lam, rel=1e-12)
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+        learning_rate(th, scale=-1)  # used to return a negative rate
+    with pytest.raises(ValueError, match="scale must be finite"):
+        learning_rate(th, scale=float("nan"))
+    with pytest.raises(TypeError, match="scale must be a real number"):
+        learning_rate(th, scale=True)
+    with pytest.raises(ValueError, match="theta must be a non-empty square"):  # was numpy's LinAlgError
+        learning_rate(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="theta must be a non-empty square"):
+        learning_rate(np.ones((0, 0)))
+    with pytest.raises(ValueError, match="theta: 1 non-finite"):
+        learning_rate(np.array([[1.0, 0.0], [0.0, np.nan]]))
+
+
 def _cupy_usable():
     from cntk_core.backend import gpu_status
 

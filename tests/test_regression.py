@@ -307,3 +307,279 @@ def test_run_experiment_digits_matches_manual():
     assert "accuracy" in res.report()
     with pytest.raises(ValueError, match="ridge"):
         R.run_experiment("digits", n_train=10, n_test=5, ridge="auto")
+
+
+# -- input checks: every bad input names its argument ------------------------------------------
+
+
+def _tiny_dataset(n_train=10, n_test=4, n_classes=2, seed=0, y_train=None):
+    from cntk_core.data import Dataset
+
+    rng = np.random.default_rng(seed)
+    return Dataset(
+        rng.integers(0, 16, (n_train, 5, 5, 1)).astype(np.uint8),
+        np.arange(n_train, dtype=np.int64) % n_classes if y_train is None else np.asarray(y_train, np.int64),
+        rng.integers(0, 16, (n_test, 5, 5, 1)).astype(np.uint8),
+        np.arange(n_test, dtype=np.int64) % n_classes,
+        tuple("abcdefghij"[:n_classes]),
+        "tiny",
+        16.0,
+    )
+
+
+def _tiny_images(n=6, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 5, 5, 1))
+
+
+@pytest.mark.parametrize(
+    "y",
+    [[0, 1, np.nan, 1], [0.0, 1.0, np.inf, 1.0], np.array([0, 1, None, 1], dtype=object), ["a", None, "b", "a"]],
+)
+def test_classifier_refuses_missing_labels(y):
+    with pytest.raises(ValueError, match=r"^y: 1 missing or non-finite labels"):
+        R.CNTKClassifier(depth=3).fit(_tiny_images(4), y)
+
+
+def test_classifier_string_labels_still_work():
+    clf = R.CNTKClassifier(depth=3, ridge=1e-3).fit(_tiny_images(4), ["b", "a", "b", "a"])
+    np.testing.assert_array_equal(clf.classes_, ["a", "b"])
+    assert set(clf.predict(_tiny_images(3, seed=1))) <= {"a", "b"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(n_train=50), ValueError, r"n_train=50 is more than the 10 training images"),
+        (dict(n_test=50), ValueError, r"n_test=50 is more than the 4 test images"),
+        (dict(n_train=50, subset="random"), ValueError, r"n_train=50 is more than the 10"),
+        (dict(n_train=6, per_class=True), ValueError, r"n_train=6 per class .* class 0 has only 5"),
+        (dict(n_train=True), TypeError, r"n_train must be an integer >= 1, got True"),
+        (dict(n_train=2.5), TypeError, r"n_train must be an integer >= 1, got 2.5"),
+        (dict(n_train="5"), TypeError, r"n_train must be an integer >= 1, got '5'"),
+        (dict(n_test=0), ValueError, r"n_test must be an integer >= 1, got 0"),
+        (dict(ridge="cv", n_folds=1), ValueError, r"n_folds must be an integer >= 2"),
+        (dict(ridge="cv", n_folds=2.0), TypeError, r"n_folds must be an integer"),
+        (dict(ridge="cv", n_train=3, n_folds=50), ValueError, r"n_folds=50 is larger than the 3 training images"),
+        (dict(per_class="no"), TypeError, r"per_class must be True or False"),
+        (dict(ridge=True), TypeError, r"ridge must be a real number >= 0, got True"),
+        (dict(subset="last"), ValueError, r"subset must be one of"),
+    ],
+)
+def test_run_experiment_refuses_bad_counts(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        R.run_experiment(_tiny_dataset(), depth=3, progress=False, **kwargs)
+
+
+def test_run_experiment_balanced_subset_too_large():
+    ds = _tiny_dataset(y_train=[0] * 8 + [1] * 2)
+    with pytest.raises(ValueError, match=r"n_train=6 with subset='balanced' \(3 per class\) .* class 1 has only 2"):
+        R.run_experiment(ds, n_train=6, subset="balanced", depth=3, progress=False)
+    with pytest.raises(ValueError, match="subset='balanced' needs n_train divisible by the 2 classes"):
+        R.run_experiment(ds, n_train=5, subset="balanced", depth=3, progress=False)
+
+
+def test_run_experiment_counts_still_work():
+    ds = _tiny_dataset(n_train=12, n_test=4, n_classes=2)
+    res = R.run_experiment(ds, n_train=np.int64(12), n_test=2, depth=3, ridge="cv", n_folds=3, progress=False)
+    assert (res.n_train, res.n_test, res.ridge_mode) == (12, 2, "cv (3-fold)")
+    res = R.run_experiment(ds, n_train=3, n_test=1, per_class=True, depth=3, ridge=1e-3, progress=False)
+    assert (res.n_train, res.n_test) == (6, 2)
+    res = R.run_experiment(ds, n_train=4, subset="balanced", depth=3, ridge=1e-3, progress=False)
+    assert res.n_train == 4 and res.n_test == 4
+
+
+def test_standardize_without_images():
+    from cntk_core.data import Dataset
+
+    ds = _tiny_dataset()
+    with pytest.raises(ValueError, match=r"stats='used'.*none given"):
+        R.standardize(ds, stats="used")
+    empty = Dataset(
+        np.zeros((0, 5, 5, 1)), np.zeros(0, np.int64), np.zeros((2, 5, 5, 1)), np.zeros(2, np.int64), ("a",), "e", 1.0
+    )
+    with pytest.raises(ValueError, match=r"no training images \(dataset.x_train is empty\)"):
+        R.standardize(empty, empty.x_test)
+    with pytest.raises(ValueError, match=r"no training images"):
+        R.run_experiment(empty, depth=3, progress=False)
+    assert R.standardize(ds) == []
+
+
+@pytest.mark.parametrize("ridge", [0.0, 1e-3, "cv"])
+def test_zero_training_kernel_is_explained(ridge):
+    x = _tiny_images()
+    y = np.arange(6) % 2
+    assert not np.any(cntk_core.kernel_matrix(x, depth=2, fix=True))
+    with pytest.raises(R.SingularKernelError, match=r"identically zero .*use kind='nngp', fix=False or a deeper"):
+        R.CNTKClassifier(depth=2, fix=True, ridge=ridge).fit(x, y)
+    with pytest.raises(R.SingularKernelError, match=r"identically zero"):
+        R.CNTKClassifier(depth=3, ridge=ridge).fit(np.zeros_like(x), y)
+
+
+def test_zero_training_kernel_low_level():
+    Z = np.zeros((4, 4))
+    y = np.arange(4) % 2
+    with pytest.raises(R.SingularKernelError, match=r"identically zero"):
+        R.kernel_regression(Z, y, np.zeros((2, 4)))
+    with pytest.raises(R.SingularKernelError, match=r"identically zero"):
+        R.select_ridge(Z, y, n_folds=2)
+    # an absolute ridge makes the zero kernel solvable: unchanged
+    np.testing.assert_allclose(R.solve_kernel(Z, _targets(y, 2), ridge=2.0), _targets(y, 2) / 2.0)
+    with pytest.raises(R.SingularKernelError, match=r"identically zero"):
+        R.run_experiment(_tiny_dataset(), depth=2, fix=True, ridge=1e-3, progress=False)
+
+
+@pytest.mark.parametrize(
+    "K, match",
+    [
+        (np.eye(2) * (1 + 1j), r"K: expected a real matrix, got complex"),
+        (np.eye(2) + 0j, r"complex"),
+        (np.array([["1", "0"], ["0", "1"]]), r"K: expected a real matrix, got string"),
+        (np.array([[1.0, 0.0], [0.0, 1.0]], dtype=object), r"K: expected a real matrix, got object"),
+        (np.eye(2, dtype=bool), r"K: expected a real matrix, got boolean"),
+    ],
+)
+def test_check_kernel_refuses_non_real_dtypes(K, match):
+    with pytest.raises(TypeError, match=match):
+        R.check_kernel(K)
+    with pytest.raises(TypeError, match="K_train"):
+        R.solve_kernel(K, np.ones((2, 1)))
+
+
+def test_check_kernel_accepts_real_dtypes():
+    for K in ([[2, 1], [1, 2]], np.eye(2, dtype=np.int32), np.eye(2, dtype=np.float32)):
+        out = R.check_kernel(K)
+        assert out.dtype == np.float64 and out.shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "eigs, match",
+    [
+        ([1.0, np.nan], r"eigs: 1 non-finite eigenvalues"),
+        ([1.0, np.inf, 2.0], r"eigs: 1 non-finite eigenvalues"),
+        (np.eye(3), r"eigs: expected a 1-D array"),
+        (2.0, r"eigs: expected a 1-D array"),
+    ],
+)
+def test_spectrum_statistics_refuse_bad_eigenvalues(eigs, match):
+    with pytest.raises(ValueError, match=match):
+        R.effective_dimension(eigs, 0.5)
+    with pytest.raises(ValueError, match=match):
+        R.participation_ratio(eigs)
+
+
+def test_flags_and_fold_arguments():
+    K, y = _clusters(n=12)
+    with pytest.raises(TypeError, match="normalize must be True or False"):
+        R.eigenspectrum(K, normalize="no")
+    with pytest.raises(TypeError, match="relative must be True or False"):
+        R.select_ridge(K, y, relative="no")
+    with pytest.raises(TypeError, match="n_folds must be an integer >= 2"):
+        R.select_ridge(K, y, n_folds="3")
+    with pytest.raises(TypeError, match="n_folds must be an integer >= 2"):
+        R.select_ridge(K, y, n_folds=2.5)
+    with pytest.raises(TypeError, match="n_folds must be an integer >= 2"):
+        R.fold_indices(y, "3")
+    with pytest.raises(TypeError, match=r"validation must be None or a fraction in \(0, 1\), got '0.2'"):
+        R.select_ridge(K, y, validation="0.2")
+    with pytest.raises(TypeError, match="validation must be None or a fraction"):
+        R.select_ridge(K, y, validation=True)
+    with pytest.raises(ValueError, match="validation must be a fraction"):
+        R.select_ridge(K, y, validation=1.5)
+    with pytest.raises(TypeError, match="grid: expected a list of ridges, got string"):
+        R.select_ridge(K, y, grid=["0.1", "1"])
+    with pytest.raises(ValueError, match="every entry of grid must be a finite number >= 0"):
+        R.select_ridge(K, y, grid=[0.1, -1.0])
+    assert R.select_ridge(K, y, n_folds=np.int64(3), relative=np.bool_(False)).n_folds == 3
+    np.testing.assert_allclose(R.eigenspectrum(K, normalize=False), np.linalg.eigvalsh(K)[::-1], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "ridge, exc, match",
+    [
+        ("1e-3", TypeError, r"ridge must be a real number >= 0, got '1e-3'"),
+        ("abc", TypeError, r"ridge must be a real number >= 0, got 'abc'"),
+        (None, TypeError, r"ridge must be a real number >= 0, got None"),
+        ([0.1], TypeError, r"ridge must be a real number >= 0, got \[0.1\]"),
+        (True, TypeError, r"ridge must be a real number >= 0, got True"),
+        (np.nan, ValueError, r"ridge must be a finite number >= 0"),
+    ],
+)
+def test_ridge_must_be_a_real_number(ridge, exc, match):
+    K = _spd(6)
+    y = np.arange(6) % 2
+    with pytest.raises(exc, match=match):
+        R.kernel_regression(K, y, K, ridge=ridge)
+    with pytest.raises(exc, match=match):
+        R.solve_kernel(K, _targets(y, 2), ridge=ridge)
+    if isinstance(ridge, str):  # the classifier also takes the string "cv"
+        exc, match = ValueError, r"ridge must be a number >= 0 or 'cv'"
+    with pytest.raises(exc, match=match):
+        R.CNTKClassifier(depth=3, ridge=ridge).fit(_tiny_images(), y)
+
+
+def test_ridge_accepts_numpy_numbers():
+    K = _spd(6)
+    y = np.arange(6) % 2
+    ref = R.kernel_regression(K, y, K, ridge=0.5)[1]
+    for lam in (np.float32(0.5), np.float64(0.5), np.array(0.5)):
+        np.testing.assert_allclose(R.kernel_regression(K, y, K, ridge=lam)[1], ref, rtol=1e-6)
+    assert R.kernel_regression(K, y, K, ridge=1)[1].shape == (6, 2)
+
+
+def test_classifier_cv_ridge_needs_two_images():
+    with pytest.raises(ValueError, match="ridge='cv' .* needs at least 2 training images; got 1"):
+        R.CNTKClassifier(depth=3, ridge="cv").fit(_tiny_images(1), [0])
+    clf = R.CNTKClassifier(depth=3, ridge="cv").fit(_tiny_images(2), [0, 1])
+    assert clf.ridge_selection_.n_folds == 2
+
+
+def test_classifier_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    x = _tiny_images(3)
+    clf = R.CNTKClassifier(depth=3)
+    for call in (clf.predict, clf.decision_function, lambda a: clf.score(a, [0, 1, 0])):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            call(x)
+
+
+@pytest.mark.parametrize(
+    "n_classes, exc",
+    [(2.5, TypeError), ("2", TypeError), (True, TypeError), (-1, ValueError), (0, ValueError)],
+)
+def test_n_classes_must_be_a_positive_integer(n_classes, exc):
+    y = np.array([0, 1, 1, 0])
+    K = _spd(4)
+    calls = [
+        lambda: R.one_hot_targets(y, n_classes),
+        lambda: R.confusion_matrix(y, y, n_classes),
+        lambda: R.per_class_accuracy(y, y, n_classes),
+        lambda: R.kernel_regression(K, y, K, n_classes=n_classes),
+        lambda: R.select_ridge(K, y, n_folds=2, n_classes=n_classes),
+    ]
+    for call in calls:
+        with pytest.raises(exc, match="n_classes must be an integer >= 1"):
+            call()
+    np.testing.assert_array_equal(R.confusion_matrix(y, y, np.int64(3)), np.diag([2, 2, 0]))
+
+
+def test_alpha_and_target_shapes():
+    K = _spd(6)
+    with pytest.raises(ValueError, match=r"alpha: expected dual coefficients .* got \(\)"):
+        R.predict_scores(K, 1.0)
+    with pytest.raises(ValueError, match=r"alpha: expected dual coefficients .* got \(6, 2, 2\)"):
+        R.predict_scores(K, np.ones((6, 2, 2)))
+    with pytest.raises(TypeError, match="alpha: expected real dual coefficients, got complex"):
+        R.predict_scores(K, np.ones((6, 2)) * 1j)
+    with pytest.raises(
+        ValueError, match=r"Y: expected targets of shape \[n\] or \[n, n_classes\], got shape \(6, 2, 2\)"
+    ):
+        R.ridge_path_alphas(K, np.ones((6, 2, 2)), [0.1])
+    with pytest.raises(ValueError, match=r"Y: expected targets .* got shape \(\)"):
+        R.ridge_path_alphas(K, 1.0, [0.1])
+    with pytest.raises(ValueError, match=r"Y: expected targets .* got shape \(6, 2, 2\)"):
+        R.solve_kernel(K, np.ones((6, 2, 2)))
+    with pytest.raises(ValueError, match="Y: targets contain NaN"):
+        R.ridge_path_alphas(K, np.full(6, np.nan), [0.1])
+    assert R.predict_scores(K[:2], np.ones(6)).shape == (2,)
+    assert R.ridge_path_alphas(K, np.ones(6), 0.1).shape == (1, 6)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import make_rng
+
 
 def _check_xy(x, y) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x), np.asarray(y)
@@ -29,8 +31,8 @@ def balanced_indices(y, n_per_class: int, seed: int = 0, n_classes: int | None =
     y = np.asarray(y)
     _check_xy(y, y)
     n_per_class = _check_count(n_per_class, "n_per_class")
+    rng = make_rng(seed)
     classes = np.arange(n_classes) if n_classes is not None else np.unique(y)
-    rng = np.random.default_rng(seed)
     picked = []
     for c in classes:
         idx = np.flatnonzero(y == c)
@@ -56,7 +58,7 @@ def random_subset(x, y, n: int, seed: int = 0):
     n = _check_count(n, "n")
     if n > len(y):
         raise ValueError(f"cannot draw {n} examples from {len(y)}")
-    idx = np.sort(np.random.default_rng(seed).choice(len(y), size=n, replace=False))
+    idx = np.sort(make_rng(seed).choice(len(y), size=n, replace=False))
     return x[idx], y[idx]
 
 
