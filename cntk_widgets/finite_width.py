@@ -58,10 +58,21 @@ class FiniteWidthConfig:
     blas_threads: int | None = 1  # BLAS threads during a computation (small matmuls); None: library default
 
     def __post_init__(self):
-        if not self.widths or any(int(w) < 1 for w in self.widths):
+        from cntk_core.validation import check_flag
+
+        widths = tuple(self.widths) if isinstance(self.widths, list | tuple | np.ndarray) else ()
+        if not widths or any(isinstance(w, bool) or not isinstance(w, int | np.integer) or w < 1 for w in widths):
             raise ValueError(f"widths must be a non-empty sequence of positive integers, got {self.widths!r}")
-        object.__setattr__(self, "widths", tuple(sorted(int(w) for w in self.widths)))
+        object.__setattr__(self, "widths", tuple(sorted(int(w) for w in widths)))
+        object.__setattr__(self, "fix", check_flag(self.fix, "fix"))
         finite_cnn(self.depth, 1, self.readout, self.fix)  # validates depth and readout
+        if self.depth == 2 and self.fix:
+            raise ValueError(
+                "depth 2 with fix=True (first conv and last layer fixed) has no trained layer: its NTK is zero "
+                "(use depth >= 3 or fix=False)"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         for name in ("steps", "n_seeds", "n_train", "n_test", "image_size", "n_nngp_inits"):
             v = getattr(self, name)
             low = 0 if name == "steps" else 1
@@ -71,8 +82,13 @@ class FiniteWidthConfig:
             raise ValueError(f"n_train must be >= 2, got {self.n_train}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if not self.lr_scale > 0:
-            raise ValueError(f"lr_scale must be positive, got {self.lr_scale!r}")
+        if isinstance(self.lr_scale, bool) or not isinstance(self.lr_scale, int | float | np.number):
+            raise ValueError(f"lr_scale must be a number in (0, 2), got {self.lr_scale!r}")
+        if not 0 < self.lr_scale < 2:
+            raise ValueError(
+                f"lr_scale must be in (0, 2), got {self.lr_scale!r}: eta = lr_scale / lambda_max of the exact NTK, "
+                "and gradient descent diverges for lr_scale >= 2"
+            )
 
 
 def load_small_images(n: int, size: int, dataset: str = "digits", seed: int = 0):
@@ -241,9 +257,12 @@ class FiniteWidthModel:
                     continue
                 pred[i, j] = res.f_test[-1]
                 change[i, j] = ntk_change(net, p0, res.params, xp.asarray(xtr))
-        pred_err = np.array(
-            [np.nanmean([relative_error(p, kr) for p in row if np.all(np.isfinite(p))] or [np.nan]) for row in pred]
-        )
+        if c.steps == 0:  # kernel regression after 0 steps predicts 0: a relative error is undefined
+            pred_err = np.full(W, np.nan)
+        else:
+            pred_err = np.array(
+                [np.nanmean([relative_error(p, kr) for p in row if np.all(np.isfinite(p))] or [np.nan]) for row in pred]
+            )
         return dict(
             eta=eta, kr_pred=kr, pred=pred, pred_err=pred_err, ntk_change=np.nanmean(change, axis=1), diverged=diverged
         )
@@ -290,16 +309,19 @@ class FiniteWidthView:
         self.model = model or FiniteWidthModel()
         c = self.model.config
         self.results: FiniteWidthResults | None = None
+        self._summary = ""  # the status line of the last successful Run
         self.width = W.SelectionSlider(options=list(c.widths), value=c.widths[0], description="width")
-        self.depth = W.IntSlider(value=c.depth, min=2, max=8, description="depth")
+        self.depth = W.IntSlider(value=c.depth, min=2, max=max(8, c.depth), description="depth")
         self.readout = W.Dropdown(options=["gap", "vanilla"], value=c.readout, description="readout")
         self.fix = W.Checkbox(value=c.fix, description="fix first/last layer")
-        self.steps = W.IntSlider(value=c.steps, min=0, max=500, description="GD steps")
+        self.steps = W.IntSlider(value=c.steps, min=min(1, c.steps), max=max(500, c.steps), description="GD steps")
         self.seed = W.IntText(value=c.seed, description="seed")
         self.button = W.Button(description="Run", button_style="primary")
         self.status = W.HTML(value="press Run")
         self.button.on_click(lambda _: self.run())
         self.width.observe(lambda _: self.update_nngp(), names="value")
+        for control in (self.depth, self.readout, self.fix, self.steps, self.seed):
+            control.observe(lambda _: self._show_pending(), names="value")
 
         def fig(title, xlabel, ylabel, log=False):
             f = go.FigureWidget()
@@ -335,8 +357,8 @@ class FiniteWidthView:
         grid = W.VBox([W.HBox([self.figs["ntk"], self.figs["nngp"]]), W.HBox([self.figs["change"], self.figs["pred"]])])
         self.widget = W.VBox([controls, grid])
 
-    def _sync_config(self):
-        self.model.update(
+    def _controls(self) -> dict:
+        return dict(
             depth=int(self.depth.value),
             readout=self.readout.value,
             fix=bool(self.fix.value),
@@ -344,11 +366,52 @@ class FiniteWidthView:
             seed=int(self.seed.value),
         )
 
-    def run(self) -> FiniteWidthResults:
-        """Read the controls, run all experiments, redraw the four panels."""
-        self._sync_config()
+    def _sync_config(self):
+        self.model.update(**self._controls())
+
+    def _show_pending(self) -> None:
+        """Say when the controls no longer match the settings the panels were computed with."""
+        c = self.model.config
+        if self.results is None:
+            return
+        if all(getattr(c, k) == v for k, v in self._controls().items()):
+            self.status.value = self._summary
+            return
+        self.status.value = (
+            "settings changed: press Run (the panels show depth "
+            f"{c.depth}, {c.readout}{', fixed' if c.fix else ''}, {c.steps} steps, seed {c.seed})"
+        )
+
+    def _fail(self, exc: Exception) -> None:
+        from .views import error_html
+
+        old = " (the panels show the previous run)" if self.results is not None else ""
+        self.status.value = error_html(f"{type(exc).__name__}: {exc}{old}")
+
+    def run(self) -> FiniteWidthResults | None:
+        """Read the controls, run all experiments, redraw the four panels. A failure (bad setting or
+        computation) shows as ``"Type: message"`` in the status and returns None; the controls stay usable."""
+        self.button.disabled = True
         self.status.value = "running..."
-        r = self.results = self.model.run()
+        before = {k: getattr(self.model.config, k) for k in self._controls()}
+        try:
+            self._sync_config()
+            r = self.model.run()
+            nngp = self.model.nngp(int(self.width.value))
+        except Exception as exc:
+            self.model.update(**before)  # the config stays the one the panels were drawn with
+            self._fail(exc)
+            return None
+        except BaseException:  # KeyboardInterrupt: same consistent state, then let it through
+            self.model.update(**before)
+            self.status.value = "interrupted" + (" (the panels show the previous run)" if self.results else "")
+            raise
+        finally:
+            self.button.disabled = False
+        self._draw(r, nngp)
+        return r
+
+    def _draw(self, r: FiniteWidthResults, nngp) -> None:
         with self.figs["ntk"].batch_update():
             self.figs["ntk"].data[0].update(x=r.widths, y=r.ntk_err)
             self.figs["ntk"].data[1].update(x=r.widths, y=inverse_sqrt_guide(r.widths, r.ntk_err))
@@ -367,25 +430,40 @@ class FiniteWidthView:
                     mode="markers",
                     name=f"width {w} (err {r.pred_err[i]:.2g})",
                 )
-        self.update_nngp()
-        self.status.value = (
-            f"η = {r.eta:.3g} (1/λ_max of the exact NTK), {self.model.config.steps} steps; "
-            f"NTK error at the widest width {r.ntk_err[-1]:.3g}; prediction error {r.pred_err[-1]:.3g}"
+        self._draw_nngp(nngp)
+        self.results = r
+        c = self.model.config
+        pred_err = "n/a (0 steps)" if not np.isfinite(r.pred_err[-1]) else f"{r.pred_err[-1]:.3g}"
+        self.status.value = self._summary = (
+            f"depth {c.depth}, {c.readout}{', fixed first/last' if c.fix else ''}: "
+            f"η = {r.eta:.3g} ({'1' if c.lr_scale == 1 else f'{c.lr_scale:g}'}/λ_max of the exact NTK), "
+            f"{c.steps} steps; NTK error at the widest width {r.ntk_err[-1]:.3g}; prediction error {pred_err}"
             + ("; some narrow nets diverged" if r.diverged.any() else "")
         )
-        return r
 
-    def update_nngp(self):
-        """Redraw panel (b) for the slider's width."""
-        self._sync_config()
-        emp, exact, err = self.model.nngp(int(self.width.value))
+    def update_nngp(self) -> float | None:
+        """Redraw panel (b) for the slider's width, with the settings of the last Run (the model's
+        config), so that all four panels describe the same network. Returns the relative error, or
+        None after showing a failure in the status."""
+        try:
+            return self._draw_nngp()
+        except Exception as exc:
+            self._fail(exc)
+            return None
+
+    def _draw_nngp(self, nngp=None) -> float:
+        """Draw panel (b) from ``model.nngp(width)`` output (computed here when not given)."""
+        c = self.model.config
+        emp, exact, err = nngp if nngp is not None else self.model.nngp(int(self.width.value))
         f = self.figs["nngp"]
         iu = np.triu_indices(len(exact))
         lo, hi = float(exact[iu].min()), float(exact[iu].max())
         with f.batch_update():
             f.data[0].update(x=exact[iu], y=emp[iu])
             f.data[1].update(x=[lo, hi], y=[lo, hi])
-            f.layout.title.text = f"(b) NNGP at width {self.width.value}: rel. error {err:.3g}"
+            f.layout.title.text = (
+                f"(b) NNGP at width {self.width.value}, depth {c.depth} {c.readout}: rel. error {err:.3g}"
+            )
         return err
 
 

@@ -4,7 +4,9 @@ A :class:`JobRunner` runs one job at a time on a single worker thread (the Numba
 itself parallel, and its default threading layer must not be entered from two threads at once).
 Every :meth:`JobRunner.submit` bumps the generation: a job that is still running checks
 :meth:`JobContext.check` between chunks and stops; if it finishes anyway, its result is dropped.
-With ``synchronous=True`` jobs run inline in the caller's thread (for tests and scripts).
+With ``synchronous=True`` jobs run inline in the caller's thread (for tests and scripts); there a
+``KeyboardInterrupt`` (Jupyter's "interrupt kernel") or ``SystemExit`` reports ``on_cancel`` and is
+re-raised, so a loop over computations stops instead of carrying on with the previous result.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any
 
 #: held around every engine call made by the lab's workers: Numba's default ("workqueue") threading
@@ -73,7 +75,9 @@ class JobRunner:
     """Run ``job(ctx) -> result`` off the UI thread; publish only the newest generation's outcome.
 
     Callbacks (any thread; called from the worker thread in asynchronous mode):
-    ``on_start(generation)``, ``on_progress(fraction)``, ``on_result(result)``, ``on_error(message)``.
+    ``on_start(generation)``, ``on_progress(fraction)``, ``on_result(result)``, ``on_error(message)``,
+    ``on_cancel(reason)`` (:meth:`cancel`, or an interrupt of a synchronous job). An exception raised
+    by ``on_result`` (drawing the result) is reported through ``on_error``, never dropped.
     """
 
     def __init__(
@@ -84,46 +88,70 @@ class JobRunner:
         on_progress: Callable[[float], None] | None = None,
         on_result: Callable[[Any], None] | None = None,
         on_error: Callable[[str], None] | None = None,
+        on_cancel: Callable[[str], None] | None = None,
         name: str = "cntk-lab",
     ):
         self.synchronous = synchronous
         self.generation = 0
         self.on_start, self.on_progress, self.on_result, self.on_error = on_start, on_progress, on_result, on_error
+        self.on_cancel = on_cancel
         self.dropped = 0  # results of superseded jobs that completed anyway and were not published
+        self.closed = False
         self._lock = threading.Lock()
         self._executor = None if synchronous else ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._latest: Future | None = None
 
     def submit(self, job: Callable[[JobContext], Any]) -> Future:
-        """Start ``job`` as the newest generation; older jobs still running become stale."""
+        """Start ``job`` as the newest generation; older jobs still running become stale.
+
+        Raises ``RuntimeError`` after :meth:`shutdown`. In synchronous mode a ``KeyboardInterrupt`` or
+        ``SystemExit`` raised by the job reports ``on_cancel`` and propagates.
+        """
+        self._check_open()
         with self._lock:
             self.generation += 1
             ctx = JobContext(self, self.generation)
-        if self.synchronous:
-            future: Future = Future()
-            try:
-                future.set_result(self._run(job, ctx))
-            except BaseException as exc:  # pragma: no cover - _run catches everything it can
-                future.set_exception(exc)
-        else:
-            future = self._executor.submit(self._run, job, ctx)
-        self._latest = future
+        if not self.synchronous:
+            future = self._latest = self._executor.submit(self._run, job, ctx)
+            return future
+        future = self._latest = Future()
+        try:
+            result = self._run(job, ctx)
+        except BaseException:  # KeyboardInterrupt, SystemExit (_run reports every Exception itself)
+            future.cancel()  # so that wait() returns instead of raising the interrupt a second time
+            raise
+        future.set_result(result)
         return future
 
     def publish(self, result: Any) -> None:
         """Publish an already known result (e.g. a cache hit) as a new generation, without a job."""
+        self._check_open()
         with self._lock:
             self.generation += 1
-        if self.on_result:
-            self.on_result(result)
+        self._deliver(result)
+
+    def cancel(self) -> bool:
+        """Make the running job stale (it stops at its next check); ``True`` when one was running."""
+        busy = self.busy
+        with self._lock:
+            self.generation += 1
+        if busy and self.on_cancel:
+            self.on_cancel("cancelled")
+        return busy
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the newest job has finished (raises ``TimeoutError`` after ``timeout`` s)."""
+        """Block until the newest job has finished (raises ``TimeoutError`` after ``timeout`` s).
+
+        A job cancelled by :meth:`shutdown` or by an interrupt counts as finished.
+        """
         while True:
             future = self._latest
             if future is None:
                 return
-            future.result(timeout=timeout)
+            try:
+                future.result(timeout=timeout)
+            except CancelledError:
+                pass
             if future is self._latest:
                 return
 
@@ -132,10 +160,16 @@ class JobRunner:
         return self._latest is not None and not self._latest.done()
 
     def shutdown(self) -> None:
+        """Stop for good: a running job becomes stale, queued ones are cancelled, ``submit`` raises."""
         with self._lock:
             self.generation += 1  # make any running job stale
+            self.closed = True
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this model was closed (close()); create a new one to compute again")
 
     def _emit_progress(self, generation: int, fraction: float) -> None:
         if self.on_progress and generation == self.generation:
@@ -154,12 +188,26 @@ class JobRunner:
             if not ctx.stale and self.on_error:
                 self.on_error(format_error(exc))
             return None
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: leave a consistent state, then re-raise
+            if not ctx.stale and self.on_cancel:
+                self.on_cancel(f"interrupted ({type(exc).__name__})")
+            raise
         if ctx.stale:
             self.dropped += 1
             return None
-        if self.on_result:
-            self.on_result(result)
+        self._deliver(result)
         return result
+
+    def _deliver(self, result: Any) -> None:
+        """``on_result(result)``; an exception there (drawing the result) goes to ``on_error``."""
+        if not self.on_result:
+            return
+        try:
+            self.on_result(result)
+        except Exception as exc:
+            if not self.on_error:
+                raise
+            self.on_error("while showing the result: " + format_error(exc))
 
 
 def format_error(exc: BaseException) -> str:

@@ -22,6 +22,7 @@ from .jobs import ENGINE_LOCK, JobContext, JobRunner
 READOUTS = ("gap", "vanilla")
 KINDS = ("ntk", "nngp")
 MAX_DEPTH = 21
+MAX_UNNAMED_CLASSES = 1000  # labels without class_names beyond this are refused (one name is built per class)
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,10 @@ class NetworkSpec:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        from cntk_core.validation import check_flag
+
         for name in ("fix_first", "fix_last", "pool"):
-            object.__setattr__(self, name, bool(getattr(self, name)))
+            object.__setattr__(self, name, check_flag(getattr(self, name), name))
         if self.kind == "ntk" and self.depth == 2 and self.fix_first and self.fix_last:
             raise ValueError(
                 "depth 2 with the first and last layer fixed has no trained layer: its NTK is zero "
@@ -185,6 +188,43 @@ def chunked_gram(
     return outs[None] if list(outs) == [None] else outs
 
 
+def check_labels(labels, n: int, class_names=None) -> np.ndarray:
+    """``labels`` as an integer array ``[n]`` of class indices ``0 .. n_classes - 1``, or a clear error."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise ValueError(f"labels must be a 1-D array with one label per image ({n} images), got shape {labels.shape}")
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels must be integer class indices 0, 1, ..., got dtype {labels.dtype} "
+            "(convert e.g. with labels.astype(int), or np.unique(labels, return_inverse=True)[1])"
+        )
+    if labels.min() < 0:
+        raise ValueError(
+            f"labels must be class indices >= 0, got {int(labels.min())} "
+            "(relabel with np.unique(labels, return_inverse=True)[1])"
+        )
+    top = int(labels.max())
+    if class_names is not None and top >= len(tuple(class_names)):
+        raise ValueError(f"{len(tuple(class_names))} class names for labels up to {top}")
+    if class_names is None and top >= max(MAX_UNNAMED_CLASSES, n):
+        raise ValueError(
+            f"labels go up to {top} for {n} images: relabel them 0 .. k-1 "
+            "(np.unique(labels, return_inverse=True)[1]) or give class_names"
+        )
+    return labels.astype(np.int64, copy=False)
+
+
+def check_nonzero_images(images: np.ndarray) -> None:
+    """Refuse all-zero images: their kernel is 0, so the normalised kernel is undefined."""
+    zero = np.flatnonzero(~images.reshape(len(images), -1).any(axis=1))
+    if len(zero):
+        which = ", ".join(f"#{i}" for i in zero[:5]) + (" ..." if len(zero) > 5 else "")
+        raise ValueError(
+            f"images: {len(zero)} all-zero image(s) ({which}): their kernel with every image is 0, so the "
+            "normalised kernel is undefined; drop them"
+        )
+
+
 class KernelExplorerModel:
     """Normalised kernel matrix and spectrum of a fixed, class-sorted image set for a chosen spec.
 
@@ -197,13 +237,16 @@ class KernelExplorerModel:
     dtype : engine arithmetic, ``"float64"`` (default, exact) or ``"float32"`` (about 1.5-2x faster
         on CPU; plenty for a picture).
     synchronous : compute in the caller's thread (tests, scripts); else one worker thread.
-    cache_size : LRU entries kept (keyed by spec).
+    cache_size : LRU entries kept (keyed by spec; at least 1). Changing ``dtype`` or ``backend``
+        afterwards empties the cache.
     kernel_fn : optional ``kernel_fn(spec, images, ctx) -> raw [n, n]`` replacing the engine
         (tests inject blocking or failing functions here).
 
     Listeners: ``on_change(callback(event, model))`` with events ``"start"``, ``"progress"``,
-    ``"result"``, ``"error"``. State: ``result`` (latest :class:`KernelResult` or None),
-    ``error`` (str or None), ``progress`` (0..1), ``busy``, ``cache_hits``, ``cache_misses``.
+    ``"result"``, ``"error"``, ``"cancelled"`` (:meth:`cancel`, or an interrupted synchronous
+    compute: ``cancelled`` holds the reason) and ``"closed"``. State: ``result`` (latest
+    :class:`KernelResult` or None), ``error`` (str or None), ``progress`` (0..1), ``busy``,
+    ``closed``, ``cache_hits``, ``cache_misses``.
     """
 
     def __init__(
@@ -223,22 +266,19 @@ class KernelExplorerModel:
         from cntk_core.validation import as_images
 
         images = as_images(images, "images")
-        labels = np.asarray(labels)
-        if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be an integer array of shape ({len(images)},), got {labels.shape}")
+        labels = check_labels(labels, len(images), class_names)
+        check_nonzero_images(images)
         self.order = np.argsort(labels, kind="stable")
         self.images = images[self.order]
         self.labels = labels[self.order]
         n_classes = int(self.labels.max()) + 1
         self.class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(n_classes))
-        if len(self.class_names) < n_classes:
-            raise ValueError(f"{len(self.class_names)} class names for labels up to {n_classes - 1}")
-        self.architecture = architecture or ArchitectureModel()
+        self.cache: OrderedDict[NetworkSpec, KernelResult] = OrderedDict()
         self.backend = backend
         self.dtype = dtype
-        self.cache_size = int(cache_size)
+        self.cache_size = cache_size
+        self.architecture = architecture or ArchitectureModel()
         self.kernel_fn = kernel_fn
-        self.cache: OrderedDict[NetworkSpec, KernelResult] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
         self.result: KernelResult | None = None
@@ -251,8 +291,10 @@ class KernelExplorerModel:
             on_progress=lambda f: self._set_state(progress=f, event="progress"),
             on_result=self._publish,
             on_error=lambda msg: self._set_state(error=msg, event="error"),
+            on_cancel=lambda why: self._set_state(progress=0.0, cancelled=why, event="cancelled"),
             name="cntk-explorer",
         )
+        self.cancelled: str | None = None
         self.architecture.observe(self._on_spec)
         if autostart:
             self.compute()
@@ -261,6 +303,50 @@ class KernelExplorerModel:
     @property
     def spec(self) -> NetworkSpec:
         return self.architecture.spec
+
+    @property
+    def dtype(self) -> str:
+        """Engine arithmetic (``"float64"`` or ``"float32"``); setting it empties the cache."""
+        return self._dtype
+
+    @dtype.setter
+    def dtype(self, value) -> None:
+        from cntk_core.validation import check_dtype
+
+        name = check_dtype(value).name
+        if name != getattr(self, "_dtype", name):
+            self.cache.clear()
+        self._dtype = name
+
+    @property
+    def backend(self) -> str | None:
+        """Engine backend (``None``: automatic); checked when set, and setting it empties the cache."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str | None) -> None:
+        from cntk_core import resolve_backend
+
+        resolve_backend(value)  # unknown or unusable backends raise here, not at the first compute
+        if hasattr(self, "_backend") and value != self._backend:
+            self.cache.clear()
+        self._backend = value
+
+    @property
+    def cache_size(self) -> int:
+        """LRU entries kept (an integer >= 1)."""
+        return self._cache_size
+
+    @cache_size.setter
+    def cache_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"cache_size must be an integer >= 1, got {value!r}")
+        self._cache_size = int(value)
+        self._trim_cache()
+
+    @property
+    def closed(self) -> bool:
+        return self._runner.closed
 
     @property
     def busy(self) -> bool:
@@ -279,8 +365,12 @@ class KernelExplorerModel:
         self._listeners.append(callback)
 
     def compute(self, spec: NetworkSpec | None = None):
-        """Compute (or fetch from the cache) the kernel of ``spec`` (default: the current one)."""
+        """Compute (or fetch from the cache) the kernel of ``spec`` (default: the current one).
+
+        Raises ``RuntimeError`` after :meth:`close`.
+        """
         spec = spec or self.spec
+        self.cancelled = None
         hit = self.cache.get(spec)
         if hit is not None:
             self.cache.move_to_end(spec)
@@ -295,9 +385,17 @@ class KernelExplorerModel:
         self._runner.wait(timeout)
         return self.result
 
+    def cancel(self) -> bool:
+        """Stop the running computation (the last result stays); ``True`` when one was running."""
+        return self._runner.cancel()
+
     def close(self) -> None:
+        """Stop following the architecture and stop the worker; emits ``"closed"``. Idempotent."""
+        if self.closed:
+            return
         self.architecture.unobserve(self._on_spec)
         self._runner.shutdown()
+        self._set_state(progress=0.0, event="closed")
 
     # -- internals ----------------------------------------------------------------------------
     def _on_spec(self, spec: NetworkSpec) -> None:
@@ -335,9 +433,8 @@ class KernelExplorerModel:
                 )
             }
         seconds = time.perf_counter() - t0
-        for key, raw in raws.items():
-            self._result(key, raw, seconds if key == spec else 0.0)
-        return self.cache[spec]
+        results = {key: self._result(key, raw, seconds if key == spec else 0.0) for key, raw in raws.items()}
+        return results[spec]
 
     def _multi_depth(self, spec: NetworkSpec) -> bool:
         """Whether one pass can give every depth up to ``spec.depth`` (the fused CPU engine)."""
@@ -352,13 +449,24 @@ class KernelExplorerModel:
             raise ValueError(f"kernel computation returned a {raw.shape} matrix with non-finite entries or bad shape")
         from cntk_core.regression import eigenspectrum, normalized_gram
 
+        zero = np.flatnonzero(np.diag(raw) <= 0)
+        if len(zero):
+            which = ", ".join(f"#{i}" for i in sorted(self.order[zero][:5]))
+            raise ValueError(
+                f"{spec.title}: image(s) {which} (input order) have a zero kernel with themselves, so the "
+                "normalised kernel is undefined: their pixels are too small and underflowed; rescale the "
+                "images (e.g. standardise them)"
+            )
         normalized = normalized_gram(raw)
         result = KernelResult(spec, raw, normalized, eigenspectrum(normalized, normalize=False), seconds)
         self.cache[spec] = result
         self.cache.move_to_end(spec)
+        self._trim_cache()
+        return result
+
+    def _trim_cache(self) -> None:
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
-        return result
 
     def _publish(self, result: KernelResult) -> None:
         self._set_state(result=result, progress=1.0, error=None, event="result")

@@ -18,6 +18,7 @@ from .jobs import ENGINE_LOCK, JobContext, JobRunner
 from .models import ArchitectureModel, NetworkSpec, chunked_gram
 
 DATASETS = ("digits", "cifar10-subset")
+MIN_IMAGE_SIDE = 4  # downsampling below this many pixels per side is refused (the kernel sees almost nothing)
 
 
 def available_datasets() -> tuple[str, ...]:
@@ -27,6 +28,23 @@ def available_datasets() -> tuple[str, ...]:
 
     folder = default_subset_dir()
     return DATASETS if all((folder / f).is_file() for f in SUBSET_FILES) else DATASETS[:1]
+
+
+def check_seed(seed) -> int:
+    """``seed`` as a Python int >= 0, or ``ValueError`` naming ``seed``."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
+def max_downsample(height: int, width: int) -> int:
+    """The largest ``downsample`` that keeps ``height x width`` images at least ``MIN_IMAGE_SIDE`` px wide."""
+    return max(1, min(height, width) // MIN_IMAGE_SIDE)
+
+
+def default_downsample(height: int, width: int) -> int:
+    """A sensible ``downsample`` for a data set: images of about 8 px per side (CIFAR 32 -> 4, digits 8 -> 1)."""
+    return max(1, min(height, width) // 8)
 
 
 @dataclass(frozen=True)
@@ -49,10 +67,16 @@ class LabSettings:
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
             object.__setattr__(self, name, int(v))
-        ridge = float(self.ridge)
+        try:
+            ridge = float(self.ridge) if not isinstance(self.ridge, bool) else np.nan
+        except (TypeError, ValueError):
+            ridge = np.nan
         if not np.isfinite(ridge) or ridge < 0:
-            raise ValueError(f"ridge must be a finite number >= 0, got {self.ridge!r}")
+            raise ValueError(
+                f"ridge must be a finite number >= 0 (relative to mean(diag K); 0: no ridge), got {self.ridge!r}"
+            )
         object.__setattr__(self, "ridge", ridge)
+        object.__setattr__(self, "seed", check_seed(self.seed))
 
 
 @dataclass(frozen=True)
@@ -103,10 +127,19 @@ def block_mean(x: np.ndarray, f: int) -> np.ndarray:
 def solve_predict(k_train: np.ndarray, k_test: np.ndarray, y_train: np.ndarray, n_classes: int, ridge: float):
     """Predicted labels ``[n_test]``: :func:`cntk_core.regression.kernel_regression` with the absolute
     ridge ``ridge * mean(diag K_train)`` (``ridge`` is relative, as in ``run_experiment``)."""
-    from cntk_core.regression import kernel_regression
+    from cntk_core.regression import SingularKernelError, kernel_regression
 
     lam = ridge * float(np.mean(np.diag(k_train)))
-    return kernel_regression(k_train, y_train, k_test, ridge=lam, n_classes=n_classes)[0]
+    try:
+        return kernel_regression(k_train, y_train, k_test, ridge=lam, n_classes=n_classes)[0]
+    except SingularKernelError as exc:
+        if "identically zero" in str(exc):
+            raise
+        hint = f"increase the ridge (now {ridge:g})" if ridge else "turn on the ridge (e.g. 1e-6)"
+        raise SingularKernelError(
+            "the training kernel is singular to working precision (duplicate or nearly identical training "
+            f"images, or images downsampled too far): {hint}; the lab's ridge is relative to mean(diag K)"
+        ) from None
 
 
 class RegressionLabModel:
@@ -115,8 +148,11 @@ class RegressionLabModel:
     ``run()`` computes in the background (or inline with ``synchronous=True``), then publishes a
     :class:`RegressionResult` in :attr:`result` and appends ``result.summary()`` to :attr:`history`.
     ``sweep(depths=..., n_per_class=...)`` runs a list of settings in one job (each finished run is
-    added to the history as it completes). Listeners: ``on_change(callback(event, model))`` with
-    events ``"start"``, ``"progress"``, ``"result"``, ``"history"``, ``"error"``.
+    added to the history as it completes). ``cancel()`` stops the running job; ``close()`` stops for
+    good. Listeners: ``on_change(callback(event, model))`` with events ``"start"``, ``"progress"``,
+    ``"result"`` (also after each run of a sweep: ``progress`` < 1 until the sweep ends),
+    ``"history"``, ``"error"``, ``"settings"`` (after :meth:`set`), ``"cancelled"`` and ``"closed"``.
+    ``notice`` holds a note about the latest submission (e.g. depths a sweep skipped) or None.
     """
 
     def __init__(
@@ -134,6 +170,8 @@ class RegressionLabModel:
         self.result: RegressionResult | None = None
         self.history: list[dict] = []
         self.error: str | None = None
+        self.notice: str | None = None
+        self.cancelled: str | None = None
         self.progress = 0.0
         self._datasets: dict[str, Any] = {}
         self._listeners: list[Callable[[str, RegressionLabModel], None]] = []
@@ -143,6 +181,7 @@ class RegressionLabModel:
             on_progress=lambda f: self._set_state(progress=f, event="progress"),
             on_result=lambda r: self._set_state(result=r, progress=1.0, event="result"),
             on_error=lambda m: self._set_state(error=m, event="error"),
+            on_cancel=lambda why: self._set_state(progress=0.0, cancelled=why, event="cancelled"),
             name="cntk-regression",
         )
 
@@ -150,8 +189,28 @@ class RegressionLabModel:
         self._listeners.append(callback)
 
     def set(self, **fields) -> LabSettings:
-        self.settings = replace(self.settings, **fields)
+        """Change settings (validated first: a bad value raises and changes nothing); emits ``"settings"``."""
+        new = replace(self.settings, **fields)
+        if new != self.settings:
+            self._set_state(settings=new, event="settings")
         return self.settings
+
+    @property
+    def closed(self) -> bool:
+        return self._runner.closed
+
+    def limits(self, name: str | None = None) -> dict:
+        """Per data set: ``n_per_class`` / ``n_test_per_class`` (images in the smallest class of the
+        training / test split), ``height`` and ``width`` (pixels), ``max_downsample``."""
+        ds = self.dataset(name)
+        h, w = ds.x_train.shape[1:3]
+        return dict(
+            n_per_class=int(np.bincount(ds.y_train, minlength=ds.n_classes).min()),
+            n_test_per_class=int(np.bincount(ds.y_test, minlength=ds.n_classes).min()),
+            height=int(h),
+            width=int(w),
+            max_downsample=max_downsample(h, w),
+        )
 
     def dataset(self, name: str | None = None):
         """The :class:`cntk_core.data.Dataset` (loaded once per name)."""
@@ -169,6 +228,23 @@ class RegressionLabModel:
 
         s = settings or self.settings
         ds = self.dataset(s.dataset)
+        h, w = ds.x_train.shape[1:3]
+        if s.downsample > max_downsample(h, w):
+            raise ValueError(
+                f"downsample={s.downsample} would shrink the {h}x{w} {s.dataset} images to "
+                f"{h // s.downsample}x{w // s.downsample} pixels (at least {MIN_IMAGE_SIDE} needed): "
+                f"use downsample <= {max_downsample(h, w)}"
+            )
+        for split, y, n, setting in (
+            ("training", ds.y_train, s.n_per_class, "n_per_class"),
+            ("test", ds.y_test, s.n_test_per_class, "n_test_per_class"),
+        ):
+            counts = np.bincount(y, minlength=ds.n_classes)
+            if counts.min() < n:
+                raise ValueError(
+                    f"{split} set of {s.dataset}: class {int(counts.argmin())} has only {int(counts.min())} "
+                    f"examples, fewer than {setting}={n}"
+                )
         xtr, ytr = balanced_subset(ds.x_train, ds.y_train, s.n_per_class, seed=s.seed, n_classes=ds.n_classes)
         xte, yte = balanced_subset(ds.x_test, ds.y_test, s.n_test_per_class, seed=s.seed, n_classes=ds.n_classes)
         if s.downsample > 1:
@@ -179,20 +255,43 @@ class RegressionLabModel:
     def run(self):
         """Start one run with the current architecture and settings."""
         spec, settings = self.architecture.spec, self.settings
+        self.notice = self.cancelled = None
         return self._runner.submit(lambda ctx: self._one(spec, settings, ctx, 0.0, 1.0))
 
-    def sweep(self, depths: Sequence[int] | None = None, n_per_class: Sequence[int] | None = None):
-        """Run every depth (with the current settings) or every training size (current architecture)."""
+    def cancel(self) -> bool:
+        """Stop the running run or sweep (finished runs stay in the history); ``True`` when one was running."""
+        return self._runner.cancel()
+
+    def sweep(
+        self,
+        depths: Sequence[int] | None = None,
+        n_per_class: Sequence[int] | None = None,
+        *,
+        skip_invalid: bool = False,
+    ):
+        """Run every depth (with the current settings) or every training size (current architecture).
+
+        A depth the current architecture does not allow (depth 2 with both layers fixed) raises
+        ``ValueError``, or with ``skip_invalid=True`` is left out and named in :attr:`notice`.
+        """
         if (depths is None) == (n_per_class is None):
             raise ValueError("give exactly one of depths= or n_per_class=")
         base_spec, base = self.architecture.spec, self.settings
-        plan = (
-            [(replace(base_spec, depth=int(d)), base) for d in depths]
-            if depths is not None
-            else [(base_spec, replace(base, n_per_class=int(n))) for n in n_per_class]
-        )
+        plan, skipped = [], []
+        for value in depths if depths is not None else n_per_class:
+            try:
+                if depths is not None:
+                    plan.append((replace(base_spec, depth=value), base))
+                else:
+                    plan.append((base_spec, replace(base, n_per_class=value)))
+            except (TypeError, ValueError) as exc:
+                if not skip_invalid or depths is None:
+                    raise type(exc)(f"sweep: {exc}") from None
+                skipped.append(f"depth {value} ({exc})")
         if not plan:
-            raise ValueError("empty sweep")
+            raise ValueError("empty sweep" + (": skipped " + "; ".join(skipped) if skipped else ""))
+        self.notice = "sweep skips " + "; ".join(skipped) if skipped else None
+        self.cancelled = None
 
         def job(ctx: JobContext):
             result = None
@@ -209,7 +308,11 @@ class RegressionLabModel:
         return self.result
 
     def close(self) -> None:
+        """Stop the worker for good (a running job is dropped); emits ``"closed"``. Idempotent."""
+        if self.closed:
+            return
         self._runner.shutdown()
+        self._set_state(progress=0.0, event="closed")
 
     # -- internals ----------------------------------------------------------------------------
     def _one(self, spec: NetworkSpec, settings: LabSettings, ctx: JobContext, lo: float, hi: float):

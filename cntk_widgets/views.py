@@ -8,6 +8,7 @@ thread; ipywidgets syncs trait changes from any thread.
 from __future__ import annotations
 
 import html
+import math
 from copy import deepcopy
 
 import ipywidgets as W
@@ -16,9 +17,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .models import MAX_DEPTH, ArchitectureModel, KernelExplorerModel, NetworkSpec
-from .regression_model import RegressionLabModel, available_datasets
+from .regression_model import LabSettings, RegressionLabModel, available_datasets, default_downsample
 
 _ERROR_STYLE = "color:#b00020;background:#fdecea;padding:4px 8px;border-radius:4px;font-family:monospace"
+_NOTE_STYLE = "color:#7a4f00;background:#fff4e0;padding:4px 8px;border-radius:4px;font-family:monospace"
+MAX_HOVER_IMAGES = 400  # above this the heatmap's hover shows indices only (n^2 hover strings are slow to send)
 
 
 def sync_figure_state(fig: go.FigureWidget) -> None:
@@ -37,6 +40,21 @@ def error_html(message: str | None) -> str:
     return "" if not message else f'<div class="cntk-error" style="{_ERROR_STYLE}">⚠ {html.escape(message)}</div>'
 
 
+def note_html(message: str | None) -> str:
+    """A warning-coloured note (not an error): cancelled runs, skipped sweep depths, adjusted settings."""
+    return "" if not message else f'<div class="cntk-note" style="{_NOTE_STYLE}">{html.escape(message)}</div>'
+
+
+def _set_int_slider(slider: W.IntSlider, value: int, hi: int) -> None:
+    """Set ``value`` and ``max=hi`` (``hi >= value``) in the order that never clamps the value."""
+    if value > slider.max:
+        slider.max = hi
+        slider.value = value
+    else:
+        slider.value = value
+        slider.max = hi
+
+
 class ArchitecturePicker(W.VBox):
     """Depth slider, readout, fix first/last, kind and pooling controls, and the layer list.
 
@@ -46,8 +64,15 @@ class ArchitecturePicker(W.VBox):
     """
 
     def __init__(self, model: ArchitectureModel | None = None, *, max_depth: int = MAX_DEPTH):
+        if (
+            isinstance(max_depth, bool)
+            or not isinstance(max_depth, int | np.integer)
+            or not 2 <= max_depth <= MAX_DEPTH
+        ):
+            raise ValueError(f"max_depth must be an integer between 2 and {MAX_DEPTH}, got {max_depth!r}")
         self.model = model or ArchitectureModel()
         s = self.model.spec
+        max_depth = max(int(max_depth), s.depth)  # never clamp the model's depth: widen the slider instead
         self.depth = W.IntSlider(value=s.depth, min=2, max=max_depth, description="depth", continuous_update=False)
         self.readout = W.ToggleButtons(options=[("GAP", "gap"), ("vanilla", "vanilla")], value=s.readout)
         self.kind = W.ToggleButtons(options=[("NTK", "ntk"), ("NNGP", "nngp")], value=s.kind)
@@ -103,12 +128,19 @@ class ArchitecturePicker(W.VBox):
     def _from_model(self, spec: NetworkSpec) -> None:
         self._syncing = True
         try:
+            if spec.depth > self.depth.max:
+                self.depth.max = spec.depth
             for name, widget in self._controls.items():
                 if widget.value != getattr(spec, name):
                     widget.value = getattr(spec, name)
         finally:
             self._syncing = False
         self._show(spec)
+
+    def disable(self) -> None:
+        """Grey out the controls (after the model they drive was closed)."""
+        for widget in self._controls.values():
+            widget.disabled = True
 
     def _show(self, spec: NetworkSpec) -> None:
         self.text.value = f"<pre style='margin:0;line-height:1.2'>{html.escape(spec.describe())}</pre>"
@@ -151,6 +183,7 @@ class KernelExplorer(W.VBox):
         kernel_fn=None,
         size: int = 440,
     ):
+        self._own_picker = picker is None
         self.picker = picker or ArchitecturePicker()
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="kernel", bar_style="info")
         self.status = W.HTML()
@@ -168,8 +201,15 @@ class KernelExplorer(W.VBox):
         )
         m = self.model
         n = len(m.labels)
-        names = [m.class_names[c] for c in m.labels]
-        hover = np.array([[f"#{i} {names[i]}", f"#{j} {names[j]}"] for i in range(n) for j in range(n)])
+        if n <= MAX_HOVER_IMAGES:
+            names = [m.class_names[c] for c in m.labels]
+            hover = np.array([[f"#{i} {names[i]}", f"#{j} {names[j]}"] for i in range(n) for j in range(n)])
+            hover_kw = dict(
+                customdata=hover.reshape(n, n, 2),
+                hovertemplate="%{customdata[0]} vs %{customdata[1]}<br>K̂ = %{z:.4f}<extra></extra>",
+            )
+        else:  # n^2 hover strings would take seconds to build and megabytes to send
+            hover_kw = dict(hovertemplate="#%{y} vs #%{x}<br>K̂ = %{z:.4f}<extra></extra>")
         strip = image_strip(m.images)
         h, w = m.images.shape[1:3]
         fig = make_subplots(
@@ -188,9 +228,8 @@ class KernelExplorer(W.VBox):
                 x=np.arange(n),
                 y=np.arange(n),
                 colorscale="Viridis",
-                customdata=hover.reshape(n, n, 2),
-                hovertemplate="%{customdata[0]} vs %{customdata[1]}<br>K̂ = %{z:.4f}<extra></extra>",
                 name="kernel",
+                **hover_kw,
                 colorbar=dict(x=0.545, len=0.9, y=0.45, thickness=12),
             ),
             row=2,
@@ -246,6 +285,16 @@ class KernelExplorer(W.VBox):
             self.progress.bar_style = "danger"
             self.status.value = "error"
             self.error.value = error_html(m.error)
+            self._mark_stale(f"{m.spec.title} failed")
+        elif event == "cancelled":
+            self.progress.value, self.progress.bar_style = m.progress, "warning"
+            self.status.value = html.escape(m.cancelled or "cancelled")
+            self._mark_stale(f"{m.spec.title} {m.cancelled or 'cancelled'}")
+        elif event == "closed":
+            self.progress.value, self.progress.bar_style = 0.0, "warning"
+            self.status.value = "closed: create a new explorer to compute again"
+            if self._own_picker:
+                self.picker.disable()
         elif event == "result":
             r = m.result
             self.error.value = ""
@@ -260,13 +309,23 @@ class KernelExplorer(W.VBox):
                 self.heatmap.layout.title.text = f"normalised kernel and spectrum, {r.spec.title}"
             sync_figure_state(self.heatmap)
 
+    def _mark_stale(self, reason: str) -> None:
+        """Retitle the figure so that an old kernel is never taken for the picker's current choice."""
+        shown = self.model.result
+        text = f"⚠ {reason}; " + (f"still showing {shown.spec.title}" if shown is not None else "nothing computed yet")
+        self.heatmap.layout.title.text = text
+        sync_figure_state(self.heatmap)
+
 
 class RegressionLab(W.VBox):
     """Kernel regression controls and results: accuracy, confusion matrix, test image grid with
     predicted/true labels, and a history plot (accuracy against depth or training size).
 
-    ``lab.model`` is the :class:`RegressionLabModel`. Buttons: run, sweep depth (2..``max_sweep``
-    in steps shown in ``sweep_depths``), sweep training size.
+    ``lab.model`` is the :class:`RegressionLabModel`; the controls follow its settings both ways
+    (``lab.model.set(...)`` updates them). Slider ranges come from the data set (the smallest class
+    of each split); the downsample menu lists the image size each factor gives, and each data set
+    keeps its own factor. Buttons: run, sweep depth (``sweep_depths``; depths the architecture does
+    not allow are skipped with a note), sweep training size (``sweep_sizes``), stop.
     """
 
     def __init__(
@@ -281,23 +340,41 @@ class RegressionLab(W.VBox):
         n_grid: int = 20,
         **settings,
     ):
+        self.sweep_depths, self.sweep_sizes = _check_sweep_depths(sweep_depths), _check_sweep_sizes(sweep_sizes)
+        if isinstance(n_grid, bool) or not isinstance(n_grid, int | np.integer) or n_grid < 1:
+            raise ValueError(f"n_grid (test images shown) must be an integer >= 1, got {n_grid!r}")
+        self.n_grid = int(n_grid)
         self.picker = picker or ArchitecturePicker()
         self.model = RegressionLabModel(
             architecture=self.picker.model, backend=backend, synchronous=synchronous, **settings
         )
         s = self.model.settings
-        self.sweep_depths, self.sweep_sizes, self.n_grid = tuple(sweep_depths), tuple(sweep_sizes), n_grid
-        self.dataset = W.Dropdown(options=available_datasets(), value=s.dataset, description="data")
-        self.n_per_class = W.IntSlider(value=s.n_per_class, min=1, max=100, description="train/class")
-        self.n_test = W.IntSlider(value=s.n_test_per_class, min=1, max=50, description="test/class")
-        self.ridge = W.FloatLogSlider(value=max(s.ridge, 1e-8), base=10, min=-8, max=0, description="ridge")
-        self.use_ridge = W.Checkbox(value=s.ridge > 0, description="ridge on", indent=False)
+        lim = self.model.limits(s.dataset)  # loads the data set: a missing one raises its FileNotFoundError here
+        if s.downsample > lim["max_downsample"]:
+            raise ValueError(
+                f"downsample={s.downsample} would shrink the {lim['height']}x{lim['width']} {s.dataset} images "
+                f"below 4 pixels: use downsample <= {lim['max_downsample']}"
+            )
+        self._downsample_for = {s.dataset: s.downsample}  # each data set keeps its own factor
+        self._syncing = False
+        options = available_datasets()
+        self.dataset = W.Dropdown(
+            options=options + ((s.dataset,) if s.dataset not in options else ()), description="data"
+        )
+        self.n_per_class = W.IntSlider(value=1, min=1, max=1, description="train/class")
+        self.n_test = W.IntSlider(value=1, min=1, max=1, description="test/class")
+        self.downsample = W.Dropdown(description="downsample")
+        self.ridge = W.FloatLogSlider(value=1e-6, base=10, min=-8, max=0, description="ridge")
+        self.use_ridge = W.Checkbox(value=False, description="ridge on", indent=False)
         self.run_button = W.Button(description="run", button_style="primary")
         self.sweep_depth_button = W.Button(description="sweep depth")
         self.sweep_size_button = W.Button(description="sweep train size")
+        self.stop_button = W.Button(description="stop", tooltip="stop the running run or sweep")
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="run")
         self.accuracy = W.HTML()
         self.error = W.HTML()
+        self._accuracy_text = ""
+        self._show_settings(s)
         self.confusion_fig = go.FigureWidget(
             go.Figure(
                 go.Heatmap(
@@ -331,23 +408,39 @@ class RegressionLab(W.VBox):
                     title="history",
                     yaxis=dict(title="test accuracy", range=[0, 1]),
                     margin=dict(l=60, r=10, t=40, b=40),
+                    legend=dict(font=dict(size=9)),
                 )
             )
         )
         self.history_x = W.ToggleButtons(options=[("vs depth", "depth"), ("vs train size", "n_train")], value="depth")
-        for w in (self.dataset, self.n_per_class, self.n_test, self.ridge, self.use_ridge):
-            w.observe(lambda _c: self._settings_from_widgets(), names="value")
+        self.dataset.observe(lambda c: self._dataset_from_widget(c["new"]), names="value")
+        self.n_per_class.observe(lambda c: self._from_widget(n_per_class=c["new"]), names="value")
+        self.n_test.observe(lambda c: self._from_widget(n_test_per_class=c["new"]), names="value")
+        self.downsample.observe(lambda c: self._from_widget(downsample=c["new"]), names="value")
+        self.ridge.observe(lambda c: self.use_ridge.value and self._from_widget(ridge=c["new"]), names="value")
+        self.use_ridge.observe(lambda c: self._from_widget(ridge=self.ridge.value if c["new"] else 0.0), names="value")
         self.history_x.observe(lambda _c: self._draw_history(), names="value")
-        self.run_button.on_click(lambda _b: self.model.run())
-        self.sweep_depth_button.on_click(lambda _b: self.model.sweep(depths=self.sweep_depths))
-        self.sweep_size_button.on_click(lambda _b: self.model.sweep(n_per_class=self.sweep_sizes))
+        self.run_button.on_click(lambda _b: self._submit(self.model.run))
+        self.sweep_depth_button.on_click(
+            lambda _b: self._submit(lambda: self.model.sweep(depths=self.sweep_depths, skip_invalid=True))
+        )
+        self.sweep_size_button.on_click(lambda _b: self._submit(lambda: self.model.sweep(n_per_class=self.sweep_sizes)))
+        self.stop_button.on_click(lambda _b: self.model.cancel())
         self.model.on_change(self._on_model)
         super().__init__(
             ([self.picker] if show_picker else [])
             + [
                 W.HBox([self.dataset, self.n_per_class, self.n_test]),
-                W.HBox([self.use_ridge, self.ridge]),
-                W.HBox([self.run_button, self.sweep_depth_button, self.sweep_size_button, self.progress]),
+                W.HBox([self.downsample, self.use_ridge, self.ridge]),
+                W.HBox(
+                    [
+                        self.run_button,
+                        self.sweep_depth_button,
+                        self.sweep_size_button,
+                        self.stop_button,
+                        self.progress,
+                    ]
+                ),
                 self.accuracy,
                 self.error,
                 W.HBox([self.confusion_fig, self.grid_fig]),
@@ -363,38 +456,134 @@ class RegressionLab(W.VBox):
     def wait(self, timeout: float | None = 300.0):
         return self.model.wait(timeout)
 
-    def _settings_from_widgets(self) -> None:
+    # -- controls <-> settings ----------------------------------------------------------------
+    def _submit(self, start) -> None:
+        """A button's action: a refused start (bad plan, closed model) shows in the error box."""
         try:
-            self.model.set(
-                dataset=self.dataset.value,
-                n_per_class=self.n_per_class.value,
-                n_test_per_class=self.n_test.value,
-                ridge=self.ridge.value if self.use_ridge.value else 0.0,
-            )
+            start()
+        except (TypeError, ValueError, RuntimeError) as exc:
+            self.progress.bar_style = "danger"
+            self.error.value = error_html(f"{type(exc).__name__}: {exc}")
+
+    def _from_widget(self, **fields) -> None:
+        """Write only the changed field(s); a refused value shows in the error box and the controls
+        go back to the model's settings."""
+        if self._syncing:
+            return
+        try:
+            self.model.set(**fields)
             self.error.value = ""
         except (TypeError, ValueError) as exc:
             self.error.value = error_html(f"{type(exc).__name__}: {exc}")
+            self._show_settings(self.model.settings)
 
+    def _dataset_from_widget(self, name: str) -> None:
+        """Switch data set: restore its own downsample factor, keep the sizes within its splits (with a note)."""
+        if self._syncing:
+            return
+        s = self.model.settings
+        try:
+            lim = self.model.limits(name)
+        except (OSError, ValueError) as exc:
+            self.error.value = error_html(f"{type(exc).__name__}: {exc}")
+            self._show_settings(s)
+            return
+        self._downsample_for[s.dataset] = s.downsample
+        fields = dict(
+            dataset=name, downsample=self._downsample_for.get(name) or default_downsample(lim["height"], lim["width"])
+        )
+        notes = []
+        for field, split in (("n_per_class", "training"), ("n_test_per_class", "test")):
+            if getattr(s, field) > lim[field]:
+                fields[field] = lim[field]
+                notes.append(
+                    f"{field} lowered from {getattr(s, field)} to {lim[field]} "
+                    f"(smallest class of the {name} {split} split)"
+                )
+        self._from_widget(**fields)
+        if notes and self.model.settings.dataset == name:
+            self.error.value = note_html("; ".join(notes))
+
+    def _show_settings(self, s: LabSettings) -> None:
+        """Model -> controls: values, per-data-set ranges (widened, never clamping), downsample menu."""
+        try:
+            lim = self.model.limits(s.dataset)
+        except (OSError, ValueError) as exc:  # e.g. model.set(dataset=...) whose files are missing
+            self.error.value = error_html(f"{type(exc).__name__}: {exc}")
+            lim = None
+        self._syncing = True
+        try:
+            if s.dataset not in self.dataset.options:
+                self.dataset.options = tuple(self.dataset.options) + (s.dataset,)
+            self.dataset.value = s.dataset
+            n_max, test_max = (
+                (lim["n_per_class"], lim["n_test_per_class"]) if lim else (self.n_per_class.max, self.n_test.max)
+            )
+            _set_int_slider(self.n_per_class, s.n_per_class, max(n_max, s.n_per_class))
+            _set_int_slider(self.n_test, s.n_test_per_class, max(test_max, s.n_test_per_class))
+            if lim is None:
+                options = [(str(s.downsample), s.downsample)]
+            else:
+                h, w, top = lim["height"], lim["width"], lim["max_downsample"]
+                options = [
+                    (f"{f}: {h // f}x{w // f} px" + (" (too small)" if f > top else ""), f)
+                    for f in sorted(set(range(1, top + 1)) | {s.downsample})
+                ]
+            if list(self.downsample.options) != options:
+                self.downsample.options = options
+            self.downsample.value = s.downsample
+            if s.ridge > 0:
+                e = math.log10(s.ridge)
+                self.ridge.min, self.ridge.max = min(-8, math.floor(e)), max(0, math.ceil(e))
+                self.ridge.value = s.ridge
+            self.use_ridge.value = s.ridge > 0
+        finally:
+            self._syncing = False
+
+    # -- model events -------------------------------------------------------------------------
     def _on_model(self, event: str, m: RegressionLabModel) -> None:
         if event == "start":
             self.progress.value, self.progress.bar_style = 0.0, "info"
-            self.error.value = ""
+            self.error.value = note_html(m.notice)
         elif event == "progress":
             self.progress.value = m.progress
         elif event == "error":
             self.progress.bar_style = "danger"
             self.error.value = error_html(m.error)
+            self._mark_stale("the last run failed")
+        elif event == "cancelled":
+            self.progress.value, self.progress.bar_style = m.progress, "warning"
+            self.error.value = note_html(f"{m.cancelled}: finished runs stay in the history")
+            self._mark_stale(m.cancelled or "cancelled")
+        elif event == "closed":
+            self.progress.value, self.progress.bar_style = 0.0, "warning"
+            self.error.value = note_html("closed: create a new lab to run again")
+            for w in (self.run_button, self.sweep_depth_button, self.sweep_size_button, self.stop_button):
+                w.disabled = True
+        elif event == "settings":
+            self._show_settings(m.settings)
         elif event == "history":
             self._draw_history()
         elif event == "result":
-            self.progress.value, self.progress.bar_style = 1.0, "success"
+            # within a sweep each finished run is shown, but the bar only turns green at the end
+            self.progress.value = m.progress
+            self.progress.bar_style = "success" if m.progress >= 1.0 else "info"
             self._draw_result(m.result)
+
+    def _mark_stale(self, reason: str) -> None:
+        if self._accuracy_text:
+            self.accuracy.value = (
+                f"<span style='color:#b00020'>⚠ {html.escape(reason)}; the figures show the previous run:</span> "
+                + self._accuracy_text
+            )
 
     def _draw_result(self, r) -> None:
         names = list(r.class_names)
-        self.accuracy.value = (
-            f"<b>{html.escape(r.spec.title)}</b>, {r.settings.dataset}, {r.n_train} training images, "
-            f"ridge {r.settings.ridge:g}: test accuracy <b>{100 * r.accuracy:.1f} %</b> "
+        h, w = r.test_images.shape[1:3]
+        self._accuracy_text = self.accuracy.value = (
+            f"<b>{html.escape(r.spec.title)}</b>, {r.settings.dataset} {h}x{w} px"
+            f"{f' (downsample {r.settings.downsample})' if r.settings.downsample > 1 else ''}, "
+            f"{r.n_train} training images, ridge {r.settings.ridge:g}: test accuracy <b>{100 * r.accuracy:.1f} %</b> "
             f"({len(r.y_test)} test images, {r.seconds:.1f} s)"
         )
         with self.confusion_fig.batch_update():
@@ -407,7 +596,6 @@ class RegressionLab(W.VBox):
         idx = np.linspace(0, len(r.y_test) - 1, k).astype(int)
         cols = 5
         rows = -(-k // cols)
-        h, w = r.test_images.shape[1:3]
         imgs = np.zeros((rows * cols,) + r.test_images.shape[1:])
         imgs[:k] = r.test_images[idx]
         tiles = image_strip(imgs).reshape(h, rows * cols, w, 3)
@@ -436,20 +624,63 @@ class RegressionLab(W.VBox):
     def _draw_history(self) -> None:
         key = self.history_x.value
         other = {"depth": "n_train", "n_train": "depth"}[key]
-        groups: dict[str, list[dict]] = {}
+        groups: dict[tuple, list[dict]] = {}
         for h in self.model.history:
-            label = (
-                f"{h['readout']}{' fix' if h['fix_first'] or h['fix_last'] else ''}, {other}={h[other]}, {h['dataset']}"
-            )
-            groups.setdefault(label, []).append(h)
+            groups.setdefault(history_group(h, other), []).append(h)
         traces = []
-        for label, rows in groups.items():
+        for rows in groups.values():
             rows = sorted(rows, key=lambda h: h[key])
             traces.append(
-                go.Scatter(x=[h[key] for h in rows], y=[h["accuracy"] for h in rows], mode="lines+markers", name=label)
+                go.Scatter(
+                    x=[h[key] for h in rows],
+                    y=[h["accuracy"] for h in rows],
+                    mode="lines+markers",
+                    name=history_label(rows[0], other),
+                )
             )
         self.history_fig.data = []
         if traces:
             self.history_fig.add_traces(traces)
         self.history_fig.layout.xaxis.title.text = "depth" if key == "depth" else "training images"
         sync_figure_state(self.history_fig)
+
+
+HISTORY_GROUP_FIELDS = ("kind", "readout", "fix_first", "fix_last", "pool", "dataset", "image_size", "ridge")
+
+
+def history_group(h: dict, other: str) -> tuple:
+    """The settings a history line holds fixed: everything but its x axis (depth or training size)."""
+    return tuple(h[f] for f in HISTORY_GROUP_FIELDS) + (h[other],)
+
+
+def history_label(h: dict, other: str) -> str:
+    """Legend entry naming every setting of :func:`history_group`, e.g. ``CNTK-GAP fixed first, n_train=20,
+    digits 8px, ridge 0``."""
+    name = ("CNTK" if h["kind"] == "ntk" else "CNN-GP") + ("-GAP" if h["readout"] == "gap" else "-V")
+    fixes = [w for w in ("first", "last") if h[f"fix_{w}"]]
+    extra = (" fixed " + " & ".join(fixes) if fixes else "") + (" AvgPool" if h["pool"] else "")
+    return f"{name}{extra}, {other}={h[other]}, {h['dataset']} {h['image_size']}px, ridge {h['ridge']:g}"
+
+
+def _check_sweep_depths(depths) -> tuple[int, ...]:
+    """``sweep_depths`` as a non-empty tuple of depths allowed by :class:`NetworkSpec`, or ``ValueError``."""
+    depths = tuple(depths)
+    if not depths:
+        raise ValueError("sweep_depths must not be empty")
+    for d in depths:
+        try:
+            NetworkSpec(depth=d)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"sweep_depths: {exc}") from None
+    return tuple(int(d) for d in depths)
+
+
+def _check_sweep_sizes(sizes) -> tuple[int, ...]:
+    """``sweep_sizes`` (training images per class) as a non-empty tuple of positive integers, or ``ValueError``."""
+    sizes = tuple(sizes)
+    if not sizes:
+        raise ValueError("sweep_sizes must not be empty")
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"sweep_sizes must hold positive integers (training images per class), got {n!r}")
+    return tuple(int(n) for n in sizes)
