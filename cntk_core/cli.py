@@ -16,8 +16,10 @@ the JSON object). Exit codes: 0 success, 2 bad arguments or unusable input, 1 ot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -249,30 +251,38 @@ def cmd_gram(args) -> int:
     return 0
 
 
+#: run_experiment's parameter names as the command line spells them, for its error messages
+_CLI_SPELLING = {
+    r"\bper_class=True\b": "--per-class",
+    r"\bridge='cv'": "--ridge cv",
+    r"\bn_train\b": "--n-train",
+    r"\bn_test\b": "--n-test",
+    r"\bn_folds\b": "--folds",
+}
+
+
+@contextlib.contextmanager
+def _cli_names():
+    """Re-raise ``ValueError`` / ``TypeError`` as a usage error naming the command-line options."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        for pattern, option in _CLI_SPELLING.items():
+            message = re.sub(pattern, option, message)
+        raise _UsageError(message) from exc
+
+
 def cmd_regress(args) -> int:
     from .regression import run_experiment
 
     if args.ridge == "cv" and args.folds < 2:
         raise _UsageError("--folds must be >= 2 for --ridge cv")
     ds = _load(args)
-    res = run_experiment(
-        ds,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        per_class=args.per_class,
-        subset=args.subset,
-        depth=args.depth,
-        readout=args.readout,
-        fix=args.fix,
-        kind=args.kind,
-        ridge=args.ridge,
-        n_folds=args.folds,
-        backend=_backend(args),
-        dtype=args.dtype,
-        progress=_progress(args),
-        seed=args.seed,
-        stats=args.stats,
-    )
+    same_names = "n_train n_test per_class subset depth readout fix kind ridge dtype seed stats".split()
+    options = {name: getattr(args, name) for name in same_names}  # options named as run_experiment's arguments
+    with _cli_names():
+        res = run_experiment(ds, **options, n_folds=args.folds, backend=_backend(args), progress=_progress(args))
     payload = json.dumps(res.to_dict())
     if args.json:
         print(payload)

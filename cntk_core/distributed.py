@@ -105,8 +105,7 @@ def gram_to_store(
     params, x1, x2 = _validate(
         x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, tile_size, backend, n_workers, scheduler
     )
-    if not callable(progress):
-        check_flag(progress, "progress (True, False, None or a callable)", allow_none=True)
+    _check_progress(progress)
     path = store_path(store)
     meta = _metadata(params, x1, x2)
     identity = json.dumps([{k: meta[k] for k in IDENTITY_KEYS}, str(path.absolute())], sort_keys=True)
@@ -285,7 +284,6 @@ def _make_progress(progress, total: int, initial: int):
                 progress(state["done"], total + initial)
 
         return call
-    progress = check_flag(progress, "progress (True, False, None or a callable)", allow_none=True)
     if progress is None:
         progress = total > 4
     if not progress or total == 0:
@@ -340,11 +338,21 @@ def _validate(x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, til
     return params, x1, x2
 
 
+def _check_progress(progress) -> None:
+    """``progress`` must be True, False, None or a callable ``(done, total)``."""
+    if callable(progress):
+        return
+    try:
+        check_flag(progress, "progress", allow_none=True)
+    except TypeError:
+        raise TypeError(f"progress must be True, False, None or a callable (done, total), got {progress!r}") from None
+
+
 def _check_scheduler(scheduler) -> None:
     """Type of ``scheduler``, the form of an address and, for ``"cuda"``, that dask-cuda is importable
     (before any work: a mistyped name must not leave a half-created store behind)."""
     if isinstance(scheduler, str) and scheduler not in ("synchronous", "cuda"):
-        if not re.fullmatch(r"[a-z0-9+]+://\S+|[^\s:/]+:\d+", scheduler):
+        if not re.fullmatch(r"[a-z0-9+]+://\S+|([^\s:/\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+", scheduler):
             raise ValueError(
                 "scheduler must be 'synchronous', 'cuda' or the address of a running Dask scheduler such as "
                 f"'tcp://host:8786', got {scheduler!r}"

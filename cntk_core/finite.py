@@ -594,13 +594,14 @@ def fc_relu_ntk(
     ``x``: ``(N, d)``. ``Sigma^0 = x x'^T``; per hidden layer ``Sigma <- sqrt(v v') kappa1(rho)``,
     ``Theta <- kappa0(rho) Theta + Sigma``. A CNTK of depth ``d`` on ``1 x 1`` images equals this
     with ``n_hidden = d - 1``, divided by ``9^(d-1)`` (the paper folds ``1/9`` into each ReLU).
-    ``n_hidden``: number of hidden ReLU layers, an integer >= 1 (``fix_first`` is the input layer,
-    ``fix_last`` the readout: with no hidden layer they would be the same layer).
+    ``n_hidden``: number of hidden ReLU layers, an integer >= 0 (``fix_first`` is the input layer,
+    ``fix_last`` the readout). ``n_hidden = 0`` is the linear model ``w . x``: its one layer is both,
+    so NTK = ``x x'^T``, or 0 when either flag fixes it; NNGP = ``x x'^T``.
     Returns float64 ``(N1, N2)``.
     """
     if kind not in ("ntk", "nngp"):
         raise ValueError(f"kind must be 'ntk' or 'nngp', got {kind!r}")
-    n_hidden = check_int(n_hidden, "n_hidden", 1)
+    n_hidden = check_int(n_hidden, "n_hidden", 0)
     fix_first = check_flag(fix_first, "fix_first")
     fix_last = check_flag(fix_last, "fix_last")
     a = _finite_array(x1, "x1")
@@ -622,7 +623,9 @@ def fc_relu_ntk(
         theta = k0 * theta + k
         sig = k
         # variances of a ReLU layer with c_sigma = 2: kappa1(1) = 1, so v is unchanged
-    if fix_last:
+    if n_hidden == 0:  # one layer, both input and readout
+        theta = np.zeros_like(sig) if fix_first or fix_last else sig
+    elif fix_last:
         theta = theta - k
     return theta if kind == "ntk" else k
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+from numbers import Real
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from .backend import resolve_backend
 from .engines import make_engine
 from .layers import Network
 from .presets import cntk
-from .validation import as_images, check_dtype, check_flag, check_kind, check_pair
+from .validation import as_images, check_dtype, check_flag, check_int, check_kind, check_pair
 
 #: work (layer-entries) per engine call; ~0.2-1 s on one CPU core, so progress and Ctrl-C stay live
 _WORK_PER_CALL = 4e7
@@ -64,7 +64,7 @@ def kernel_matrix(
     Memory: besides the result, a call holds one row block and one column block of images with
     their variance maps (``block * depth * P * Q`` numbers each) and the engine's per-batch buffers
     (see :mod:`cntk_core.engines`); nothing grows with ``n1 * n2`` except the result itself.
-    Images of extreme scale (largest |pixel| above 2^32 or below 2^-32) are computed on a copy
+    Images of extreme scale (largest |pixel| at or above 2^32, or below 2^-33) are computed on a copy
     scaled by a power of two, which is exact: the kernel is homogeneous, K(a x, b x') = a b K(x, x')
     for a, b > 0. So 1e150-scale pixels give their finite kernel instead of NaN; a kernel beyond
     float64's range (about 1e308) raises ``OverflowError``.
@@ -102,13 +102,7 @@ def network_kernel(
     dt = check_dtype(dtype)
     x1, x2, symmetric = _inputs(x1, x2)
     shape = (len(x1), len(x2))
-    if out is None:
-        out = np.empty(shape)
-    elif not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.float64:
-        got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
-        raise ValueError(f"out must be a float64 NumPy array (or np.memmap) of shape {shape}, got {got}")
-    elif not out.flags.writeable:
-        raise ValueError("out is read-only (e.g. a memmap opened with mode='r'); pass a writeable array")
+    out = np.empty(shape) if out is None else _check_out(out, shape)
     engine = make_engine(resolve_backend(backend), network, x1.shape[1:], kind, dt)
     _fill(engine, x1, x2, symmetric, [out], progress, block_size)
     return out
@@ -157,20 +151,34 @@ def kernel_matrices(
     return dict(zip(depths, outs, strict=True))
 
 
+def _check_out(out, shape: tuple[int, int]):
+    """``out`` if it can take the result: a writeable float64 array of ``shape`` (NumPy, ``np.memmap``,
+    or any array object with ``shape``, ``dtype`` and ``out[rows, cols] = values`` coordinate
+    assignment, such as a zarr array), else ``ValueError``."""
+    if not all(hasattr(out, a) for a in ("shape", "dtype", "__setitem__")):
+        raise ValueError(
+            f"out must be a float64 array of shape {shape} (NumPy, np.memmap, zarr), got {type(out).__name__}"
+        )
+    if tuple(out.shape) != shape or np.dtype(out.dtype) != np.float64:
+        raise ValueError(f"out must be a float64 array of shape {shape}, got {out.dtype} {tuple(out.shape)}")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError("out is read-only (e.g. a memmap opened with mode='r'); pass a writeable array")
+    return out
+
+
 def _check_depths(depths) -> list[int]:
     """Sorted distinct depths, each a (non-bool) integer >= 2, or a clear error: ``int()`` would
     silently turn 2.7 into 2 and "34" into 34."""
-    items = [depths] if isinstance(depths, Integral) or isinstance(depths, str) else depths
+    if isinstance(depths, np.ndarray) and depths.ndim == 0:
+        depths = depths.item()
+    items = [depths] if isinstance(depths, (Real, str)) else depths
     try:
         items = list(items)
     except TypeError:
         raise TypeError(f"depths must be an integer or a list of integers >= 2, got {depths!r}") from None
-    for d in items:
-        if isinstance(d, bool) or not isinstance(d, Integral):
-            raise TypeError(f"depths must be integers >= 2, got {d!r} in {depths!r}")
     if not items:
         raise ValueError("depths must name at least one depth")
-    return sorted({int(d) for d in items})
+    return sorted({check_int(d, f"depths[{i}]", 2) for i, d in enumerate(items)})
 
 
 def _inputs(x1, x2):
@@ -185,10 +193,8 @@ def _inputs(x1, x2):
 
 def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> None:
     """Evaluate every needed pair tile by tile into ``outs`` (one array per engine output)."""
-    if block_size is not None and (
-        isinstance(block_size, bool) or not isinstance(block_size, Integral) or block_size < 1
-    ):
-        raise ValueError(f"block_size must be a positive integer (images per tile side), got {block_size!r}")
+    if block_size is not None:
+        block_size = check_int(block_size, "block_size", 1, " (images per tile side)")
     progress = check_flag(progress, "progress", allow_none=True)
     n1, n2 = len(x1), len(x2)
     x1, e1 = _unit_scaled(x1)
@@ -221,9 +227,11 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
 
 def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(x', e)``: x' = x * 2^-e per image, e (int32 ``[n]``) nonzero only for images whose largest
-    |pixel| is outside [2^-32, 2^32] (``_SAFE_EXPONENT``); their largest |pixel| becomes [1/2, 1).
-    Returns ``x`` itself (no copy) when no image needs it."""
-    peak = np.abs(x).reshape(len(x), -1).max(axis=1)
+    |pixel| is outside [2^-33, 2^32) (``_SAFE_EXPONENT``); their largest |pixel| becomes [1/2, 1).
+    Returns ``x`` itself when no image needs it; else allocates one scaled copy of ``x``. The peaks
+    are found without a temporary copy (per-image max and min of a view)."""
+    flat = x.reshape(len(x), -1)
+    peak = np.maximum(flat.max(axis=1), -flat.min(axis=1))
     exponent = np.frexp(peak)[1].astype(np.int32)  # peak = m 2^e, 1/2 <= m < 1 (e = 0 for 0)
     exponent[np.abs(exponent) <= _SAFE_EXPONENT] = 0
     if not exponent.any():
@@ -237,9 +245,9 @@ def _scaled_back(values: np.ndarray, exponents: np.ndarray) -> np.ndarray:
         values = np.ldexp(values, exponents[:, None])
     if not np.isfinite(values).all():
         raise OverflowError(
-            "kernel values exceed float64's range (~1.8e308): the images' pixels are too large; "
-            "rescale them (the kernel is homogeneous: K(a x, b x') = a b K(x, x'), so compute it on "
-            "x / s and multiply by s^2)"
+            "kernel values exceed float64's range (~1.8e308): the images' pixels are too large for the "
+            "kernel itself to be a float64 number. Divide the images by a scale s and keep s apart: the "
+            "kernel is homogeneous, K(x / s, x' / s) = K(x, x') / s^2"
         )
     return values
 

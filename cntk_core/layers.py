@@ -26,11 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from numbers import Integral
 from typing import NamedTuple
 
 from . import recurrence as R
-from .validation import check_flag
+from .validation import check_flag, check_int
 
 VarianceSource = Callable[[int, object], tuple]
 
@@ -60,9 +59,10 @@ class Conv(Layer):
     fixed: bool = False
 
     def __post_init__(self):
-        if isinstance(self.size, bool) or not isinstance(self.size, Integral) or self.size < 1 or self.size % 2 == 0:
-            raise ValueError(f"Conv size must be a positive odd integer, got {self.size!r}")
-        object.__setattr__(self, "size", int(self.size))
+        size = check_int(self.size, "Conv size", 1, " (odd)")
+        if size % 2 == 0:
+            raise ValueError(f"Conv size must be a positive odd integer (SAME padding is symmetric), got {size}")
+        object.__setattr__(self, "size", size)
         object.__setattr__(self, "fixed", check_flag(self.fixed, "Conv fixed"))
 
     def apply(self, sigma, theta, variances, relu_index):
@@ -96,9 +96,7 @@ class AvgPool(Layer):
     window: int = 2
 
     def __post_init__(self):
-        if isinstance(self.window, bool) or not isinstance(self.window, Integral) or self.window < 1:
-            raise ValueError(f"AvgPool window must be a positive integer, got {self.window!r}")
-        object.__setattr__(self, "window", int(self.window))
+        object.__setattr__(self, "window", check_int(self.window, "AvgPool window", 1))
 
     def _pool(self, t):
         w = self.window

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from numbers import Integral
-
 from .layers import Conv, Dense, Flatten, GlobalAvgPool, Network, ReLU
-from .validation import check_flag
+from .validation import check_flag, check_int
 
 READOUTS = ("gap", "vanilla")
 
@@ -24,11 +22,7 @@ def cntk(
     ``fix_first`` / ``fix_last`` override the two halves separately. The paper's recipes are
     ``cntk(d, "vanilla", fix=False)`` (CNTK-V) and ``cntk(d, "gap", fix=True)`` (CNTK-GAP).
     """
-    if isinstance(depth, bool) or not isinstance(depth, Integral):
-        raise TypeError(f"depth must be an integer, got {depth!r}")
-    depth = int(depth)
-    if depth < 2:
-        raise ValueError(f"depth must be >= 2 (depth = number of conv layers + 1), got {depth}")
+    depth = check_int(depth, "depth", 2, " (depth = number of conv layers + 1)")
     if readout not in READOUTS:
         raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
     fix = check_flag(fix, "fix")

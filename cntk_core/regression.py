@@ -38,7 +38,6 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -46,7 +45,7 @@ import scipy.linalg
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .validation import as_images, as_real_array, check_flag, check_int
+from .validation import as_images, as_real_array, check_flag, check_int, check_real
 
 __all__ = [
     "CNTKClassifier",
@@ -83,8 +82,9 @@ class SingularKernelError(ValueError):
 
 
 _ZERO_KERNEL_MESSAGE = (
-    "the training kernel is identically zero (no trained layer, e.g. depth 2 with fix=True, or all-zero images); "
-    "use kind='nngp', fix=False or a deeper network"
+    "the training kernel is identically zero: either the network has no trained layer (e.g. depth 2 with "
+    "fix=True: use kind='nngp', fix=False or a deeper network) or every training image is all zero (check "
+    "the data); a ridge > 0 makes the solve defined but the predictions are then all zero"
 )
 
 
@@ -100,6 +100,8 @@ def _check_n_classes(n_classes) -> int | None:
 
 def _check_targets(Y, n: int, name: str = "Y") -> np.ndarray:
     """Regression targets as finite float64 ``[n]`` or ``[n, c]`` for a training kernel with ``n`` rows."""
+    if isinstance(Y, np.ndarray) and Y.dtype == bool:  # 0/1 targets
+        Y = Y.astype(np.float64)
     Y = as_real_array(Y, name, "real regression targets")
     if Y.ndim not in (1, 2):
         raise ValueError(f"{name}: expected targets of shape [n] or [n, n_classes], got shape {Y.shape}")
@@ -174,14 +176,22 @@ def _check_ridge(lam, name: str = "ridge") -> float:
 
     ``TypeError`` for ``True``, ``None``, ``"1e-3"``, ``[0.1]``; ``ValueError`` for negative or non-finite values.
     """
-    if isinstance(lam, np.ndarray) and lam.ndim == 0 and lam.dtype.kind in "iuf":
-        lam = lam.item()
-    if isinstance(lam, (bool, np.bool_)) or not isinstance(lam, Real):
-        raise TypeError(f"{name} must be a real number >= 0, got {lam!r} ({type(lam).__name__})")
-    lam = float(lam)
-    if not np.isfinite(lam) or lam < 0:
+    lam = float(check_real(lam, name, "a real number >= 0"))
+    if lam < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {lam}")
     return lam
+
+
+def _check_ridge_choice(ridge, words: tuple[str, ...]):
+    """``ridge`` if it is one of ``words`` (e.g. ``"cv"``), else as a float >= 0 (:func:`_check_ridge`)."""
+    if isinstance(ridge, str):
+        if ridge not in words:
+            allowed = ", ".join(repr(w) for w in words)
+            raise ValueError(
+                f"ridge must be {allowed} or a number >= 0 (relative to mean(diag(K_train))), got {ridge!r}"
+            )
+        return ridge
+    return _check_ridge(ridge)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,20 +434,19 @@ def select_ridge(
     K = check_kernel(K_train, "K_train")
     y = _check_labels(y_train, K.shape[0], "y_train")
     relative = check_flag(relative, "relative")
-    n_folds = check_int(n_folds, "n_folds", 2, " (k-fold cross-validation)")
-    if validation is not None and (isinstance(validation, (bool, np.bool_)) or not isinstance(validation, Real)):
-        raise TypeError(
-            f"validation must be None or a fraction in (0, 1), got {validation!r} ({type(validation).__name__})"
-        )
+    if validation is None:
+        n_folds = check_int(n_folds, "n_folds", 2, " (k-fold cross-validation)")
+    else:
+        validation = check_real(validation, "validation", "None or a fraction in (0, 1)")
     n_classes = _check_n_classes(n_classes)
     c = n_classes if n_classes is not None else int(y.max()) + 1
-    if not np.any(K):
-        raise SingularKernelError(_ZERO_KERNEL_MESSAGE)
     scale = float(np.mean(np.diag(K)))
     rel = default_ridge_grid() if grid is None else _check_grid(grid, "grid")
     if len(rel) == 0:
         raise ValueError("grid must be a non-empty 1-D list of ridges")
     ridges = rel * scale if relative else rel.copy()
+    if not np.any(ridges > 0) and not np.any(K):
+        raise SingularKernelError(_ZERO_KERNEL_MESSAGE)
     if validation is not None:
         if not 0 < validation < 1:
             raise ValueError(f"validation must be a fraction in (0, 1), got {validation}")
@@ -655,16 +664,13 @@ class CNTKClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         X = as_images(X, "X")
         classes, y_enc = _encode_classes(y, len(X))
-        if isinstance(self.ridge, str):
-            if self.ridge != "cv":
-                raise ValueError(f"ridge must be a number >= 0 or 'cv', got {self.ridge!r}")
+        rel_ridge = _check_ridge_choice(self.ridge, ("cv",))
+        if rel_ridge == "cv":
             if len(y_enc) < 2:
                 raise ValueError(
                     f"ridge='cv' cross-validates the ridge, which needs at least 2 training images; got {len(y_enc)}"
                 )
             rel_ridge = None
-        else:
-            rel_ridge = _check_ridge(self.ridge)
         self.classes_ = classes
         K = self._kernel(X)
         self.kernel_scale_ = float(np.mean(np.diag(K)))
@@ -878,13 +884,11 @@ def run_experiment(
     for attr in ("x_train", "y_train", "x_test", "y_test"):
         if not hasattr(ds, attr):
             raise TypeError(f"dataset must be a name or a cntk_core.data.Dataset, got {type(dataset).__name__}")
-    if isinstance(ridge, str) and ridge not in ("none", "cv"):
-        raise ValueError(f"ridge must be 'none', 'cv' or a float >= 0 (relative to mean diag), got {ridge!r}")
-    if not isinstance(ridge, str):
-        _check_ridge(ridge)
+    ridge = _check_ridge_choice(ridge, ("none", "cv"))
     n_train = None if n_train is None else check_int(n_train, "n_train", 1)
     n_test = None if n_test is None else check_int(n_test, "n_test", 1)
-    n_folds = check_int(n_folds, "n_folds", 2 if ridge == "cv" else 1, " (k-fold cross-validation of the ridge)")
+    if ridge == "cv":
+        n_folds = check_int(n_folds, "n_folds", 2, " (k-fold cross-validation of the ridge)")
     per_class = check_flag(per_class, "per_class")
     keep_kernels = check_flag(keep_kernels, "keep_kernels")
     if subset not in _SUBSETS:

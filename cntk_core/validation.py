@@ -51,20 +51,32 @@ def as_images(x, name: str = "x1") -> np.ndarray:
 
 
 def check_flag(value, name: str, allow_none: bool = False):
-    """``value`` as a Python bool, or raise: a truthy string such as ``"no"`` must not read as True."""
+    """``value`` as a Python bool, or raise: a truthy string such as ``"no"`` must not read as True.
+
+    Accepted: ``True``/``False`` (NumPy bools too), the integers ``0`` and ``1``, and ``None`` when
+    ``allow_none``. Refused (``TypeError``): strings, other numbers, containers.
+    """
     if value is None and allow_none:
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    hint = " (the official --fix yes is fix=True)" if isinstance(value, str) and "fix" in name else ""
-    raise TypeError(f"{name} must be True or False, got {value!r}{hint}")
+    if isinstance(value, Integral) and value in (0, 1):
+        return bool(value)
+    allowed = "True or False" + (" (or None)" if allow_none else "")
+    hint = ' (write fix=True or fix=False; the official code\'s "--fix yes" is fix=True)' if name == "fix" else ""
+    raise TypeError(f"{name} must be {allowed}, got {value!r}{hint}")
 
 
 def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
-    """``value`` as a Python int: a non-bool integer (NumPy integers too) ``>= minimum``.
+    """``value`` as a Python int ``>= minimum``: a non-bool integer (NumPy integers and 0-d numeric
+    arrays too), or a float with an integral value (``5.0``, as ``np.linspace`` gives).
 
-    ``TypeError`` for anything else (``2.5``, ``"5"``, ``True``), ``ValueError`` below ``minimum``.
+    ``TypeError`` for anything else (``2.5``, ``"5"``, ``True``, ``None``), ``ValueError`` below ``minimum``.
     """
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value.item()
+    if is_real(value) and not isinstance(value, Integral) and math.isfinite(value) and float(value).is_integer():
+        value = int(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an integer >= {minimum}{hint}, got {value!r} ({type(value).__name__})")
     if value < minimum:
@@ -91,8 +103,9 @@ def check_real(value, name: str, what: str = "a real number", finite: bool = Tru
 
 
 def check_positive(value, name: str):
-    """``value`` unchanged if it is a finite real number > 0 (see :func:`check_real`), else raise."""
-    if not check_real(value, name, "a real number > 0") > 0:
+    """``value`` if it is a finite real number > 0 (see :func:`check_real`; 0-d arrays give their item), else raise."""
+    value = check_real(value, name, "a real number > 0")
+    if not value > 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
 

@@ -427,7 +427,7 @@ def test_network_spec_flags_must_be_booleans():
     with pytest.raises(TypeError, match="fix_first must be True or False"):
         NetworkSpec(fix_first="no")
     with pytest.raises(TypeError, match="pool"):
-        NetworkSpec(pool=1)
+        NetworkSpec(pool=2)
     assert NetworkSpec(fix_last=np.bool_(True)).fix_last is True
 
 

@@ -98,7 +98,7 @@ def download_cifar10(
     ``url`` may be any URL urllib opens (tests use ``file://`` and a local HTTP server).
     Raises :class:`DataError` on a checksum mismatch or a short download; no file is left behind.
     """
-    progress = check_flag(progress, "progress")
+    progress = check_flag(progress, "progress", allow_none=True) is not False  # None: the default, a bar
     directory = cache_dir(cache)
     target = directory / CIFAR10_FILENAME
     if target.is_file():
@@ -305,7 +305,7 @@ def load_cifar10(
     Without ``path``: the tarball in the cache (:func:`cache_dir`), downloaded first from ``url``
     when absent and ``download`` is true. Needs about 0.5 GB of memory while loading.
     """
-    download, progress = check_flag(download, "download"), check_flag(progress, "progress")
+    download, progress = check_flag(download, "download"), check_flag(progress, "progress", allow_none=True)
     if path is not None:
         p = Path(path).expanduser()
         if p.is_dir():
