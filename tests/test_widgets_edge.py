@@ -330,14 +330,27 @@ def test_dtype_and_backend_are_checked_at_construction_and_clear_the_cache(image
     assert len(model.cache) == 1
 
 
-def test_many_images_get_a_light_hover():
-    x = np.random.default_rng(2).standard_normal((401, 2, 2, 1))
+def test_many_images_get_block_means_and_a_light_hover():
+    n = 803  # 3 images per cell, the last cell of 2
+    x = np.random.default_rng(2).standard_normal((n, 2, 2, 1))
 
-    def eye(spec, imgs, ctx):
-        return np.eye(len(imgs))
+    def gram(spec, imgs, ctx):
+        f = imgs.reshape(len(imgs), -1)
+        return f @ f.T + 4 * np.eye(len(imgs))
 
-    ex = KernelExplorer(x, np.arange(401) % 3, synchronous=True, kernel_fn=eye)
-    assert ex.heatmap.data[0].customdata is None and "#%{y}" in ex.heatmap.data[0].hovertemplate
+    ex = KernelExplorer(x, np.arange(n) % 3, synchronous=True, kernel_fn=gram)
+    trace = ex.heatmap.data[0]
+    assert ex.cell == 3 and trace.customdata is None and "mean K̂ of 3x3" in trace.hovertemplate
+    normalized = ex.model.result.normalized
+    expected = np.empty((268, 268))
+    for a in range(268):
+        for b in range(268):
+            expected[a, b] = normalized[3 * a : 3 * a + 3, 3 * b : 3 * b + 3].mean()
+    np.testing.assert_allclose(ex.matrix, expected, rtol=1e-12, atol=1e-15)
+    assert trace.x[0] == 1.0 and trace.x[-1] == 801.5  # cells centred over their images
+    assert ex.heatmap.data[1].z.shape[1] == 268 * 2  # one 2-pixel thumbnail per cell
+    small = KernelExplorer(x[:400], np.arange(400) % 3, synchronous=True, kernel_fn=gram)
+    assert small.cell == 1 and small.matrix.shape == (400, 400)
 
 
 # -- 11: cancel and close ----------------------------------------------------------------------
