@@ -254,7 +254,12 @@ def cmd_gram(args) -> int:
 #: run_experiment's parameter names as the command line spells them, for its error messages
 _CLI_SPELLING = {
     r"\bper_class=True\b": "--per-class",
-    r"\bridge='cv'": "--ridge cv",
+    r"\bridge=1e-6 \* mean\(diag\(K\)\)": "--ridge 1e-6",  # the command line's ridge is relative
+    r"\bridge='(\w+)'": r"--ridge \1",
+    r"\bsubset='(\w+)'": r"--subset \1",
+    r"\bkind='(\w+)'": r"--kind \1",
+    r"\bfix=False\b": "no --fix",
+    r"\bfix=True\b": "--fix",
     r"\bn_train\b": "--n-train",
     r"\bn_test\b": "--n-test",
     r"\bn_folds\b": "--folds",

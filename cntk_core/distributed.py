@@ -33,7 +33,7 @@ import numpy as np
 
 from .presets import cntk
 from .store import FORMAT, IDENTITY_KEYS, GramStore, create_or_check, fingerprint, store_path, tile_bounds
-from .validation import as_images, check_dtype, check_flag, check_kind, check_pair
+from .validation import as_images, check_dtype, check_flag, check_int, check_kind, check_pair
 
 __all__ = ["RunReport", "gram_to_store"]
 
@@ -102,7 +102,7 @@ def gram_to_store(
     be written or the disk lacks space for the rest of the Gram; ``RuntimeError`` if a tile fails.
     """
     t_start = time.perf_counter()
-    params, x1, x2 = _validate(
+    params, x1, x2, n_workers = _validate(
         x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, tile_size, backend, n_workers, scheduler
     )
     _check_progress(progress)
@@ -311,10 +311,9 @@ def _validate(x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, til
     if x2 is not None:
         x2 = as_images(x2, "x2")
         check_pair(x1, x2)
-    if isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
-        raise ValueError(f"tile_size must be a positive integer (rows/columns per tile), got {tile_size!r}")
-    if n_workers is not None and (not isinstance(n_workers, (int, np.integer)) or n_workers < 1):
-        raise ValueError(f"n_workers must be a positive integer or None, got {n_workers!r}")
+    tile_size = check_int(tile_size, "tile_size", 1, " (rows/columns per tile)")
+    if n_workers is not None:
+        n_workers = check_int(n_workers, "n_workers", 1, " (or None)")
     _check_scheduler(scheduler)
     if n_workers is not None and scheduler not in (None, "cuda"):
         raise ValueError("n_workers applies only to a cluster started here (scheduler=None or 'cuda')")
@@ -335,7 +334,13 @@ def _validate(x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, til
         "symmetric": x2 is None,
         "shape": [len(x1), len(x1 if x2 is None else x2)],
     }
-    return params, x1, x2
+    return params, x1, x2, n_workers
+
+
+#: a Dask scheduler address: [scheme://]host:port (the port optional with a scheme), host a name,
+#: an IPv4 address or a bracketed IPv6 address (with an optional %zone); or inproc://anything
+_HOST = r"([^\s:/\[\]%]+|\[[0-9A-Fa-f:.]+(%\w+)?\])"
+_ADDRESS = rf"[a-z0-9+]+://{_HOST}(:\d+)?/?|{_HOST}:\d+|inproc://\S+"
 
 
 def _check_progress(progress) -> None:
@@ -352,7 +357,7 @@ def _check_scheduler(scheduler) -> None:
     """Type of ``scheduler``, the form of an address and, for ``"cuda"``, that dask-cuda is importable
     (before any work: a mistyped name must not leave a half-created store behind)."""
     if isinstance(scheduler, str) and scheduler not in ("synchronous", "cuda"):
-        if not re.fullmatch(r"[a-z0-9+]+://\S+|([^\s:/\[\]]+|\[[0-9A-Fa-f:.]+\]):\d+", scheduler):
+        if not re.fullmatch(_ADDRESS, scheduler):
             raise ValueError(
                 "scheduler must be 'synchronous', 'cuda' or the address of a running Dask scheduler such as "
                 f"'tcp://host:8786', got {scheduler!r}"

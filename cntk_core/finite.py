@@ -91,14 +91,8 @@ class FiniteCNN:
     fix_last: bool = False
 
     def __post_init__(self):
-        for name in ("depth", "width"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer):
-                raise TypeError(f"{name} must be an integer, got {v!r}")
-        if self.depth < 2:
-            raise ValueError(f"depth must be >= 2 (depth = number of conv layers + 1), got {self.depth}")
-        if self.width < 1:
-            raise ValueError(f"width must be >= 1, got {self.width}")
+        object.__setattr__(self, "depth", check_int(self.depth, "depth", 2, " (depth = number of conv layers + 1)"))
+        object.__setattr__(self, "width", check_int(self.width, "width", 1))
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         for name in ("fix_first", "fix_last"):  # a string such as "no" must not read as True
@@ -372,8 +366,7 @@ def empirical_nngp(
     the features is ``features features^T / n``), which removes most of the sampling noise.
     Sampling error of the plain estimate (Gaussian outputs): ``sd = sqrt((K_ii K_jj + K_ij^2) / S)``.
     """
-    if isinstance(n_inits, bool) or not isinstance(n_inits, int | np.integer) or n_inits < 1:
-        raise ValueError(f"n_inits must be a positive integer, got {n_inits!r}")
+    n_inits = check_int(n_inits, "n_inits", 1)
     x = _images(x)
     xa = xp.asarray(x.astype(dtype))
     acc = np.zeros((x.shape[0], x.shape[0]))

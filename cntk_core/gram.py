@@ -161,8 +161,17 @@ def _check_out(out, shape: tuple[int, int]):
         )
     if tuple(out.shape) != shape or np.dtype(out.dtype) != np.float64:
         raise ValueError(f"out must be a float64 array of shape {shape}, got {out.dtype} {tuple(out.shape)}")
-    if isinstance(out, np.ndarray) and not out.flags.writeable:
-        raise ValueError("out is read-only (e.g. a memmap opened with mode='r'); pass a writeable array")
+    if isinstance(out, np.ndarray):
+        if not out.flags.writeable:
+            raise ValueError("out is read-only (e.g. a memmap opened with mode='r'); pass a writeable array")
+        return out
+    try:  # the one form of assignment the tiles use, tried before any work (dask arrays refuse it)
+        out[np.zeros(1, np.intp), np.zeros(1, np.intp)] = np.zeros(1)
+    except Exception as exc:
+        raise ValueError(
+            f"out ({type(out).__name__}) cannot take out[rows, cols] = values ({type(exc).__name__}: {exc}); "
+            "pass a writeable NumPy array, np.memmap or zarr array"
+        ) from None
     return out
 
 
@@ -171,9 +180,10 @@ def _check_depths(depths) -> list[int]:
     silently turn 2.7 into 2 and "34" into 34."""
     if isinstance(depths, np.ndarray) and depths.ndim == 0:
         depths = depths.item()
-    items = [depths] if isinstance(depths, (Real, str)) else depths
+    if isinstance(depths, (Real, str)):
+        return [check_int(depths, "depths", 2)]
     try:
-        items = list(items)
+        items = list(depths)
     except TypeError:
         raise TypeError(f"depths must be an integer or a list of integers >= 2, got {depths!r}") from None
     if not items:

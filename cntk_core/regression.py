@@ -84,7 +84,7 @@ class SingularKernelError(ValueError):
 _ZERO_KERNEL_MESSAGE = (
     "the training kernel is identically zero: either the network has no trained layer (e.g. depth 2 with "
     "fix=True: use kind='nngp', fix=False or a deeper network) or every training image is all zero (check "
-    "the data); a ridge > 0 makes the solve defined but the predictions are then all zero"
+    "the data). A ridge relative to mean(diag(K)) = 0 is 0 as well, and with any ridge every prediction would be 0"
 )
 
 
@@ -100,8 +100,12 @@ def _check_n_classes(n_classes) -> int | None:
 
 def _check_targets(Y, n: int, name: str = "Y") -> np.ndarray:
     """Regression targets as finite float64 ``[n]`` or ``[n, c]`` for a training kernel with ``n`` rows."""
-    if isinstance(Y, np.ndarray) and Y.dtype == bool:  # 0/1 targets
-        Y = Y.astype(np.float64)
+    try:
+        raw = np.asarray(Y)
+    except (TypeError, ValueError):
+        raw = None  # as_real_array explains
+    if raw is not None and raw.dtype == bool:  # 0/1 targets
+        Y = raw.astype(np.float64)
     Y = as_real_array(Y, name, "real regression targets")
     if Y.ndim not in (1, 2):
         raise ValueError(f"{name}: expected targets of shape [n] or [n, n_classes], got shape {Y.shape}")
@@ -243,7 +247,7 @@ def solve_kernel(K_train, Y, ridge: float = 0.0, *, on_singular: str = "raise", 
     msg = (
         f"the training kernel{' + ridge' if lam else ''} ({len(K)} x {len(K)}, ridge={lam:g}) is singular or "
         f"numerically singular ({reason}); duplicate images or too little precision make this happen: use a ridge "
-        "(e.g. ridge=1e-6 * mean(diag(K)), or ridge='cv' / --ridge cv to choose one)"
+        "(e.g. ridge=1e-6 * mean(diag(K)), or ridge='cv' to choose one)"
     )
     if on_singular == "raise":
         raise SingularKernelError(msg)

@@ -53,11 +53,13 @@ def as_images(x, name: str = "x1") -> np.ndarray:
 def check_flag(value, name: str, allow_none: bool = False):
     """``value`` as a Python bool, or raise: a truthy string such as ``"no"`` must not read as True.
 
-    Accepted: ``True``/``False`` (NumPy bools too), the integers ``0`` and ``1``, and ``None`` when
+    Accepted: ``True``/``False`` (NumPy bools and 0-d arrays too), the integers ``0`` and ``1``, and ``None`` when
     ``allow_none``. Refused (``TypeError``): strings, other numbers, containers.
     """
     if value is None and allow_none:
         return None
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "biu":
+        value = value.item()
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, Integral) and value in (0, 1):
@@ -75,8 +77,8 @@ def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
     """
     if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
         value = value.item()
-    if is_real(value) and not isinstance(value, Integral) and math.isfinite(value) and float(value).is_integer():
-        value = int(value)
+    if is_real(value) and not isinstance(value, Integral) and math.isfinite(value) and value % 1 == 0:
+        value = int(value)  # exact: value is a whole number in its own type (not rounded through float)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an integer >= {minimum}{hint}, got {value!r} ({type(value).__name__})")
     if value < minimum:

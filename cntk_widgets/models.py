@@ -45,17 +45,15 @@ class NetworkSpec:
     pool: bool = False
 
     def __post_init__(self):
-        if isinstance(self.depth, bool) or not isinstance(self.depth, int | np.integer):
-            raise TypeError(f"depth must be an integer, got {self.depth!r}")
-        object.__setattr__(self, "depth", int(self.depth))
+        from cntk_core.validation import check_flag, check_int
+
+        object.__setattr__(self, "depth", check_int(self.depth, "depth", 2, " (convs + 1)"))
         if not 2 <= self.depth <= MAX_DEPTH:
             raise ValueError(f"depth must be between 2 and {MAX_DEPTH} (convs + 1), got {self.depth}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {self.readout!r}")
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        from cntk_core.validation import check_flag
-
         for name in ("fix_first", "fix_last", "pool"):
             object.__setattr__(self, name, check_flag(getattr(self, name), name))
         if self.kind == "ntk" and self.depth == 2 and self.fix_first and self.fix_last:

@@ -219,7 +219,9 @@ class KernelExplorer(W.VBox):
         #: images per heatmap cell (1 up to MAX_HEATMAP_CELLS images, then block means)
         self.cell = -(-n // MAX_HEATMAP_CELLS)
         starts = np.arange(0, n, self.cell)
-        centres = (starts + np.minimum(starts + self.cell, n) - 1) / 2  # cells sit over their images
+        # cell coordinates in image indices: centres for single images, else the cells' edges (the
+        # last cell may hold fewer images)
+        coords = starts if self.cell == 1 else np.append(starts, n) - 0.5
         if self.cell == 1:
             names = [m.class_names[c] for c in m.labels]
             hover = np.array([[f"#{i} {names[i]}", f"#{j} {names[j]}"] for i in range(n) for j in range(n)])
@@ -229,8 +231,8 @@ class KernelExplorer(W.VBox):
             )
         else:
             hover_kw = dict(
-                hovertemplate=f"images near #%{{y:.0f}} vs #%{{x:.0f}}<br>mean K̂ of {self.cell}x{self.cell} "
-                "= %{z:.4f}<extra></extra>"
+                hovertemplate=f"images near #%{{y:.0f}} vs #%{{x:.0f}}<br>mean K̂ over a cell of up to "
+                f"{self.cell}x{self.cell} images = %{{z:.4f}}<extra></extra>"
             )
         strip = image_strip(m.images[starts])  # one thumbnail per cell
         h, w = m.images.shape[1:3]
@@ -247,8 +249,8 @@ class KernelExplorer(W.VBox):
         fig.add_trace(
             go.Heatmap(
                 z=np.zeros((len(starts), len(starts))),
-                x=centres,
-                y=centres,
+                x=coords,
+                y=coords,
                 colorscale="Viridis",
                 name="kernel",
                 **hover_kw,
@@ -277,7 +279,8 @@ class KernelExplorer(W.VBox):
         ticks = dict(tickvals=starts, ticktext=[m.class_names[m.labels[s]] for s in starts])
         fig.update_xaxes(matches="x3", visible=False, row=1, col=1)
         fig.update_yaxes(visible=False, row=1, col=1)
-        fig.update_xaxes(title_text="image (class-sorted)", row=2, col=1, **ticks)
+        # the fixed range clips the last thumbnail where the last cell holds fewer images
+        fig.update_xaxes(title_text="image (class-sorted)", range=[-0.5, n - 0.5], row=2, col=1, **ticks)
         fig.update_yaxes(autorange="reversed", row=2, col=1, **ticks)
         fig.update_yaxes(type="log", title_text="eigenvalue of normalised K", row=1, col=2)
         fig.update_xaxes(title_text="index", row=1, col=2)
@@ -703,7 +706,7 @@ def _check_sweep_depths(depths) -> tuple[int, ...]:
             NetworkSpec(depth=d)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"sweep_depths: {exc}") from None
-    return tuple(int(d) for d in depths)
+    return tuple(NetworkSpec(depth=d).depth for d in depths)
 
 
 def _check_sweep_sizes(sizes) -> tuple[int, ...]:
@@ -711,7 +714,9 @@ def _check_sweep_sizes(sizes) -> tuple[int, ...]:
     sizes = tuple(sizes)
     if not sizes:
         raise ValueError("sweep_sizes must not be empty")
-    for n in sizes:
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-            raise ValueError(f"sweep_sizes must hold positive integers (training images per class), got {n!r}")
-    return tuple(int(n) for n in sizes)
+    from cntk_core.validation import check_int
+
+    try:
+        return tuple(check_int(n, f"sweep_sizes[{i}]", 1, " (training images per class)") for i, n in enumerate(sizes))
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None

@@ -272,7 +272,7 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="readout"):
         finite_cnn(3, 4, "max")
     with pytest.raises(TypeError, match="width"):
-        finite_cnn(3, 4.0)
+        finite_cnn(3, 4.5)
     net = finite_cnn(3, 4)
     x = _images(2)
     params = net.init(x.shape[1:])

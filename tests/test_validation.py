@@ -224,3 +224,96 @@ def test_cli_errors_name_the_options(args, message):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "n_train" not in proc.stderr and "n_folds" not in proc.stderr
+
+
+# --- second review -------------------------------------------------------------------------------
+
+
+def test_check_flag_unwraps_0d_arrays_and_check_int_is_exact():
+    from fractions import Fraction
+
+    assert V.check_flag(np.array(True), "fix_first") is True and V.check_flag(np.array(0), "fix") is False
+    with pytest.raises(TypeError, match="fix must be True or False"):
+        V.check_flag(np.array([True]), "fix")
+    assert V.check_int(Fraction(6, 2), "n") == 3
+    with pytest.raises(TypeError, match="n must be an integer"):
+        V.check_int(Fraction(2**54 + 1, 2), "n")  # rounds to an integer in float64, but is not one
+
+
+def test_zero_kernel_message_explains_relative_ridges():
+    x = np.random.default_rng(0).standard_normal((6, 3, 3, 1))
+    with pytest.raises(R.SingularKernelError, match=r"A ridge relative to mean\(diag\(K\)\) = 0 is 0 as well"):
+        R.CNTKClassifier(depth=2, fix=True, ridge=1e-3).fit(x, np.arange(6) % 2)
+
+
+def test_cli_spelling_touches_only_argument_names():
+    from cntk_core.cli import _cli_names, _UsageError
+
+    with pytest.raises(_UsageError) as info, _cli_names():
+        R.kernel_regression(np.ones((3, 3)), [0, 1, 0], np.ones((3, 3)))
+    text = str(info.value)
+    assert "--ridge 1e-6" in text and text.count("--ridge cv") == 1 and "ridge=1e-6" not in text
+    with pytest.raises(_UsageError, match=r"^n_trainable and x_n_test stay; --subset balanced, --kind nngp$"):
+        with _cli_names():
+            raise ValueError("n_trainable and x_n_test stay; subset='balanced', kind='nngp'")
+
+
+def test_bool_targets_as_lists():
+    K = np.eye(3) + 0.1
+    np.testing.assert_allclose(R.solve_kernel(K, [True, False, True]), R.solve_kernel(K, [1.0, 0.0, 1.0]))
+
+
+def test_out_that_cannot_take_coordinate_writes_is_refused_before_work():
+    class OnlySlices(np.ndarray):
+        pass
+
+    class Store:  # shape and dtype right, but only basic slicing assignment
+        shape, dtype = (2, 2), np.dtype("f8")
+
+        def __setitem__(self, key, value):
+            if not all(isinstance(k, slice) for k in key):
+                raise NotImplementedError("only slices")
+
+    with pytest.raises(ValueError, match=r"out \(Store\) cannot take out\[rows, cols\] = values \(NotImplementedError"):
+        cntk_core.kernel_matrix(_images(2), depth=2, out=Store())
+    zarr = pytest.importorskip("zarr")
+    read_only = zarr.open_array(zarr.storage.MemoryStore(read_only=False), mode="w", shape=(2, 2), dtype="f8")
+    read_only = zarr.open_array(read_only.store.with_read_only(True), mode="r")
+    with pytest.raises(ValueError, match="cannot take out"):
+        cntk_core.kernel_matrix(_images(2), depth=2, out=read_only)
+
+
+def test_integral_floats_everywhere_counts_are_taken():
+    from cntk_core.data import balanced_indices
+    from cntk_core.finite import FiniteCNN
+    from cntk_widgets.models import NetworkSpec
+
+    assert FiniteCNN(3.0, 4.0) == FiniteCNN(3, 4)
+    assert NetworkSpec(depth=np.float64(5.0)).depth == 5
+    y = np.arange(10) % 2
+    np.testing.assert_array_equal(balanced_indices(y, 2.0), balanced_indices(y, 2))
+    with pytest.raises(TypeError, match="depths must be an integer >= 2, got True"):
+        cntk_core.kernel_matrices(_images(), depths=True)
+
+
+def test_store_job_counts(tmp_path):
+    from cntk_core.distributed import gram_to_store
+
+    x = _images(3)
+    with pytest.raises(TypeError, match=r"n_workers must be an integer >= 1 \(or None\), got True"):
+        gram_to_store(tmp_path / "a.zarr", x, depth=2, n_workers=True)
+    with pytest.raises(TypeError, match="tile_size must be an integer"):
+        gram_to_store(tmp_path / "b.zarr", x, depth=2, tile_size=2.5)
+    K = gram_to_store(tmp_path / "c.zarr", x, depth=2, tile_size=2.0, scheduler="synchronous", progress=False)
+    np.testing.assert_allclose(K.load(), cntk_core.kernel_matrix(x, depth=2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("address", ["tcp://[::1:8786", "tcp://host:87a6", "tcp://host:port"])
+def test_scheduler_typos_after_a_scheme_are_refused(address):
+    with pytest.raises(ValueError, match="scheduler must be"):
+        _check_scheduler(address)
+
+
+@pytest.mark.parametrize("address", ["[fe80::1%eth0]:8786", "tcp://host", "inproc://10.0.0.1/123/1"])
+def test_more_scheduler_addresses_are_accepted(address):
+    _check_scheduler(address)

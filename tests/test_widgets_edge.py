@@ -340,14 +340,16 @@ def test_many_images_get_block_means_and_a_light_hover():
 
     ex = KernelExplorer(x, np.arange(n) % 3, synchronous=True, kernel_fn=gram)
     trace = ex.heatmap.data[0]
-    assert ex.cell == 3 and trace.customdata is None and "mean K̂ of 3x3" in trace.hovertemplate
+    assert ex.cell == 3 and trace.customdata is None and "mean K̂ over a cell of up to 3x3" in trace.hovertemplate
     normalized = ex.model.result.normalized
     expected = np.empty((268, 268))
     for a in range(268):
         for b in range(268):
             expected[a, b] = normalized[3 * a : 3 * a + 3, 3 * b : 3 * b + 3].mean()
     np.testing.assert_allclose(ex.matrix, expected, rtol=1e-12, atol=1e-15)
-    assert trace.x[0] == 1.0 and trace.x[-1] == 801.5  # cells centred over their images
+    # cell edges in image indices: 268 cells, the last one (2 images) narrower; the axis ends at the last image
+    np.testing.assert_array_equal(trace.x, np.append(np.arange(0, n, 3), n) - 0.5)
+    assert trace.x[-2:].tolist() == [800.5, 802.5] and tuple(ex.heatmap.layout.xaxis3.range) == (-0.5, n - 0.5)
     assert ex.heatmap.data[1].z.shape[1] == 268 * 2  # one 2-pixel thumbnail per cell
     small = KernelExplorer(x[:400], np.arange(400) % 3, synchronous=True, kernel_fn=gram)
     assert small.cell == 1 and small.matrix.shape == (400, 400)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validation import check_int
 from ._checks import make_rng
 
 
@@ -17,9 +18,7 @@ def _check_xy(x, y) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_count(n, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {n!r}")
-    return int(n)
+    return check_int(n, name, 0)
 
 
 def balanced_indices(y, n_per_class: int, seed: int = 0, n_classes: int | None = None) -> np.ndarray:
