@@ -169,11 +169,12 @@ def _progress(args) -> bool | None:
 
 def _npy_path(text: str) -> Path:
     """The output path with a ``.npy`` suffix (as ``np.save`` would add); its folder must exist."""
-    path = Path(text)
-    if path.is_dir():
-        raise FileNotFoundError(f"--out {text!r} is a folder; give a file name such as {str(path / 'K.npy')!r}")
+    path = Path(text).expanduser()
     if path.suffix != ".npy":
         path = path.with_name(path.name + ".npy")
+    for folder in (Path(text).expanduser(), path):
+        if folder.is_dir():
+            raise FileNotFoundError(f"--out {text!r} is a folder; give a file name such as {str(folder / 'K.npy')!r}")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
     return path
@@ -203,6 +204,10 @@ def cmd_gram(args) -> int:
         raise _UsageError("gram needs --out PATH.npy and/or --store PATH")
     if args.store is None and (args.scheduler is not None or args.n_workers is not None or args.tile_size is not None):
         raise _UsageError("--scheduler, --n-workers and --tile-size need --store")
+    if args.out is not None and args.store is not None:
+        store, out = Path(args.store).expanduser().absolute(), Path(args.out).expanduser().absolute()
+        if store in (out, out.with_name(out.name + ".npy")) or store in out.parents:
+            raise _UsageError(f"--out {args.out!r} must not be the --store {args.store!r} or inside it")
     out_path = None if args.out is None else _npy_path(args.out)  # fail before hours of computing
     ds = _load(args)
     x_split = ds.x_train if args.split == "train" else ds.x_test
@@ -227,17 +232,9 @@ def cmd_gram(args) -> int:
             msg = f"--store needs the distributed extra (pip install 'cntk-lab[distributed]'): {exc}"
             raise RuntimeError(msg) from exc
         scheduler = None if args.scheduler in (None, "local") else args.scheduler
-        store = gram_to_store(
-            args.store,
-            x1,
-            x2,
-            **kw,
-            tile_size=args.tile_size or 256,
-            scheduler=scheduler,
-            n_workers=args.n_workers,
-            backend=_backend(args),
-            progress=_progress(args),
-        )
+        opts = dict(tile_size=args.tile_size, scheduler=scheduler, n_workers=args.n_workers, backend=_backend(args))
+        with _cli_names():
+            store = gram_to_store(args.store, x1, x2, **kw, **opts, progress=_progress(args))
         K = store.load()
     else:
         from .gram import kernel_matrix
@@ -263,6 +260,12 @@ _CLI_SPELLING = {
     r"\bn_train\b": "--n-train",
     r"\bn_test\b": "--n-test",
     r"\bn_folds\b": "--folds",
+    r"\bscheduler must be 'synchronous', 'cuda'": "--scheduler must be 'local', 'synchronous', 'cuda'",
+    r"\(scheduler=None or 'cuda'\)": "(--scheduler local or cuda)",
+    r"\bn_workers\b": "--n-workers",
+    r"\btile_size\b": "--tile-size",
+    r"\bseed must be\b": "--seed must be",
+    r"\bor pass path=": "or pass --data-path",
 }
 
 
@@ -372,13 +375,24 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("cntk-lab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        import logging
+
+        # zarr's IO loop may still hold tasks: their "Task was destroyed but it is pending!" lines
+        # at exit would bury the note on how to resume
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+        print(f"cntk-lab: interrupted{notes}", file=sys.stderr, flush=True)
         return 130
     except (_UsageError, ValueError, TypeError, FileNotFoundError) as exc:
         print(f"cntk-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
+        from .store import StoreSpaceError, StoreWriteError
+
+        if isinstance(exc, StoreWriteError | StoreSpaceError):  # the --store path cannot take the Gram
+            print(f"cntk-lab {args.command}: error: --store: {exc}", file=sys.stderr)
+            return 2
         print(f"cntk-lab {args.command}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 

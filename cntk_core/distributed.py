@@ -35,6 +35,9 @@ from .presets import cntk
 from .store import FORMAT, IDENTITY_KEYS, GramStore, create_or_check, fingerprint, store_path, tile_bounds
 from .validation import as_images, check_dtype, check_flag, check_int, check_kind, check_pair
 
+#: tile size of a new store when none is given (512 KiB per float64 tile)
+DEFAULT_TILE_SIZE = 256
+
 __all__ = ["RunReport", "gram_to_store"]
 
 
@@ -62,7 +65,7 @@ def gram_to_store(
     fix_last: bool | None = None,
     kind: str = "ntk",
     dtype="float64",
-    tile_size: int = 256,
+    tile_size: int | None = None,
     scheduler=None,
     n_workers: int | None = None,
     backend: str | None = None,
@@ -79,7 +82,7 @@ def gram_to_store(
         ``x2=None``: symmetric Gram of ``x1`` (only tiles with row block <= column block are computed).
     depth, readout, fix, fix_first, fix_last, kind, dtype : as in :func:`cntk_core.kernel_matrix`.
     tile_size : rows and columns per tile (= per task and per zarr chunk); a tile costs
-        ``8 * tile_size**2`` bytes on disk (512 KiB at 256).
+        ``8 * tile_size**2`` bytes on disk (512 KiB at 256). ``None``: the existing store's, else 256.
     scheduler : ``None``: a new ``LocalCluster`` of ``n_workers`` processes on this machine (one
         thread each; Numba's threads split the cores); ``"cuda"``: a ``dask_cuda.LocalCUDACluster``
         (one worker per GPU); ``"synchronous"``: no Dask, tiles run one after the other in this
@@ -102,11 +105,13 @@ def gram_to_store(
     be written or the disk lacks space for the rest of the Gram; ``RuntimeError`` if a tile fails.
     """
     t_start = time.perf_counter()
+    path = store_path(store)
+    if tile_size is None:
+        tile_size = _existing_tile_size(path) or DEFAULT_TILE_SIZE
     params, x1, x2, n_workers = _validate(
         x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, tile_size, backend, n_workers, scheduler
     )
     _check_progress(progress)
-    path = store_path(store)
     meta = _metadata(params, x1, x2)
     identity = json.dumps([{k: meta[k] for k in IDENTITY_KEYS}, str(path.absolute())], sort_keys=True)
     params["token"] = hashlib.sha256(identity.encode()).hexdigest()[:16]  # Dask keys unique to this job
@@ -378,6 +383,16 @@ def _check_scheduler(scheduler) -> None:
             "scheduler must be None (LocalCluster), 'cuda', 'synchronous', a scheduler address string or a "
             f"distributed.Client, got {type(scheduler).__name__}"
         )
+
+
+def _existing_tile_size(path) -> int | None:
+    """The tile size of the Gram store at ``path``, or ``None`` if there is no readable store there."""
+    if not path.exists():
+        return None
+    try:
+        return int(GramStore.open(path).metadata["tile_size"])
+    except Exception:  # not a store: create_or_check explains
+        return None
 
 
 def _metadata(params: dict, x1: np.ndarray, x2: np.ndarray | None) -> dict:

@@ -226,6 +226,8 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
                 values = np.asarray(engine.pairs(x1, x2, state_rows[1], state_cols, rr, cc)).reshape(len(rr), -1)
                 if scaled:
                     values = _scaled_back(values, e1[r0 + rr] + e2[c0 + cc])
+                if not np.isfinite(values).all():
+                    raise FloatingPointError(_NON_FINITE)
                 for j, out in enumerate(outs):
                     out[r0 + rr, c0 + cc] = values[:, j]
                     if symmetric:
@@ -233,6 +235,13 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
                 bar.update(len(rr))
     finally:
         bar.close()
+
+
+_NON_FINITE = (
+    "the kernel is not finite (NaN or inf) for some pairs: its values left the range of the arithmetic "
+    "dtype. A very deep network's kernel shrinks with every layer until it underflows (float64: depths "
+    "in the thousands; float32: in the hundreds); use fewer layers, or dtype='float64'. Nothing was returned"
+)
 
 
 def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

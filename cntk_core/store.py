@@ -22,6 +22,7 @@ shape and dtype), the precision, the engine version and the tile size. A symmetr
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -89,7 +90,7 @@ class GramStore:
         """Open an existing store (``mode="r"`` read-only, ``"r+"`` to write); clear error if it is none."""
         import zarr
 
-        path = Path(path)
+        path = Path(path).expanduser()
         if mode not in ("r", "r+"):  # zarr's "w" / "w-" / "a" would create or wipe the store
             raise ValueError(f"mode must be 'r' (read-only) or 'r+' (write to an existing store), got {mode!r}")
         if not path.exists():
@@ -235,37 +236,39 @@ def create_or_check(path, meta: dict, x1: np.ndarray, x2: np.ndarray | None) -> 
     """
     import zarr
 
-    path = Path(path)
+    path = Path(path).expanduser()
     existing = None
-    if path.exists():
+    if path.exists() and not _unfinished_creation(path):
         existing = GramStore.open(path, mode="r+")
         check_compatible(existing.metadata, meta, path)
+        if not existing.missing_tiles():  # complete: nothing to write (the store may be read-only now)
+            return existing, False
 
     symmetric = x2 is None
     t = meta["tile_size"]
     grid = (-(-meta["shape"][0] // t), -(-meta["shape"][1] // t))
+    chunk = min(t, max(meta["shape"]))  # the chunk size of a new store (see _ensure_arrays)
     tiles = existing.missing_tiles() if existing is not None else all_tiles(*grid, symmetric)
     inputs_done = existing is not None and existing.metadata.get("inputs_written", False)
     in_bytes = 0 if inputs_done else x1.nbytes + (0 if symmetric else x2.nbytes)
 
     first_new = None
     if existing is None:  # can the directory be made at all? (cleaned up again if space is short)
-        first_new = _first_missing(path)
+        first_new = None if path.exists() else _first_missing(path)
         try:
-            path.mkdir(parents=True)
+            path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _write_error(path, exc) from exc
     try:
-        check_free_space(path, required_bytes(t, len(tiles), in_bytes))
+        check_free_space(path, required_bytes(chunk, len(tiles), in_bytes))
     except StoreSpaceError:
         if first_new is not None:
             shutil.rmtree(first_new, ignore_errors=True)
         raise
 
     try:
-        if existing is None:
-            group = zarr.open_group(store=str(path), mode="a")
-            group.attrs.update({**meta, "inputs_written": False})
+        if existing is None:  # the group and its metadata in one write (zarr.json)
+            group = zarr.open_group(store=str(path), mode="w", attributes={**meta, "inputs_written": False})
         else:
             group = existing._group
             probe = path / ".write-probe"  # an existing store may have become read-only
@@ -280,6 +283,24 @@ def create_or_check(path, meta: dict, x1: np.ndarray, x2: np.ndarray | None) -> 
     except OSError as exc:
         raise _write_error(path, exc) from exc
     return GramStore(path, group), existing is None
+
+
+def _unfinished_creation(path: Path) -> bool:
+    """Whether ``path`` is an empty directory, or a zarr group with no attributes and no arrays: what
+    an interrupted creation by an earlier version left (it wrote the group, then its attributes).
+    Such a path is taken as a new store; anything else is opened (and refused if foreign)."""
+    if not path.is_dir():
+        return False
+    entries = {p.name for p in path.iterdir()}
+    if not entries:
+        return True
+    if entries != {"zarr.json"}:
+        return False
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("node_type") == "group" and not meta.get("attributes")
 
 
 def _write_error(path, exc) -> StoreWriteError:
@@ -300,13 +321,14 @@ def _first_missing(path: Path) -> Path:
 def _ensure_arrays(group, meta, grid, x1, x2) -> None:
     t = meta["tile_size"]
     n1, n2 = meta["shape"]
-    if "gram" not in group:
-        group.create_array("gram", shape=(n1, n2), chunks=(t, t), dtype="float64", fill_value=np.nan, compressors=None)
+    if "gram" not in group:  # chunks no larger than the Gram: a tile size above n costs no space
+        chunks = (min(t, n1), min(t, n2))
+        group.create_array("gram", shape=(n1, n2), chunks=chunks, dtype="float64", fill_value=np.nan, compressors=None)
     if "done" not in group:
         group.create_array("done", shape=grid, chunks=(1, 1), dtype="uint16", fill_value=0, compressors=None)
     for name, x in (("x1", x1), ("x2", x2)):
         if x is not None and name not in group:
-            group.create_array(name, shape=x.shape, chunks=(t,) + x.shape[1:], dtype=x.dtype)
+            group.create_array(name, shape=x.shape, chunks=(min(t, len(x)),) + x.shape[1:], dtype=x.dtype)
 
 
 def check_compatible(have: dict, want: dict, path) -> None:
@@ -344,4 +366,4 @@ def store_path(store) -> Path:
         return store.path
     if not isinstance(store, (str, os.PathLike)):
         raise TypeError(f"store must be a path (str or os.PathLike) or a GramStore, got {type(store).__name__}")
-    return Path(store)
+    return Path(store).expanduser()

@@ -30,21 +30,37 @@ def notebooks_dir() -> Path:
     return folder
 
 
+def _port(text: str) -> int:
+    """A TCP port 1-65535 (argparse type)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer 1-65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be an integer 1-65535, got {port}")
+    return port
+
+
 def build_command(args: argparse.Namespace) -> tuple[list[str], Path]:
     """``(argv, cwd)`` of the server command for the parsed ``args``."""
     folder = notebooks_dir()
     notebook = folder / args.notebook
+    if not args.notebook or notebook.resolve().parent != folder:  # the server runs in notebooks/
+        names = ", ".join(sorted(p.name for p in folder.glob("*.ipynb")))
+        raise FileNotFoundError(
+            f"--notebook must name a notebook in {folder}, got {args.notebook!r}; notebooks: {names}"
+        )
     if not notebook.is_file():
         names = ", ".join(sorted(p.name for p in folder.glob("*.ipynb")))
         raise FileNotFoundError(f"{notebook} does not exist; notebooks: {names}")
     if args.voila:
-        cmd = [sys.executable, "-m", "voila", notebook.name, f"--port={args.port or 8866}"]
+        cmd = [sys.executable, "-m", "voila", notebook.name, f"--port={8866 if args.port is None else args.port}"]
         if args.no_browser:
             cmd.append("--no-browser")
         cmd.append(f"--Voila.ip={args.ip}")
     else:
         cmd = [sys.executable, "-m", "jupyterlab", notebook.name, f"--ServerApp.ip={args.ip}"]
-        if args.port:
+        if args.port is not None:
             cmd.append(f"--port={args.port}")
         if args.no_browser:
             cmd.append("--no-browser")
@@ -57,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cntk_widgets", description=__doc__.split("\n\n")[0])
     parser.add_argument("--voila", action="store_true", help="serve the notebook as a Voila app (no code shown)")
     parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
-    parser.add_argument("--port", type=int, default=None, help="server port (default: 8888 Lab, 8866 Voila)")
+    parser.add_argument("--port", type=_port, default=None, help="server port (default: 8888 Lab, 8866 Voila)")
     parser.add_argument("--ip", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--notebook", default=DEFAULT_NOTEBOOK, help=f"notebook to open (default {DEFAULT_NOTEBOOK})")
     parser.add_argument(

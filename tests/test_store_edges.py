@@ -1,0 +1,166 @@
+"""Edge cases of the Gram store, its Dask job and the command lines around them: kernels that leave
+the float range, paths with ~, oversized tiles, stores whose creation was interrupted, complete
+stores on read-only disks, resuming without --tile-size, and the messages and exit codes of
+``cntk-lab`` and ``python -m cntk_widgets``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr")
+pytest.importorskip("dask")
+
+import cntk_core  # noqa: E402
+from cntk_core.cli import main  # noqa: E402
+from cntk_core.distributed import gram_to_store  # noqa: E402
+from cntk_core.store import GramStore  # noqa: E402
+
+SYNC = dict(scheduler="synchronous", progress=False)
+
+
+def _x(n=4, size=4, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, size, size, 1))
+
+
+# --- kernels outside the float range -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth,dtype", [(3000, "float64"), (1500, "float32")])
+def test_a_kernel_that_underflows_raises_instead_of_nan(depth, dtype):
+    with pytest.raises(FloatingPointError, match="not finite .* very deep network's kernel shrinks"):
+        cntk_core.kernel_matrix(_x(3), depth=depth, dtype=dtype)
+
+
+def test_the_store_does_not_mark_nan_tiles_done(tmp_path):
+    with pytest.raises(Exception, match="not finite"):
+        gram_to_store(tmp_path / "deep.zarr", _x(3), depth=3000, **SYNC)
+    store = GramStore.open(tmp_path / "deep.zarr")
+    assert len(store.missing_tiles()) == len(store.tiles()) == 1
+
+
+# --- paths, tiles and store states ----------------------------------------------------------------
+
+
+def test_tilde_means_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    x = _x()
+    gram_to_store("~/g.zarr", x, depth=2, **SYNC)
+    assert (tmp_path / "g.zarr").is_dir() and not (tmp_path / "~").exists()
+    np.testing.assert_allclose(GramStore.open("~/g.zarr").load(), cntk_core.kernel_matrix(x, depth=2), rtol=1e-12)
+
+
+def test_a_tile_size_above_n_costs_no_space(tmp_path):
+    x = _x(6)
+    store = gram_to_store(tmp_path / "big.zarr", x, depth=2, tile_size=8000, **SYNC)
+    assert store._group["gram"].chunks == (6, 6)
+    size = sum(f.stat().st_size for f in (tmp_path / "big.zarr").rglob("*") if f.is_file())
+    assert size < 100_000, size
+    np.testing.assert_allclose(store.load(), cntk_core.kernel_matrix(x, depth=2), rtol=1e-12)
+
+
+def test_resuming_without_a_tile_size_takes_the_stores(tmp_path):
+    x = _x(6)
+    first = gram_to_store(tmp_path / "t.zarr", x, depth=2, tile_size=4, **SYNC)
+    again = gram_to_store(tmp_path / "t.zarr", x, depth=2, **SYNC)
+    assert again.metadata["tile_size"] == 4 and again.last_run.tiles_computed == 0
+    np.testing.assert_array_equal(again.load(), first.load())
+
+
+def test_an_empty_folder_or_an_unfinished_creation_is_a_new_store(tmp_path):
+    import zarr
+
+    x = _x()
+    (tmp_path / "empty.zarr").mkdir()
+    zarr.open_group(store=str(tmp_path / "half.zarr"), mode="w")  # group written, attributes not yet
+    for name in ("empty.zarr", "half.zarr"):
+        store = gram_to_store(tmp_path / name, x, depth=2, **SYNC)
+        np.testing.assert_allclose(store.load(), cntk_core.kernel_matrix(x, depth=2), rtol=1e-12)
+    zarr.open_group(store=str(tmp_path / "other.zarr"), mode="w", attributes={"owner": "someone else"})
+    with pytest.raises(ValueError, match="not a cntk-lab Gram store"):
+        gram_to_store(tmp_path / "other.zarr", x, depth=2, **SYNC)
+
+
+def test_a_complete_store_is_read_without_writing(tmp_path, monkeypatch):
+    x = _x()
+    done = gram_to_store(tmp_path / "done.zarr", x, depth=2, **SYNC).load()
+
+    def read_only(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)  # the write probe of an unfinished store
+    np.testing.assert_array_equal(gram_to_store(tmp_path / "done.zarr", x, depth=2, **SYNC).load(), done)
+
+
+# --- cntk-lab gram ------------------------------------------------------------------------------
+
+
+def test_gram_refuses_an_out_folder_or_an_out_inside_the_store_before_computing(tmp_path, capsys):
+    (tmp_path / "Kdir.npy").mkdir()
+    assert main(["gram", "--n", "3", "--depth", "2", "--out", str(tmp_path / "Kdir")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    store = tmp_path / "s.zarr"
+    argv = ["gram", "--n", "3", "--depth", "2", "--store", str(store), "--out", str(store / "K.npy")]
+    assert main(argv) == 2
+    assert "must not be the --store" in capsys.readouterr().err and not store.exists()
+
+
+def test_gram_errors_name_the_options(tmp_path, capsys):
+    argv = ["gram", "--n", "3", "--depth", "2", "--store", str(tmp_path / "s.zarr"), "--scheduler"]
+    assert main([*argv, "synchronous", "--n-workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--n-workers applies only to a cluster started here (--scheduler local or cuda)" in err
+    assert main([*argv, "foo"]) == 2
+    assert "--scheduler must be 'local', 'synchronous', 'cuda'" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("")
+    store_under_a_file = ["gram", "--n", "3", "--depth", "2", "--store", str(tmp_path / "afile" / "s.zarr")]
+    assert main(store_under_a_file) == 2
+    assert "error: --store: cannot write the Gram store" in capsys.readouterr().err
+
+
+def test_an_interrupt_prints_how_to_resume(monkeypatch, capsys):
+    from cntk_core import cli
+
+    def interrupted(args):
+        exc = KeyboardInterrupt()
+        exc.add_note("3 of 10 tiles are on disk in 'g.zarr'; re-run to resume")
+        raise exc
+
+    monkeypatch.setitem(cli.COMMANDS, "info", interrupted)
+    assert main(["info"]) == 130
+    assert "interrupted; 3 of 10 tiles are on disk in 'g.zarr'; re-run to resume" in capsys.readouterr().err
+
+
+def test_gram_json_result_after_resume(tmp_path, capsys):
+    argv = ["gram", "--n", "4", "--depth", "2", "--store", str(tmp_path / "s.zarr"), "--scheduler", "synchronous"]
+    assert main([*argv, "--tile-size", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--no-progress", "--out", str(tmp_path / "K.npy")]) == 0  # the store's tile size
+    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("RESULT ")][-1]
+    assert json.loads(line[len("RESULT ") :])["shape"] == [4, 4]
+
+
+# --- python -m cntk_widgets ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["0", "-1", "99999", "http"])
+def test_lab_launcher_refuses_bad_ports(port, capsys):
+    from cntk_widgets.__main__ import main as lab
+
+    with pytest.raises(SystemExit) as info:
+        lab(["--print-command", "--port", port])
+    assert info.value.code == 2 and "port must be an integer 1-65535" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("notebook", ["../README.md", "", "/tmp/elsewhere.ipynb"])
+def test_lab_launcher_opens_only_the_projects_notebooks(notebook, capsys):
+    from cntk_widgets.__main__ import main as lab
+
+    assert lab(["--print-command", "--notebook", notebook]) == 2
+    assert "--notebook must name a notebook in" in capsys.readouterr().err
+    assert lab(["--print-command", "--voila", "--port", "9001"]) == 0
+    assert "--port=9001" in capsys.readouterr().out
