@@ -121,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --store: 'local' (a LocalCluster, default), 'synchronous', 'cuda' or a Dask scheduler address",
     )
     g.add_argument("--n-workers", type=_positive_int, default=None, help="with --store: workers of a local cluster")
-    g.add_argument("--tile-size", type=_positive_int, default=None, help="with --store: rows/columns per tile (256)")
+    g.add_argument(
+        "--tile-size",
+        type=_positive_int,
+        default=None,
+        help="with --store: rows/columns per tile (default: the store's, 256 for a new one)",
+    )
 
     r = sub.add_parser("regress", help="end-to-end kernel regression experiment")
     _data_args(r)
@@ -209,7 +214,8 @@ def cmd_gram(args) -> int:
         if store in (out, out.with_name(out.name + ".npy")) or store in out.parents:
             raise _UsageError(f"--out {args.out!r} must not be the --store {args.store!r} or inside it")
     out_path = None if args.out is None else _npy_path(args.out)  # fail before hours of computing
-    ds = _load(args)
+    with _cli_names(args):
+        ds = _load(args)
     x_split = ds.x_train if args.split == "train" else ds.x_test
     if args.n > len(x_split):
         raise _UsageError(f"--n {args.n} exceeds the {len(x_split)} {args.split} images of {args.dataset}")
@@ -233,7 +239,7 @@ def cmd_gram(args) -> int:
             raise RuntimeError(msg) from exc
         scheduler = None if args.scheduler in (None, "local") else args.scheduler
         opts = dict(tile_size=args.tile_size, scheduler=scheduler, n_workers=args.n_workers, backend=_backend(args))
-        with _cli_names():
+        with _cli_names(args):
             store = gram_to_store(args.store, x1, x2, **kw, **opts, progress=_progress(args))
         K = store.load()
     else:
@@ -270,15 +276,34 @@ _CLI_SPELLING = {
 
 
 @contextlib.contextmanager
-def _cli_names():
-    """Re-raise ``ValueError`` / ``TypeError`` as a usage error naming the command-line options."""
+def _cli_names(args):
+    """Re-raise ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` as a usage error naming the
+    command-line options; the paths the user gave (``--store``, ``--out``, ``--data-path``) are
+    left as they are, whatever they contain."""
     try:
         yield
-    except (ValueError, TypeError) as exc:
-        message = str(exc)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        message, kept = str(exc), {}
+        for given in _user_paths(args):  # longest first, so that a path's own prefix cannot split it
+            if given in message:
+                kept[f"\x00{len(kept)}\x00"] = given
+                message = message.replace(given, f"\x00{len(kept) - 1}\x00")
         for pattern, option in _CLI_SPELLING.items():
             message = re.sub(pattern, option, message)
+        for token, given in kept.items():
+            message = message.replace(token, given)
         raise _UsageError(message) from exc
+
+
+def _user_paths(args) -> list[str]:
+    """The path options as given and as the library may print them (expanded, absolute), longest first."""
+    paths = set()
+    for name in ("store", "out", "data_path"):
+        text = getattr(args, name, None)
+        if text:
+            path = Path(text).expanduser()
+            paths |= {text, str(path), str(path.absolute())}
+    return sorted(paths, key=len, reverse=True)
 
 
 def cmd_regress(args) -> int:
@@ -286,10 +311,11 @@ def cmd_regress(args) -> int:
 
     if args.ridge == "cv" and args.folds < 2:
         raise _UsageError("--folds must be >= 2 for --ridge cv")
-    ds = _load(args)
+    with _cli_names(args):
+        ds = _load(args)
     same_names = "n_train n_test per_class subset depth readout fix kind ridge dtype seed stats".split()
     options = {name: getattr(args, name) for name in same_names}  # options named as run_experiment's arguments
-    with _cli_names():
+    with _cli_names(args):
         res = run_experiment(ds, **options, n_folds=args.folds, backend=_backend(args), progress=_progress(args))
     payload = json.dumps(res.to_dict())
     if args.json:

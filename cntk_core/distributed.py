@@ -127,7 +127,7 @@ def gram_to_store(
         if missing:
             if scheduler == "synchronous":
                 for i, j in missing:
-                    result = _compute_tile(params, i, j)
+                    result = _checked(_compute_tile(params, i, j), params)
                     computed += result["computed"]
                     skipped += not result["computed"]
                     bar(1)
@@ -154,11 +154,10 @@ def _compute_tile(params: dict, i: int, j: int) -> dict:
 
     Idempotent: a tile already marked done is skipped (a task rerun after its worker died
     between writing the marker and reporting back costs nothing).
-    Returns ``{"tile": (i, j), "computed": bool, "seconds": float}``.
+    Returns ``{"tile": (i, j), "computed": bool, "seconds": float}``, plus ``"error"`` when the
+    kernel left the float range (a deterministic failure: Dask's retries would repeat it).
     """
     import zarr
-
-    from .gram import kernel_matrix
 
     t0 = time.perf_counter()
     group = zarr.open_group(store=params["path"], mode="r+")
@@ -174,7 +173,19 @@ def _compute_tile(params: dict, i: int, j: int) -> dict:
         xb = None
     else:
         xb = group["x1" if params["symmetric"] else "x2"][c0:c1]
-    values = kernel_matrix(
+    try:
+        values = _tile_kernel(params, xa, xb)
+    except FloatingPointError as exc:  # deterministic: reported, not retried (see _checked)
+        return {"tile": (i, j), "computed": False, "seconds": 0.0, "error": str(exc)}
+    group["gram"][r0:r1, c0:c1] = values
+    done[i, j] = min(count + 1, np.iinfo(np.uint16).max)  # written after the tile: the tile is complete
+    return {"tile": (i, j), "computed": True, "seconds": time.perf_counter() - t0}
+
+
+def _tile_kernel(params: dict, xa, xb) -> np.ndarray:
+    from .gram import kernel_matrix
+
+    return kernel_matrix(
         xa,
         xb,
         depth=params["depth"],
@@ -185,11 +196,17 @@ def _compute_tile(params: dict, i: int, j: int) -> dict:
         dtype=params["dtype"],
         backend=params["backend"],
         progress=False,
-        block_size=t,
+        block_size=params["tile_size"],
     )
-    group["gram"][r0:r1, c0:c1] = values
-    done[i, j] = min(count + 1, np.iinfo(np.uint16).max)  # written after the tile: the tile is complete
-    return {"tile": (i, j), "computed": True, "seconds": time.perf_counter() - t0}
+
+
+def _checked(result: dict, params: dict) -> dict:
+    """``result`` of :func:`_compute_tile`, or its ``FloatingPointError`` raised on the driver."""
+    if "error" in result:
+        raise FloatingPointError(
+            f"Gram tile {result['tile']}: {result['error']}. Finished tiles are kept in {params['path']!r}."
+        )
+    return result
 
 
 # -- the driver -----------------------------------------------------------------------------------
@@ -211,6 +228,7 @@ def _run_on_client(client, params: dict, missing: list, bar) -> tuple[int, int]:
                     f"Gram tile task {fut.key} failed: {type(exc).__name__}: {exc}. Finished tiles are kept "
                     f"in {params['path']!r}; fix the cause and re-run to resume."
                 ) from exc
+            result = _checked(result, params)
             computed += result["computed"]
             skipped += not result["computed"]
             bar(1)

@@ -224,10 +224,10 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
             for k in range(0, len(rows), per_call):
                 rr, cc = rows[k : k + per_call], cols[k : k + per_call]
                 values = np.asarray(engine.pairs(x1, x2, state_rows[1], state_cols, rr, cc)).reshape(len(rr), -1)
+                if not np.isfinite(values).all():  # before scaling back: that raises OverflowError
+                    raise FloatingPointError(_NON_FINITE)
                 if scaled:
                     values = _scaled_back(values, e1[r0 + rr] + e2[c0 + cc])
-                if not np.isfinite(values).all():
-                    raise FloatingPointError(_NON_FINITE)
                 for j, out in enumerate(outs):
                     out[r0 + rr, c0 + cc] = values[:, j]
                     if symmetric:

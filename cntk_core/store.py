@@ -189,10 +189,10 @@ class GramStore:
 
 
 # -- creation and checks (driver side) ------------------------------------------------------------
-def required_bytes(tile: int, n_tiles: int, inputs_nbytes: int) -> int:
-    """Disk bytes still needed for ``n_tiles`` tiles (uncompressed float64 chunks, full size even at
-    the array's edge), their marker files and the inputs."""
-    return inputs_nbytes + n_tiles * (max(tile * tile * 8, _BLOCK) + _BLOCK)
+def required_bytes(chunk: tuple[int, int], n_tiles: int, inputs_nbytes: int) -> int:
+    """Disk bytes still needed for ``n_tiles`` tiles (uncompressed float64 chunks of shape ``chunk``,
+    full size even at the array's edge), their marker files and the inputs."""
+    return inputs_nbytes + n_tiles * (max(chunk[0] * chunk[1] * 8, _BLOCK) + _BLOCK)
 
 
 def check_free_space(path: Path, needed: int) -> None:
@@ -247,16 +247,20 @@ def create_or_check(path, meta: dict, x1: np.ndarray, x2: np.ndarray | None) -> 
     symmetric = x2 is None
     t = meta["tile_size"]
     grid = (-(-meta["shape"][0] // t), -(-meta["shape"][1] // t))
-    chunk = min(t, max(meta["shape"]))  # the chunk size of a new store (see _ensure_arrays)
+    # chunk shape: the existing store's, or a new store's (see _ensure_arrays)
+    chunk = tuple(existing._group["gram"].chunks) if existing is not None else _gram_chunks(meta)
     tiles = existing.missing_tiles() if existing is not None else all_tiles(*grid, symmetric)
     inputs_done = existing is not None and existing.metadata.get("inputs_written", False)
     in_bytes = 0 if inputs_done else x1.nbytes + (0 if symmetric else x2.nbytes)
 
     first_new = None
     if existing is None:  # can the directory be made at all? (cleaned up again if space is short)
-        first_new = None if path.exists() else _first_missing(path)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            if path.exists():  # an empty folder or an unfinished creation: keep the folder itself
+                (path / "zarr.json").unlink(missing_ok=True)
+            else:  # exclusive: of two jobs creating one store at once, the second stops here
+                first_new = _first_missing(path)
+                path.mkdir(parents=True)
         except OSError as exc:
             raise _write_error(path, exc) from exc
     try:
@@ -267,8 +271,8 @@ def create_or_check(path, meta: dict, x1: np.ndarray, x2: np.ndarray | None) -> 
         raise
 
     try:
-        if existing is None:  # the group and its metadata in one write (zarr.json)
-            group = zarr.open_group(store=str(path), mode="w", attributes={**meta, "inputs_written": False})
+        if existing is None:  # the group and its metadata in one write (zarr.json); "w-" never deletes
+            group = zarr.open_group(store=str(path), mode="w-", attributes={**meta, "inputs_written": False})
         else:
             group = existing._group
             probe = path / ".write-probe"  # an existing store may have become read-only
@@ -318,11 +322,17 @@ def _first_missing(path: Path) -> Path:
     return p
 
 
+def _gram_chunks(meta: dict) -> tuple[int, int]:
+    """One tile per chunk, no larger than the Gram (a tile size above n costs no space)."""
+    t, (n1, n2) = meta["tile_size"], meta["shape"]
+    return min(t, n1), min(t, n2)
+
+
 def _ensure_arrays(group, meta, grid, x1, x2) -> None:
     t = meta["tile_size"]
     n1, n2 = meta["shape"]
-    if "gram" not in group:  # chunks no larger than the Gram: a tile size above n costs no space
-        chunks = (min(t, n1), min(t, n2))
+    if "gram" not in group:
+        chunks = _gram_chunks(meta)
         group.create_array("gram", shape=(n1, n2), chunks=chunks, dtype="float64", fill_value=np.nan, compressors=None)
     if "done" not in group:
         group.create_array("done", shape=grid, chunks=(1, 1), dtype="uint16", fill_value=0, compressors=None)

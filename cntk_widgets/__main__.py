@@ -45,11 +45,9 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], Path]:
     """``(argv, cwd)`` of the server command for the parsed ``args``."""
     folder = notebooks_dir()
     notebook = folder / args.notebook
-    if not args.notebook or notebook.resolve().parent != folder:  # the server runs in notebooks/
-        names = ", ".join(sorted(p.name for p in folder.glob("*.ipynb")))
-        raise FileNotFoundError(
-            f"--notebook must name a notebook in {folder}, got {args.notebook!r}; notebooks: {names}"
-        )
+    if not args.notebook or Path(args.notebook).name != args.notebook or args.notebook in (".", ".."):
+        names = ", ".join(sorted(p.name for p in folder.glob("*.ipynb")))  # the server runs in notebooks/
+        raise FileNotFoundError(f"--notebook must name a notebook in {folder} ({names}), got {args.notebook!r}")
     if not notebook.is_file():
         names = ", ".join(sorted(p.name for p in folder.glob("*.ipynb")))
         raise FileNotFoundError(f"{notebook} does not exist; notebooks: {names}")

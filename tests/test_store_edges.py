@@ -164,3 +164,92 @@ def test_lab_launcher_opens_only_the_projects_notebooks(notebook, capsys):
     assert "--notebook must name a notebook in" in capsys.readouterr().err
     assert lab(["--print-command", "--voila", "--port", "9001"]) == 0
     assert "--port=9001" in capsys.readouterr().out
+
+
+# --- review of the above ----------------------------------------------------------------------------
+
+
+def test_an_empty_folder_is_kept_not_recreated(tmp_path):
+    folder = tmp_path / "shared.zarr"
+    folder.mkdir()
+    folder.chmod(0o2775)
+    inode = folder.stat().st_ino
+    gram_to_store(folder, _x(), depth=2, **SYNC)
+    assert folder.stat().st_ino == inode and folder.stat().st_mode & 0o7777 == 0o2775
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link.zarr").symlink_to(real)
+    gram_to_store(tmp_path / "link.zarr", _x(), depth=2, **SYNC)
+    assert (real / "zarr.json").is_file()
+
+
+def test_a_second_creator_of_the_same_new_store_stops(tmp_path, monkeypatch):
+    """Two jobs checked the path while it was absent; the second to create it must not wipe the first's."""
+    from cntk_core import store as store_module
+
+    path = tmp_path / "race.zarr"
+    real_missing = store_module._first_missing
+
+    calls = []
+
+    def first_job_wins(p):
+        calls.append(p)
+        result = real_missing(p)
+        if len(calls) == 1:  # job B is about to create the store: job A does it first, completely
+            gram_to_store(p, _x(), depth=2, tile_size=2, scheduler="synchronous", progress=False)
+        return result
+
+    monkeypatch.setattr(store_module, "_first_missing", first_job_wins)
+    with pytest.raises(OSError, match="cannot write the Gram store"):
+        store_module.create_or_check(path, {"tile_size": 2, "shape": [4, 4]}, _x(), None)  # job B
+    monkeypatch.undo()
+    np.testing.assert_allclose(GramStore.open(path).load(), cntk_core.kernel_matrix(_x(), depth=2), rtol=1e-12)
+
+
+def test_free_space_is_estimated_from_the_chunk_shape(tmp_path, monkeypatch):
+    from cntk_core import store as store_module
+
+    asked = []
+    monkeypatch.setattr(store_module, "check_free_space", lambda path, needed: asked.append(needed))
+    x1, x2 = _x(3), _x(50, seed=1)
+    gram_to_store(tmp_path / "cross.zarr", x1, x2, depth=2, tile_size=256, **SYNC)
+    assert asked[0] == x1.nbytes + x2.nbytes + 1 * (max(3 * 50 * 8, 4096) + 4096)
+
+
+def test_a_non_finite_tile_is_reported_once_not_retried(tmp_path):
+    from cntk_core.distributed import _compute_tile
+
+    with pytest.raises(FloatingPointError, match=r"Gram tile \(0, 0\): the kernel is not finite"):
+        gram_to_store(tmp_path / "d.zarr", _x(3), depth=3000, **SYNC)
+    store = GramStore.open(tmp_path / "d.zarr")
+    params = dict(
+        path=str(store.path), tile_size=256, shape=[3, 3], symmetric=True, depth=3000, readout="gap",
+        fix_first=False, fix_last=False, kind="ntk", dtype="float64", backend=None,
+    )  # fmt: skip
+    result = _compute_tile(params, 0, 0)  # returned to Dask as a value: its retries do not repeat it
+    assert "not finite" in result["error"] and not result["computed"]
+
+
+def test_tiny_pixels_that_underflow_get_the_underflow_message():
+    with pytest.raises(FloatingPointError, match="not finite"):
+        cntk_core.kernel_matrix(_x(3) * 1e-12, depth=600, dtype="float32")
+
+
+def test_cli_messages_keep_the_users_paths(tmp_path, capsys):
+    odd = tmp_path / "n_test" / "n_folds.zarr"
+    odd.parent.mkdir()
+    import zarr
+
+    zarr.open_group(store=str(odd), mode="w", attributes={"owner": "someone else"})
+    assert main(["gram", "--n", "3", "--depth", "2", "--store", str(odd), "--scheduler", "synchronous"]) == 2
+    err = capsys.readouterr().err
+    assert str(odd) in err and "--n-test" not in err and "--folds" not in err
+
+
+def test_lab_launcher_follows_a_symlinked_notebooks_folder(tmp_path, monkeypatch):
+    import cntk_widgets.__main__ as launcher
+
+    link = tmp_path / "notebooks"
+    link.symlink_to(launcher.notebooks_dir())
+    monkeypatch.setattr(launcher, "notebooks_dir", lambda: link)
+    assert launcher.main(["--print-command"]) == 0

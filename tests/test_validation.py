@@ -4,6 +4,7 @@ extreme-scale rescaling and the messages that name what a user typed."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tracemalloc
@@ -249,12 +250,12 @@ def test_zero_kernel_message_explains_relative_ridges():
 def test_cli_spelling_touches_only_argument_names():
     from cntk_core.cli import _cli_names, _UsageError
 
-    with pytest.raises(_UsageError) as info, _cli_names():
+    with pytest.raises(_UsageError) as info, _cli_names(argparse.Namespace()):
         R.kernel_regression(np.ones((3, 3)), [0, 1, 0], np.ones((3, 3)))
     text = str(info.value)
     assert "--ridge 1e-6" in text and text.count("--ridge cv") == 1 and "ridge=1e-6" not in text
     with pytest.raises(_UsageError, match=r"^n_trainable and x_n_test stay; --subset balanced, --kind nngp$"):
-        with _cli_names():
+        with _cli_names(argparse.Namespace()):
             raise ValueError("n_trainable and x_n_test stay; subset='balanced', kind='nngp'")
 
 
