@@ -174,10 +174,9 @@ def _progress(args) -> bool | None:
 
 def _npy_path(text: str) -> Path:
     """The output path with a ``.npy`` suffix (as ``np.save`` would add); its folder must exist."""
-    path = Path(text).expanduser()
-    if path.suffix != ".npy":
-        path = path.with_name(path.name + ".npy")
-    for folder in (Path(text).expanduser(), path):
+    given = Path(text).expanduser()
+    path = given if given.suffix == ".npy" else given.with_name(given.name + ".npy")
+    for folder in (given, path):
         if folder.is_dir():
             raise FileNotFoundError(f"--out {text!r} is a folder; give a file name such as {str(folder / 'K.npy')!r}")
     if not path.parent.is_dir():
@@ -311,11 +310,10 @@ def cmd_regress(args) -> int:
 
     if args.ridge == "cv" and args.folds < 2:
         raise _UsageError("--folds must be >= 2 for --ridge cv")
-    with _cli_names(args):
-        ds = _load(args)
     same_names = "n_train n_test per_class subset depth readout fix kind ridge dtype seed stats".split()
     options = {name: getattr(args, name) for name in same_names}  # options named as run_experiment's arguments
     with _cli_names(args):
+        ds = _load(args)
         res = run_experiment(ds, **options, n_folds=args.folds, backend=_backend(args), progress=_progress(args))
     payload = json.dumps(res.to_dict())
     if args.json:

@@ -178,9 +178,7 @@ def _check_out(out, shape: tuple[int, int]):
 def _check_depths(depths) -> list[int]:
     """Sorted distinct depths, each a (non-bool) integer >= 2, or a clear error: ``int()`` would
     silently turn 2.7 into 2 and "34" into 34."""
-    if isinstance(depths, np.ndarray) and depths.ndim == 0:
-        depths = depths.item()
-    if isinstance(depths, (Real, str)):
+    if isinstance(depths, Real | str) or (isinstance(depths, np.ndarray) and depths.ndim == 0):
         return [check_int(depths, "depths", 2)]
     try:
         items = list(depths)

@@ -100,13 +100,7 @@ def _check_n_classes(n_classes) -> int | None:
 
 def _check_targets(Y, n: int, name: str = "Y") -> np.ndarray:
     """Regression targets as finite float64 ``[n]`` or ``[n, c]`` for a training kernel with ``n`` rows."""
-    try:
-        raw = np.asarray(Y)
-    except (TypeError, ValueError):
-        raw = None  # as_real_array explains
-    if raw is not None and raw.dtype == bool:  # 0/1 targets
-        Y = raw.astype(np.float64)
-    Y = as_real_array(Y, name, "real regression targets")
+    Y = as_real_array(Y, name, "real regression targets", bools=True)
     if Y.ndim not in (1, 2):
         raise ValueError(f"{name}: expected targets of shape [n] or [n, n_classes], got shape {Y.shape}")
     if Y.shape[0] != n:

@@ -50,6 +50,13 @@ def as_images(x, name: str = "x1") -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _scalar(value, kinds: str):
+    """The item of a 0-d NumPy array whose dtype kind is in ``kinds``; anything else unchanged."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in kinds:
+        return value.item()
+    return value
+
+
 def check_flag(value, name: str, allow_none: bool = False):
     """``value`` as a Python bool, or raise: a truthy string such as ``"no"`` must not read as True.
 
@@ -58,8 +65,7 @@ def check_flag(value, name: str, allow_none: bool = False):
     """
     if value is None and allow_none:
         return None
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "biu":
-        value = value.item()
+    value = _scalar(value, "biu")
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, Integral) and value in (0, 1):
@@ -75,8 +81,7 @@ def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
 
     ``TypeError`` for anything else (``2.5``, ``"5"``, ``True``, ``None``), ``ValueError`` below ``minimum``.
     """
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-        value = value.item()
+    value = _scalar(value, "iuf")
     if is_real(value) and not isinstance(value, Integral) and math.isfinite(value) and value % 1 == 0:
         value = int(value)  # exact: value is a whole number in its own type (not rounded through float)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
@@ -95,8 +100,7 @@ def check_real(value, name: str, what: str = "a real number", finite: bool = Tru
     """``value`` unchanged if it is a real, non-bool number (finite unless ``finite=False``); 0-d
     arrays give their item. ``TypeError`` for ``True``, ``None``, ``"0.1"`` (a string is refused, not
     parsed), ``[0.1]``; ``ValueError`` for NaN or inf."""
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-        value = value.item()
+    value = _scalar(value, "iuf")
     if not is_real(value):
         raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
     if finite and not math.isfinite(value):
@@ -112,15 +116,17 @@ def check_positive(value, name: str):
     return value
 
 
-def as_real_array(value, name: str, what: str = "an array of real numbers", finite: bool = False) -> np.ndarray:
+def as_real_array(
+    value, name: str, what: str = "an array of real numbers", finite: bool = False, bools: bool = False
+) -> np.ndarray:
     """``value`` as a float64 array, or ``TypeError`` naming ``name``: only integer and floating dtypes
-    are read; complex (the imaginary part would be dropped), bool, string and object input is refused.
-    ``finite=True``: ``ValueError`` for NaN or inf entries."""
+    are read (and bool as 0/1 with ``bools=True``); complex (the imaginary part would be dropped),
+    bool, string and object input is refused. ``finite=True``: ``ValueError`` for NaN or inf entries."""
     try:
         raw = np.asarray(value)
     except (TypeError, ValueError) as exc:  # ragged nested lists and the like
         raise TypeError(f"{name}: cannot be read as {what} ({exc})") from None
-    if raw.dtype.kind not in "iuf":
+    if raw.dtype.kind not in ("iufb" if bools else "iuf"):
         kinds = {"c": "complex", "b": "boolean", "U": "string", "S": "bytes", "O": "object"}
         hint = "; take .real explicitly if the imaginary part is round-off" if raw.dtype.kind == "c" else ""
         raise TypeError(

@@ -32,6 +32,8 @@ from cntk_core.finite import (
     train_gd,
 )
 
+from .models import setting_int
+
 DATASETS = ("digits", "random")
 
 
@@ -58,12 +60,14 @@ class FiniteWidthConfig:
     blas_threads: int | None = 1  # BLAS threads during a computation (small matmuls); None: library default
 
     def __post_init__(self):
-        from cntk_core.validation import check_flag
+        from cntk_core.validation import check_flag, is_real
 
         widths = tuple(self.widths) if isinstance(self.widths, list | tuple | np.ndarray) else ()
-        if not widths or any(isinstance(w, bool) or not isinstance(w, int | np.integer) or w < 1 for w in widths):
+        if not widths:
             raise ValueError(f"widths must be a non-empty sequence of positive integers, got {self.widths!r}")
-        object.__setattr__(self, "widths", tuple(sorted(int(w) for w in widths)))
+        object.__setattr__(
+            self, "widths", tuple(sorted(setting_int(w, f"widths[{i}]", 1) for i, w in enumerate(widths)))
+        )
         object.__setattr__(self, "fix", check_flag(self.fix, "fix"))
         finite_cnn(self.depth, 1, self.readout, self.fix)  # validates depth and readout
         if self.depth == 2 and self.fix:
@@ -71,18 +75,15 @@ class FiniteWidthConfig:
                 "depth 2 with fix=True (first conv and last layer fixed) has no trained layer: its NTK is zero "
                 "(use depth >= 3 or fix=False)"
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        for name in ("steps", "n_seeds", "n_train", "n_test", "image_size", "n_nngp_inits"):
-            v = getattr(self, name)
-            low = 0 if name == "steps" else 1
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        for name in ("seed", "steps", "n_seeds", "n_train", "n_test", "image_size", "n_nngp_inits"):
+            object.__setattr__(
+                self, name, setting_int(getattr(self, name), name, 0 if name in ("seed", "steps") else 1)
+            )
         if self.n_train < 2:
             raise ValueError(f"n_train must be >= 2, got {self.n_train}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if isinstance(self.lr_scale, bool) or not isinstance(self.lr_scale, int | float | np.number):
+        if not is_real(self.lr_scale):
             raise ValueError(f"lr_scale must be a number in (0, 2), got {self.lr_scale!r}")
         if not 0 < self.lr_scale < 2:
             raise ValueError(

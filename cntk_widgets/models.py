@@ -25,6 +25,17 @@ MAX_DEPTH = 21
 MAX_UNNAMED_CLASSES = 1000  # labels without class_names beyond this are refused (one name is built per class)
 
 
+def setting_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
+    """:func:`cntk_core.validation.check_int` for the lab's settings, where every bad value is a
+    ``ValueError`` (the error box shows it), wrong types included."""
+    from cntk_core.validation import check_int
+
+    try:
+        return check_int(value, name, minimum, hint)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
     """The paper's CNTK plus two lab options; hashable (used as a cache key).
@@ -337,9 +348,7 @@ class KernelExplorerModel:
 
     @cache_size.setter
     def cache_size(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-            raise ValueError(f"cache_size must be an integer >= 1, got {value!r}")
-        self._cache_size = int(value)
+        self._cache_size = setting_int(value, "cache_size", 1)
         self._trim_cache()
 
     @property

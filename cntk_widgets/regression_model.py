@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .jobs import ENGINE_LOCK, JobContext, JobRunner
-from .models import ArchitectureModel, NetworkSpec, chunked_gram
+from .models import ArchitectureModel, NetworkSpec, chunked_gram, setting_int
 
 DATASETS = ("digits", "cifar10-subset")
 MIN_IMAGE_SIDE = 4  # downsampling below this many pixels per side is refused (the kernel sees almost nothing)
@@ -28,13 +28,6 @@ def available_datasets() -> tuple[str, ...]:
 
     folder = default_subset_dir()
     return DATASETS if all((folder / f).is_file() for f in SUBSET_FILES) else DATASETS[:1]
-
-
-def check_seed(seed) -> int:
-    """``seed`` as a Python int >= 0, or ``ValueError`` naming ``seed``."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
 
 
 def max_downsample(height: int, width: int) -> int:
@@ -76,7 +69,7 @@ class LabSettings:
                 f"ridge must be a finite number >= 0 (relative to mean(diag K); 0: no ridge), got {self.ridge!r}"
             )
         object.__setattr__(self, "ridge", ridge)
-        object.__setattr__(self, "seed", check_seed(self.seed))
+        object.__setattr__(self, "seed", setting_int(self.seed, "seed", 0))
 
 
 @dataclass(frozen=True)

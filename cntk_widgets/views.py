@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .models import MAX_DEPTH, ArchitectureModel, KernelExplorerModel, NetworkSpec
+from .models import MAX_DEPTH, ArchitectureModel, KernelExplorerModel, NetworkSpec, setting_int
 from .regression_model import LabSettings, RegressionLabModel, available_datasets, default_downsample
 
 _ERROR_STYLE = "color:#b00020;background:#fdecea;padding:4px 8px;border-radius:4px;font-family:monospace"
@@ -67,15 +67,12 @@ class ArchitecturePicker(W.VBox):
     """
 
     def __init__(self, model: ArchitectureModel | None = None, *, max_depth: int = MAX_DEPTH):
-        if (
-            isinstance(max_depth, bool)
-            or not isinstance(max_depth, int | np.integer)
-            or not 2 <= max_depth <= MAX_DEPTH
-        ):
-            raise ValueError(f"max_depth must be an integer between 2 and {MAX_DEPTH}, got {max_depth!r}")
+        max_depth = setting_int(max_depth, "max_depth", 2, f" (and <= {MAX_DEPTH})")
+        if max_depth > MAX_DEPTH:
+            raise ValueError(f"max_depth must be an integer between 2 and {MAX_DEPTH}, got {max_depth}")
         self.model = model or ArchitectureModel()
         s = self.model.spec
-        max_depth = max(int(max_depth), s.depth)  # never clamp the model's depth: widen the slider instead
+        max_depth = max(max_depth, s.depth)  # never clamp the model's depth: widen the slider instead
         self.depth = W.IntSlider(value=s.depth, min=2, max=max_depth, description="depth", continuous_update=False)
         self.readout = W.ToggleButtons(options=[("GAP", "gap"), ("vanilla", "vanilla")], value=s.readout)
         self.kind = W.ToggleButtons(options=[("NTK", "ntk"), ("NNGP", "nngp")], value=s.kind)
@@ -375,9 +372,7 @@ class RegressionLab(W.VBox):
         **settings,
     ):
         self.sweep_depths, self.sweep_sizes = _check_sweep_depths(sweep_depths), _check_sweep_sizes(sweep_sizes)
-        if isinstance(n_grid, bool) or not isinstance(n_grid, int | np.integer) or n_grid < 1:
-            raise ValueError(f"n_grid (test images shown) must be an integer >= 1, got {n_grid!r}")
-        self.n_grid = int(n_grid)
+        self.n_grid = setting_int(n_grid, "n_grid", 1, " (test images shown)")
         self.picker = picker or ArchitecturePicker()
         self.model = RegressionLabModel(
             architecture=self.picker.model, backend=backend, synchronous=synchronous, **settings
@@ -714,9 +709,4 @@ def _check_sweep_sizes(sizes) -> tuple[int, ...]:
     sizes = tuple(sizes)
     if not sizes:
         raise ValueError("sweep_sizes must not be empty")
-    from cntk_core.validation import check_int
-
-    try:
-        return tuple(check_int(n, f"sweep_sizes[{i}]", 1, " (training images per class)") for i, n in enumerate(sizes))
-    except TypeError as exc:
-        raise ValueError(str(exc)) from None
+    return tuple(setting_int(n, f"sweep_sizes[{i}]", 1, " (training images per class)") for i, n in enumerate(sizes))
