@@ -172,10 +172,15 @@ def _progress(args) -> bool | None:
     return args.progress
 
 
-def _npy_path(text: str) -> Path:
-    """The output path with a ``.npy`` suffix (as ``np.save`` would add); its folder must exist."""
+def _npy_path(text: str, store: str | None = None) -> Path:
+    """The output path with a ``.npy`` suffix (as ``np.save`` would add); its folder must exist, and
+    it must not be the Gram store ``store`` (``--store``) or lie inside it."""
     given = Path(text).expanduser()
     path = given if given.suffix == ".npy" else given.with_name(given.name + ".npy")
+    if store is not None:
+        root = Path(store).expanduser().absolute()
+        if root in (given.absolute(), path.absolute()) or root in path.absolute().parents:
+            raise _UsageError(f"--out {text!r} must not be the --store {store!r} or inside it")
     for folder in (given, path):
         if folder.is_dir():
             raise FileNotFoundError(f"--out {text!r} is a folder; give a file name such as {str(folder / 'K.npy')!r}")
@@ -208,11 +213,7 @@ def cmd_gram(args) -> int:
         raise _UsageError("gram needs --out PATH.npy and/or --store PATH")
     if args.store is None and (args.scheduler is not None or args.n_workers is not None or args.tile_size is not None):
         raise _UsageError("--scheduler, --n-workers and --tile-size need --store")
-    if args.out is not None and args.store is not None:
-        store, out = Path(args.store).expanduser().absolute(), Path(args.out).expanduser().absolute()
-        if store in (out, out.with_name(out.name + ".npy")) or store in out.parents:
-            raise _UsageError(f"--out {args.out!r} must not be the --store {args.store!r} or inside it")
-    out_path = None if args.out is None else _npy_path(args.out)  # fail before hours of computing
+    out_path = None if args.out is None else _npy_path(args.out, args.store)  # fail before hours of computing
     with _cli_names(args):
         ds = _load(args)
     x_split = ds.x_train if args.split == "train" else ds.x_test
@@ -282,16 +283,14 @@ def _cli_names(args):
     try:
         yield
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        message, kept = str(exc), {}
-        for given in _user_paths(args):  # longest first, so that a path's own prefix cannot split it
-            if given in message:
-                kept[f"\x00{len(kept)}\x00"] = given
-                message = message.replace(given, f"\x00{len(kept) - 1}\x00")
-        for pattern, option in _CLI_SPELLING.items():
-            message = re.sub(pattern, option, message)
-        for token, given in kept.items():
-            message = message.replace(token, given)
-        raise _UsageError(message) from exc
+        # split around the user's paths (longest first, so that a path's own prefix cannot split it):
+        # the odd parts are those paths, kept as they are; only the text between them is rewritten
+        paths = _user_paths(args)
+        parts = re.split("(" + "|".join(map(re.escape, paths)) + ")", str(exc)) if paths else [str(exc)]
+        for k in range(0, len(parts), 2):
+            for pattern, option in _CLI_SPELLING.items():
+                parts[k] = re.sub(pattern, option, parts[k])
+        raise _UsageError("".join(parts)) from exc
 
 
 def _user_paths(args) -> list[str]:

@@ -115,9 +115,8 @@ def gram_to_store(
     meta = _metadata(params, x1, x2)
     identity = json.dumps([{k: meta[k] for k in IDENTITY_KEYS}, str(path.absolute())], sort_keys=True)
     params["token"] = hashlib.sha256(identity.encode()).hexdigest()[:16]  # Dask keys unique to this job
-    gram_store, _ = create_or_check(path, meta, x1, None if x2 is None else x2)
+    gram_store, _, missing = create_or_check(path, meta, x1, None if x2 is None else x2)
     tiles_total = len(gram_store.tiles())
-    missing = gram_store.missing_tiles()
     params["path"] = str(path.absolute())
 
     bar = _make_progress(progress, len(missing), tiles_total - len(missing))
@@ -126,11 +125,7 @@ def gram_to_store(
     try:
         if missing:
             if scheduler == "synchronous":
-                for i, j in missing:
-                    result = _checked(_compute_tile(params, i, j), params)
-                    computed += result["computed"]
-                    skipped += not result["computed"]
-                    bar(1)
+                computed, skipped = _tally((_compute_tile(params, i, j) for i, j in missing), params, bar)
             else:
                 with _client(scheduler, n_workers) as (client, label):
                     computed, skipped = _run_on_client(client, params, missing, bar)
@@ -175,7 +170,7 @@ def _compute_tile(params: dict, i: int, j: int) -> dict:
         xb = group["x1" if params["symmetric"] else "x2"][c0:c1]
     try:
         values = _tile_kernel(params, xa, xb)
-    except FloatingPointError as exc:  # deterministic: reported, not retried (see _checked)
+    except FloatingPointError as exc:  # deterministic: reported, not retried (see _tally)
         return {"tile": (i, j), "computed": False, "seconds": 0.0, "error": str(exc)}
     group["gram"][r0:r1, c0:c1] = values
     done[i, j] = min(count + 1, np.iinfo(np.uint16).max)  # written after the tile: the tile is complete
@@ -200,13 +195,20 @@ def _tile_kernel(params: dict, xa, xb) -> np.ndarray:
     )
 
 
-def _checked(result: dict, params: dict) -> dict:
-    """``result`` of :func:`_compute_tile`, or its ``FloatingPointError`` raised on the driver."""
-    if "error" in result:
-        raise FloatingPointError(
-            f"Gram tile {result['tile']}: {result['error']}. Finished tiles are kept in {params['path']!r}."
-        )
-    return result
+def _tally(results, params: dict, bar) -> tuple[int, int]:
+    """Count the results of :func:`_compute_tile` as they come, advancing ``bar``; returns
+    ``(computed, skipped)``. A result with an ``"error"`` is raised on the driver as
+    ``FloatingPointError``."""
+    computed = skipped = 0
+    for result in results:
+        if "error" in result:
+            raise FloatingPointError(
+                f"Gram tile {result['tile']}: {result['error']}. Finished tiles are kept in {params['path']!r}."
+            )
+        computed += result["computed"]
+        skipped += not result["computed"]
+        bar(1)
+    return computed, skipped
 
 
 # -- the driver -----------------------------------------------------------------------------------
@@ -218,23 +220,21 @@ def _run_on_client(client, params: dict, missing: list, bar) -> tuple[int, int]:
     futures = [
         client.submit(_compute_tile, params, i, j, key=f"cntk-tile-{token}-{i}-{j}", retries=2) for i, j in missing
     ]
-    computed = skipped = 0
-    try:
+
+    def results():
         for fut in as_completed(futures):
             try:
-                result = fut.result()
+                yield fut.result()
             except Exception as exc:
                 raise RuntimeError(
                     f"Gram tile task {fut.key} failed: {type(exc).__name__}: {exc}. Finished tiles are kept "
                     f"in {params['path']!r}; fix the cause and re-run to resume."
                 ) from exc
-            result = _checked(result, params)
-            computed += result["computed"]
-            skipped += not result["computed"]
-            bar(1)
+
+    try:
+        return _tally(results(), params, bar)
     finally:
         client.cancel([f for f in futures if not f.done()])
-    return computed, skipped
 
 
 @contextlib.contextmanager
@@ -353,7 +353,7 @@ def _validate(x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, til
         "kind": kind,
         "dtype": dt.name,
         "backend": backend,
-        "tile_size": int(tile_size),
+        "tile_size": tile_size,
         "symmetric": x2 is None,
         "shape": [len(x1), len(x1 if x2 is None else x2)],
     }
@@ -408,7 +408,7 @@ def _existing_tile_size(path) -> int | None:
     if not path.exists():
         return None
     try:
-        return int(GramStore.open(path).metadata["tile_size"])
+        return GramStore.open(path).tile_size
     except Exception:  # not a store: create_or_check explains
         return None
 

@@ -132,8 +132,6 @@ def kernel_matrices(
     """
     depths = _check_depths(depths)
     network = cntk(depths[-1], readout, fix, fix_first=fix_first, fix_last=fix_last)
-    for d in depths:
-        cntk(d, readout)  # validates each depth
     check_kind(kind)
     dt = check_dtype(dtype)
     name = resolve_backend(backend)

@@ -228,9 +228,12 @@ def _human(n: float) -> str:
     return f"{n} B"
 
 
-def create_or_check(path, meta: dict, x1: np.ndarray, x2: np.ndarray | None) -> tuple[GramStore, bool]:
+def create_or_check(
+    path, meta: dict, x1: np.ndarray, x2: np.ndarray | None
+) -> tuple[GramStore, bool, list[tuple[int, int]]]:
     """Open the store at ``path`` if its metadata matches ``meta`` (else :class:`StoreMismatchError`),
-    or create it; in both cases make sure its arrays and inputs exist. Returns ``(store, created)``.
+    or create it; in both cases make sure its arrays and inputs exist. Returns ``(store, created,
+    missing)``, ``missing`` the tiles still to compute (its done markers are read once, here).
 
     Free space is checked (against what is still missing) before anything is written.
     """
@@ -241,15 +244,19 @@ def create_or_check(path, meta: dict, x1: np.ndarray, x2: np.ndarray | None) -> 
     if path.exists() and not _unfinished_creation(path):
         existing = GramStore.open(path, mode="r+")
         check_compatible(existing.metadata, meta, path)
-        if not existing.missing_tiles():  # complete: nothing to write (the store may be read-only now)
-            return existing, False
+        tiles = existing.missing_tiles()
+        if not tiles:  # complete: nothing to write (the store may be read-only now)
+            return existing, False, tiles
 
     symmetric = x2 is None
     t = meta["tile_size"]
     grid = (-(-meta["shape"][0] // t), -(-meta["shape"][1] // t))
-    # chunk shape: the existing store's, or a new store's (see _ensure_arrays)
-    chunk = tuple(existing._group["gram"].chunks) if existing is not None else _gram_chunks(meta)
-    tiles = existing.missing_tiles() if existing is not None else all_tiles(*grid, symmetric)
+    if existing is None:
+        tiles = all_tiles(*grid, symmetric)
+    # chunk shape: the existing array's, or what _ensure_arrays will create (also for a store whose
+    # run was interrupted after its metadata was written and before its arrays were)
+    has_gram = existing is not None and "gram" in existing._group
+    chunk = tuple(existing._group["gram"].chunks) if has_gram else _gram_chunks(meta)
     inputs_done = existing is not None and existing.metadata.get("inputs_written", False)
     in_bytes = 0 if inputs_done else x1.nbytes + (0 if symmetric else x2.nbytes)
 
@@ -286,7 +293,7 @@ def create_or_check(path, meta: dict, x1: np.ndarray, x2: np.ndarray | None) -> 
             group.attrs["inputs_written"] = True
     except OSError as exc:
         raise _write_error(path, exc) from exc
-    return GramStore(path, group), existing is None
+    return GramStore(path, group), existing is None, tiles
 
 
 def _unfinished_creation(path: Path) -> bool:

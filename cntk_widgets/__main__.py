@@ -45,12 +45,9 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], Path]:
     """``(argv, cwd)`` of the server command for the parsed ``args``."""
     folder = notebooks_dir()
     notebook = folder / args.notebook
-    if not args.notebook or Path(args.notebook).name != args.notebook or args.notebook in (".", ".."):
-        names = ", ".join(sorted(p.name for p in folder.glob("*.ipynb")))  # the server runs in notebooks/
-        raise FileNotFoundError(f"--notebook must name a notebook in {folder} ({names}), got {args.notebook!r}")
-    if not notebook.is_file():
+    if Path(args.notebook).name != args.notebook or not notebook.is_file():  # a bare name: the server runs there
         names = ", ".join(sorted(p.name for p in folder.glob("*.ipynb")))
-        raise FileNotFoundError(f"{notebook} does not exist; notebooks: {names}")
+        raise FileNotFoundError(f"--notebook must name a notebook in {folder} ({names}), got {args.notebook!r}")
     if args.voila:
         cmd = [sys.executable, "-m", "voila", notebook.name, f"--port={8866 if args.port is None else args.port}"]
         if args.no_browser:

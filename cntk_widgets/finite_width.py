@@ -383,11 +383,13 @@ class FiniteWidthView:
             f"{c.depth}, {c.readout}{', fixed' if c.fix else ''}, {c.steps} steps, seed {c.seed})"
         )
 
+    def _previous(self) -> str:
+        return " (the panels show the previous run)" if self.results is not None else ""
+
     def _fail(self, exc: Exception) -> None:
         from .views import error_html
 
-        old = " (the panels show the previous run)" if self.results is not None else ""
-        self.status.value = error_html(f"{type(exc).__name__}: {exc}{old}")
+        self.status.value = error_html(f"{type(exc).__name__}: {exc}{self._previous()}")
 
     def run(self) -> FiniteWidthResults | None:
         """Read the controls, run all experiments, redraw the four panels. A failure (bad setting or
@@ -399,14 +401,13 @@ class FiniteWidthView:
             self._sync_config()
             r = self.model.run()
             nngp = self.model.nngp(int(self.width.value))
-        except Exception as exc:
+        except BaseException as exc:
             self.model.update(**before)  # the config stays the one the panels were drawn with
+            if not isinstance(exc, Exception):  # KeyboardInterrupt: same consistent state, then let it through
+                self.status.value = "interrupted" + self._previous()
+                raise
             self._fail(exc)
             return None
-        except BaseException:  # KeyboardInterrupt: same consistent state, then let it through
-            self.model.update(**before)
-            self.status.value = "interrupted" + (" (the panels show the previous run)" if self.results else "")
-            raise
         finally:
             self.button.disabled = False
         self._draw(r, nngp)

@@ -210,6 +210,57 @@ class JobRunner:
             self.on_error("while showing the result: " + format_error(exc))
 
 
+class JobModel:
+    """What the lab's models share around their :class:`JobRunner`: the ``progress`` / ``error`` /
+    ``cancelled`` state, listeners (``on_change(callback(event, model))``), and ``cancel`` /
+    ``close``. A subclass calls :meth:`_start_runner` in its ``__init__``, sets the rest of its
+    state with :meth:`_set_state` (which notifies the listeners), and may extend :meth:`_before_close`.
+    """
+
+    def _start_runner(self, name: str, synchronous: bool, on_result: Callable[[Any], None]) -> None:
+        self.progress = 0.0
+        self.error: str | None = None
+        self.cancelled: str | None = None
+        self._listeners: list[Callable[[str, Any], None]] = []
+        self._runner = JobRunner(
+            synchronous=synchronous,
+            on_start=lambda g: self._set_state(progress=0.0, error=None, event="start"),
+            on_progress=lambda f: self._set_state(progress=f, event="progress"),
+            on_result=on_result,
+            on_error=lambda message: self._set_state(error=message, event="error"),
+            on_cancel=lambda why: self._set_state(progress=0.0, cancelled=why, event="cancelled"),
+            name=name,
+        )
+
+    def on_change(self, callback: Callable[[str, Any], None]) -> None:
+        self._listeners.append(callback)
+
+    @property
+    def closed(self) -> bool:
+        return self._runner.closed
+
+    def cancel(self) -> bool:
+        """Stop the running job (what it finished before stays); ``True`` when one was running."""
+        return self._runner.cancel()
+
+    def close(self) -> None:
+        """Stop the worker for good (a running job is dropped); emits ``"closed"``. Idempotent."""
+        if self.closed:
+            return
+        self._before_close()
+        self._runner.shutdown()
+        self._set_state(progress=0.0, event="closed")
+
+    def _before_close(self) -> None:
+        """Hook for :meth:`close` (e.g. stop following other models)."""
+
+    def _set_state(self, *, event: str, **fields: Any) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+        for callback in list(self._listeners):
+            callback(event, self)
+
+
 def format_error(exc: BaseException) -> str:
     """``"ValueError: message"`` plus the innermost frame, for an error box a user can read."""
     frames = traceback.extract_tb(exc.__traceback__)

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 
 import numpy as np
 
 from cntk_core import kernel_matrices
 
-from .jobs import ENGINE_LOCK, JobContext, JobRunner
+from .jobs import ENGINE_LOCK, JobContext, JobModel
 
 READOUTS = ("gap", "vanilla")
 KINDS = ("ntk", "nngp")
@@ -234,7 +233,7 @@ def check_nonzero_images(images: np.ndarray) -> None:
         )
 
 
-class KernelExplorerModel:
+class KernelExplorerModel(JobModel):
     """Normalised kernel matrix and spectrum of a fixed, class-sorted image set for a chosen spec.
 
     Parameters
@@ -291,19 +290,7 @@ class KernelExplorerModel:
         self.cache_hits = 0
         self.cache_misses = 0
         self.result: KernelResult | None = None
-        self.error: str | None = None
-        self.progress = 0.0
-        self._listeners: list[Callable[[str, KernelExplorerModel], None]] = []
-        self._runner = JobRunner(
-            synchronous=synchronous,
-            on_start=lambda g: self._set_state(progress=0.0, error=None, event="start"),
-            on_progress=lambda f: self._set_state(progress=f, event="progress"),
-            on_result=self._publish,
-            on_error=lambda msg: self._set_state(error=msg, event="error"),
-            on_cancel=lambda why: self._set_state(progress=0.0, cancelled=why, event="cancelled"),
-            name="cntk-explorer",
-        )
-        self.cancelled: str | None = None
+        self._start_runner("cntk-explorer", synchronous, self._publish)
         self.architecture.observe(self._on_spec)
         if autostart:
             self.compute()
@@ -337,7 +324,7 @@ class KernelExplorerModel:
         from cntk_core import resolve_backend
 
         resolve_backend(value)  # unknown or unusable backends raise here, not at the first compute
-        if hasattr(self, "_backend") and value != self._backend:
+        if value != getattr(self, "_backend", value):
             self.cache.clear()
         self._backend = value
 
@@ -352,10 +339,6 @@ class KernelExplorerModel:
         self._trim_cache()
 
     @property
-    def closed(self) -> bool:
-        return self._runner.closed
-
-    @property
     def busy(self) -> bool:
         return self._runner.busy
 
@@ -367,9 +350,6 @@ class KernelExplorerModel:
     def dropped(self) -> int:
         """Number of stale computations that completed and whose result was not shown."""
         return self._runner.dropped
-
-    def on_change(self, callback: Callable[[str, KernelExplorerModel], None]) -> None:
-        self._listeners.append(callback)
 
     def compute(self, spec: NetworkSpec | None = None):
         """Compute (or fetch from the cache) the kernel of ``spec`` (default: the current one).
@@ -392,17 +372,8 @@ class KernelExplorerModel:
         self._runner.wait(timeout)
         return self.result
 
-    def cancel(self) -> bool:
-        """Stop the running computation (the last result stays); ``True`` when one was running."""
-        return self._runner.cancel()
-
-    def close(self) -> None:
-        """Stop following the architecture and stop the worker; emits ``"closed"``. Idempotent."""
-        if self.closed:
-            return
-        self.architecture.unobserve(self._on_spec)
-        self._runner.shutdown()
-        self._set_state(progress=0.0, event="closed")
+    def _before_close(self) -> None:
+        self.architecture.unobserve(self._on_spec)  # close() stops following the architecture
 
     # -- internals ----------------------------------------------------------------------------
     def _on_spec(self, spec: NetworkSpec) -> None:
@@ -477,9 +448,3 @@ class KernelExplorerModel:
 
     def _publish(self, result: KernelResult) -> None:
         self._set_state(result=result, progress=1.0, error=None, event="result")
-
-    def _set_state(self, *, event: str, **fields: Any) -> None:
-        for name, value in fields.items():
-            setattr(self, name, value)
-        for callback in list(self._listeners):
-            callback(event, self)

@@ -8,13 +8,15 @@ prediction ``argmax K_test,train alpha``. ``ridge = 0`` is the paper's plain sol
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .jobs import ENGINE_LOCK, JobContext, JobRunner
+from cntk_core.validation import check_real
+
+from .jobs import ENGINE_LOCK, JobContext, JobModel
 from .models import ArchitectureModel, NetworkSpec, chunked_gram, setting_int
 
 DATASETS = ("digits", "cifar10-subset")
@@ -56,15 +58,12 @@ class LabSettings:
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         for name in ("n_per_class", "n_test_per_class", "downsample"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-            object.__setattr__(self, name, int(v))
+            object.__setattr__(self, name, setting_int(getattr(self, name), name, 1))
         try:
-            ridge = float(self.ridge) if not isinstance(self.ridge, bool) else np.nan
+            ridge = float(check_real(self.ridge, "ridge"))  # a number (not a string), finite
         except (TypeError, ValueError):
-            ridge = np.nan
-        if not np.isfinite(ridge) or ridge < 0:
+            ridge = -1.0
+        if ridge < 0:
             raise ValueError(
                 f"ridge must be a finite number >= 0 (relative to mean(diag K); 0: no ridge), got {self.ridge!r}"
             )
@@ -125,8 +124,8 @@ def solve_predict(k_train: np.ndarray, k_test: np.ndarray, y_train: np.ndarray, 
     lam = ridge * float(np.mean(np.diag(k_train)))
     try:
         return kernel_regression(k_train, y_train, k_test, ridge=lam, n_classes=n_classes)[0]
-    except SingularKernelError as exc:
-        if "identically zero" in str(exc):
+    except SingularKernelError:
+        if not np.any(k_train):  # the core's message names the causes of an all-zero kernel
             raise
         hint = f"increase the ridge (now {ridge:g})" if ridge else "turn on the ridge (e.g. 1e-6)"
         raise SingularKernelError(
@@ -135,7 +134,7 @@ def solve_predict(k_train: np.ndarray, k_test: np.ndarray, y_train: np.ndarray, 
         ) from None
 
 
-class RegressionLabModel:
+class RegressionLabModel(JobModel):
     """Runs kernel regression for the architecture of ``architecture`` and the :class:`LabSettings`.
 
     ``run()`` computes in the background (or inline with ``synchronous=True``), then publishes a
@@ -162,24 +161,12 @@ class RegressionLabModel:
         self.backend = backend
         self.result: RegressionResult | None = None
         self.history: list[dict] = []
-        self.error: str | None = None
         self.notice: str | None = None
-        self.cancelled: str | None = None
-        self.progress = 0.0
         self._datasets: dict[str, Any] = {}
-        self._listeners: list[Callable[[str, RegressionLabModel], None]] = []
-        self._runner = JobRunner(
-            synchronous=synchronous,
-            on_start=lambda g: self._set_state(progress=0.0, error=None, event="start"),
-            on_progress=lambda f: self._set_state(progress=f, event="progress"),
-            on_result=lambda r: self._set_state(result=r, progress=1.0, event="result"),
-            on_error=lambda m: self._set_state(error=m, event="error"),
-            on_cancel=lambda why: self._set_state(progress=0.0, cancelled=why, event="cancelled"),
-            name="cntk-regression",
+        self._limits: dict[str, dict] = {}
+        self._start_runner(
+            "cntk-regression", synchronous, lambda r: self._set_state(result=r, progress=1.0, event="result")
         )
-
-    def on_change(self, callback: Callable[[str, RegressionLabModel], None]) -> None:
-        self._listeners.append(callback)
 
     def set(self, **fields) -> LabSettings:
         """Change settings (validated first: a bad value raises and changes nothing); emits ``"settings"``."""
@@ -188,22 +175,37 @@ class RegressionLabModel:
             self._set_state(settings=new, event="settings")
         return self.settings
 
-    @property
-    def closed(self) -> bool:
-        return self._runner.closed
-
     def limits(self, name: str | None = None) -> dict:
         """Per data set: ``n_per_class`` / ``n_test_per_class`` (images in the smallest class of the
-        training / test split), ``height`` and ``width`` (pixels), ``max_downsample``."""
-        ds = self.dataset(name)
-        h, w = ds.x_train.shape[1:3]
-        return dict(
-            n_per_class=int(np.bincount(ds.y_train, minlength=ds.n_classes).min()),
-            n_test_per_class=int(np.bincount(ds.y_test, minlength=ds.n_classes).min()),
-            height=int(h),
-            width=int(w),
-            max_downsample=max_downsample(h, w),
-        )
+        training / test split), ``smallest_class`` / ``smallest_test_class`` (which class that is),
+        ``height`` and ``width`` (pixels), ``max_downsample``. Computed once per data set."""
+        name = name or self.settings.dataset
+        if name not in self._limits:
+            ds = self.dataset(name)
+            h, w = ds.x_train.shape[1:3]
+            train, test = (np.bincount(y, minlength=ds.n_classes) for y in (ds.y_train, ds.y_test))
+            self._limits[name] = dict(
+                n_per_class=int(train.min()),
+                n_test_per_class=int(test.min()),
+                smallest_class=int(train.argmin()),
+                smallest_test_class=int(test.argmin()),
+                height=int(h),
+                width=int(w),
+                max_downsample=max_downsample(h, w),
+            )
+        return dict(self._limits[name])
+
+    def check_downsample(self, settings: LabSettings | None = None) -> None:
+        """``ValueError`` when ``settings.downsample`` would leave images smaller than ``MIN_IMAGE_SIDE``."""
+        s = settings or self.settings
+        lim = self.limits(s.dataset)
+        h, w, top = lim["height"], lim["width"], lim["max_downsample"]
+        if s.downsample > top:
+            raise ValueError(
+                f"downsample={s.downsample} would shrink the {h}x{w} {s.dataset} images to "
+                f"{h // s.downsample}x{w // s.downsample} pixels (at least {MIN_IMAGE_SIDE} needed): "
+                f"use downsample <= {top}"
+            )
 
     def dataset(self, name: str | None = None):
         """The :class:`cntk_core.data.Dataset` (loaded once per name)."""
@@ -221,21 +223,16 @@ class RegressionLabModel:
 
         s = settings or self.settings
         ds = self.dataset(s.dataset)
-        h, w = ds.x_train.shape[1:3]
-        if s.downsample > max_downsample(h, w):
-            raise ValueError(
-                f"downsample={s.downsample} would shrink the {h}x{w} {s.dataset} images to "
-                f"{h // s.downsample}x{w // s.downsample} pixels (at least {MIN_IMAGE_SIDE} needed): "
-                f"use downsample <= {max_downsample(h, w)}"
-            )
-        for split, y, n, setting in (
-            ("training", ds.y_train, s.n_per_class, "n_per_class"),
-            ("test", ds.y_test, s.n_test_per_class, "n_test_per_class"),
+        self.check_downsample(s)
+        lim = self.limits(s.dataset)
+        for split, setting, smallest in (
+            ("training", "n_per_class", "smallest_class"),
+            ("test", "n_test_per_class", "smallest_test_class"),
         ):
-            counts = np.bincount(y, minlength=ds.n_classes)
-            if counts.min() < n:
+            n = getattr(s, setting)
+            if lim[setting] < n:
                 raise ValueError(
-                    f"{split} set of {s.dataset}: class {int(counts.argmin())} has only {int(counts.min())} "
+                    f"{split} set of {s.dataset}: class {lim[smallest]} has only {lim[setting]} "
                     f"examples, fewer than {setting}={n}"
                 )
         xtr, ytr = balanced_subset(ds.x_train, ds.y_train, s.n_per_class, seed=s.seed, n_classes=ds.n_classes)
@@ -250,10 +247,6 @@ class RegressionLabModel:
         spec, settings = self.architecture.spec, self.settings
         self.notice = self.cancelled = None
         return self._runner.submit(lambda ctx: self._one(spec, settings, ctx, 0.0, 1.0))
-
-    def cancel(self) -> bool:
-        """Stop the running run or sweep (finished runs stay in the history); ``True`` when one was running."""
-        return self._runner.cancel()
 
     def sweep(
         self,
@@ -300,13 +293,6 @@ class RegressionLabModel:
         self._runner.wait(timeout)
         return self.result
 
-    def close(self) -> None:
-        """Stop the worker for good (a running job is dropped); emits ``"closed"``. Idempotent."""
-        if self.closed:
-            return
-        self._runner.shutdown()
-        self._set_state(progress=0.0, event="closed")
-
     # -- internals ----------------------------------------------------------------------------
     def _one(self, spec: NetworkSpec, settings: LabSettings, ctx: JobContext, lo: float, hi: float):
         from cntk_core import network_kernel
@@ -350,9 +336,3 @@ class RegressionLabModel:
         self.history.append(result.summary())
         self._set_state(event="history")
         return result
-
-    def _set_state(self, *, event: str, **fields: Any) -> None:
-        for name, value in fields.items():
-            setattr(self, name, value)
-        for callback in list(self._listeners):
-            callback(event, self)

@@ -39,7 +39,10 @@ def sync_figure_state(fig: go.FigureWidget) -> None:
     fig._widget_data = deepcopy(fig._data)
 
 
-def error_html(message: str | None) -> str:
+def error_html(message: str | BaseException | None) -> str:
+    """An error box for ``message``, or for an exception as ``"TypeName: message"``; ``""`` for none."""
+    if isinstance(message, BaseException):
+        message = f"{type(message).__name__}: {message}"
     return "" if not message else f'<div class="cntk-error" style="{_ERROR_STYLE}">⚠ {html.escape(message)}</div>'
 
 
@@ -48,8 +51,9 @@ def note_html(message: str | None) -> str:
     return "" if not message else f'<div class="cntk-note" style="{_NOTE_STYLE}">{html.escape(message)}</div>'
 
 
-def _set_int_slider(slider: W.IntSlider, value: int, hi: int) -> None:
-    """Set ``value`` and ``max=hi`` (``hi >= value``) in the order that never clamps the value."""
+def _set_int_slider(slider: W.IntSlider, value: int, limit: int) -> None:
+    """Set ``value`` and ``max`` = max(``limit``, ``value``) in the order that never clamps the value."""
+    hi = max(limit, value)
     if value > slider.max:
         slider.max = hi
         slider.value = value
@@ -123,7 +127,7 @@ class ArchitecturePicker(W.VBox):
             self.model.set(**{name: value})
             self.error.value = ""
         except (TypeError, ValueError) as exc:
-            self.error.value = error_html(f"{type(exc).__name__}: {exc}")
+            self.error.value = error_html(exc)
 
     def _from_model(self, spec: NetworkSpec) -> None:
         self._syncing = True
@@ -378,18 +382,10 @@ class RegressionLab(W.VBox):
             architecture=self.picker.model, backend=backend, synchronous=synchronous, **settings
         )
         s = self.model.settings
-        lim = self.model.limits(s.dataset)  # loads the data set: a missing one raises its FileNotFoundError here
-        if s.downsample > lim["max_downsample"]:
-            raise ValueError(
-                f"downsample={s.downsample} would shrink the {lim['height']}x{lim['width']} {s.dataset} images "
-                f"below 4 pixels: use downsample <= {lim['max_downsample']}"
-            )
+        self.model.check_downsample(s)  # loads the data set: a missing one raises its FileNotFoundError here
         self._downsample_for = {s.dataset: s.downsample}  # each data set keeps its own factor
         self._syncing = False
-        options = available_datasets()
-        self.dataset = W.Dropdown(
-            options=options + ((s.dataset,) if s.dataset not in options else ()), description="data"
-        )
+        self.dataset = W.Dropdown(options=available_datasets(), description="data")  # _show_settings adds s.dataset
         self.n_per_class = W.IntSlider(value=1, min=1, max=1, description="train/class")
         self.n_test = W.IntSlider(value=1, min=1, max=1, description="test/class")
         self.downsample = W.Dropdown(description="downsample")
@@ -492,7 +488,7 @@ class RegressionLab(W.VBox):
             start()
         except (TypeError, ValueError, RuntimeError) as exc:
             self.progress.bar_style = "danger"
-            self.error.value = error_html(f"{type(exc).__name__}: {exc}")
+            self.error.value = error_html(exc)
 
     def _from_widget(self, **fields) -> None:
         """Write only the changed field(s); a refused value shows in the error box and the controls
@@ -503,7 +499,7 @@ class RegressionLab(W.VBox):
             self.model.set(**fields)
             self.error.value = ""
         except (TypeError, ValueError) as exc:
-            self.error.value = error_html(f"{type(exc).__name__}: {exc}")
+            self.error.value = error_html(exc)
             self._show_settings(self.model.settings)
 
     def _dataset_from_widget(self, name: str) -> None:
@@ -514,7 +510,7 @@ class RegressionLab(W.VBox):
         try:
             lim = self.model.limits(name)
         except (OSError, ValueError) as exc:
-            self.error.value = error_html(f"{type(exc).__name__}: {exc}")
+            self.error.value = error_html(exc)
             self._show_settings(s)
             return
         self._downsample_for[s.dataset] = s.downsample
@@ -538,7 +534,7 @@ class RegressionLab(W.VBox):
         try:
             lim = self.model.limits(s.dataset)
         except (OSError, ValueError) as exc:  # e.g. model.set(dataset=...) whose files are missing
-            self.error.value = error_html(f"{type(exc).__name__}: {exc}")
+            self.error.value = error_html(exc)
             lim = None
         self._syncing = True
         try:
@@ -548,8 +544,8 @@ class RegressionLab(W.VBox):
             n_max, test_max = (
                 (lim["n_per_class"], lim["n_test_per_class"]) if lim else (self.n_per_class.max, self.n_test.max)
             )
-            _set_int_slider(self.n_per_class, s.n_per_class, max(n_max, s.n_per_class))
-            _set_int_slider(self.n_test, s.n_test_per_class, max(test_max, s.n_test_per_class))
+            _set_int_slider(self.n_per_class, s.n_per_class, n_max)
+            _set_int_slider(self.n_test, s.n_test_per_class, test_max)
             if lim is None:
                 options = [(str(s.downsample), s.downsample)]
             else:
@@ -696,12 +692,10 @@ def _check_sweep_depths(depths) -> tuple[int, ...]:
     depths = tuple(depths)
     if not depths:
         raise ValueError("sweep_depths must not be empty")
-    for d in depths:
-        try:
-            NetworkSpec(depth=d)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"sweep_depths: {exc}") from None
-    return tuple(NetworkSpec(depth=d).depth for d in depths)
+    try:
+        return tuple(NetworkSpec(depth=d).depth for d in depths)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"sweep_depths: {exc}") from None
 
 
 def _check_sweep_sizes(sizes) -> tuple[int, ...]:

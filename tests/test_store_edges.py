@@ -253,3 +253,24 @@ def test_lab_launcher_follows_a_symlinked_notebooks_folder(tmp_path, monkeypatch
     link.symlink_to(launcher.notebooks_dir())
     monkeypatch.setattr(launcher, "notebooks_dir", lambda: link)
     assert launcher.main(["--print-command"]) == 0
+
+
+def test_a_run_interrupted_between_metadata_and_arrays_resumes(tmp_path, monkeypatch):
+    """A new store's metadata is written first, then its arrays: a run stopped in between left a
+    store without a "gram" array, which the next run must create (it raised KeyError: 'gram')."""
+    import cntk_core.store as store_module
+
+    real = store_module._ensure_arrays
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    x = _x(5)
+    monkeypatch.setattr(store_module, "_ensure_arrays", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gram_to_store(tmp_path / "g.zarr", x, depth=2, tile_size=2, **SYNC)
+    assert "gram" not in GramStore.open(tmp_path / "g.zarr")._group
+    monkeypatch.setattr(store_module, "_ensure_arrays", real)
+    store = gram_to_store(tmp_path / "g.zarr", x, depth=2, **SYNC)
+    assert store.tile_size == 2 and store.last_run.tiles_computed == len(store.tiles())
+    np.testing.assert_allclose(store.load(), cntk_core.kernel_matrix(x, depth=2), rtol=1e-12)

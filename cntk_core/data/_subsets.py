@@ -17,10 +17,6 @@ def _check_xy(x, y) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _check_count(n, name: str) -> int:
-    return check_int(n, name, 0)
-
-
 def balanced_indices(y, n_per_class: int, seed: int = 0, n_classes: int | None = None) -> np.ndarray:
     """Indices (ascending) of ``n_per_class`` randomly chosen examples of each class.
 
@@ -29,7 +25,7 @@ def balanced_indices(y, n_per_class: int, seed: int = 0, n_classes: int | None =
     """
     y = np.asarray(y)
     _check_xy(y, y)
-    n_per_class = _check_count(n_per_class, "n_per_class")
+    n_per_class = check_int(n_per_class, "n_per_class", 0)
     rng = make_rng(seed)
     classes = np.arange(n_classes) if n_classes is not None else np.unique(y)
     picked = []
@@ -54,7 +50,7 @@ def balanced_subset(x, y, n_per_class: int, seed: int = 0, n_classes: int | None
 def random_subset(x, y, n: int, seed: int = 0):
     """``n`` examples drawn uniformly without replacement (deterministic for a seed), in original order."""
     x, y = _check_xy(x, y)
-    n = _check_count(n, "n")
+    n = check_int(n, "n", 0)
     if n > len(y):
         raise ValueError(f"cannot draw {n} examples from {len(y)}")
     idx = np.sort(make_rng(seed).choice(len(y), size=n, replace=False))
@@ -64,7 +60,7 @@ def random_subset(x, y, n: int, seed: int = 0):
 def first_n(x, y, n: int):
     """The first ``n`` examples (the paper's "first 2,000 training images"): plain slicing."""
     x, y = _check_xy(x, y)
-    n = _check_count(n, "n")
+    n = check_int(n, "n", 0)
     if n > len(y):
         raise ValueError(f"asked for the first {n} examples of {len(y)}")
     return x[:n], y[:n]
