@@ -4,7 +4,9 @@
 
 CIFAR-like random images ``[n, size, size, 3]``, CNTK-GAP, the Numba backend. Cluster start-up and
 the workers' first (JIT-cache loading) call are timed separately from the job. Every result is
-checked bit for bit against the in-memory Gram. On a shared 2-core machine the timings are noisy.
+checked bit for bit against the in-memory Gram. A second table times the store's integrity checks
+(re-running a complete job with and without reading every tile, ``load()``, ``verify()``). On a
+shared 2-core machine the timings are noisy.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def main() -> None:
         )
         rows.append(("gram_to_store, synchronous", t_sync, "-", np.array_equal(store.load(), ref)))
         n_tiles = len(store.tiles())
+        checks = _integrity_costs(Path(tmp) / "sync.zarr", x, args, job)
 
         cores = os.cpu_count() or 1
         for n_workers in (1, 2):
@@ -64,6 +67,10 @@ def main() -> None:
         print(f"| {name} | {t:.2f} | {t / t_mem:.2f}x | {extra} | {ok} |")
     w1, w2 = rows[2][1], rows[3][1]
     print(f"\n2 workers vs 1 worker: {w1 / w2:.2f}x speed-up (job only)")
+    print("\nIntegrity checks on the complete store (the store's own reads; no kernel is computed):\n")
+    print("| step | wall s |\n|---|---|")
+    for name, t in checks:
+        print(f"| {name} | {t:.3f} |")
 
 
 def _on_cluster(n_workers: int, cores: int, path: Path, x, args, job: dict, ref) -> tuple:
@@ -88,6 +95,23 @@ def _on_cluster(n_workers: int, cores: int, path: Path, x, args, job: dict, ref)
         t3 = time.perf_counter()
         ok = np.array_equal(store.load(), ref)
     return f"{n_workers} worker(s) x {threads} Numba thread(s)", t3 - t2, f"{t1 - t0:.1f} + {t2 - t1:.1f}", ok
+
+
+def _integrity_costs(path: Path, x, args, job: dict) -> list[tuple[str, float]]:
+    """Seconds for re-running a complete job with and without its tile scan, load() and verify()."""
+    from cntk_core.distributed import gram_to_store
+    from cntk_core.store import GramStore
+
+    run = dict(tile_size=args.tile, scheduler="synchronous", progress=False, **job)
+    rerun_verified = _timed(lambda: gram_to_store(path, x, **run))[1]
+    rerun_trusted = _timed(lambda: gram_to_store(path, x, verify=False, **run))[1]
+    store = GramStore.open(path)
+    return [
+        ("re-run of the complete job, verify=True (reads every tile)", rerun_verified),
+        ("re-run of the complete job, verify=False (markers only)", rerun_trusted),
+        ("GramStore.load() (every tile verified)", _timed(store.load)[1]),
+        ("GramStore.verify() (tiles, markers, stored images)", _timed(store.verify)[1]),
+    ]
 
 
 def _warm(size: int, job: dict) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: Table 1 of the paper, CIFAR-10 test accuracy in % (cntk-math.md)
+#: Table 1 of the paper, CIFAR-10 test accuracy in % (docs/math.md)
 PAPER = {
     "CNTK-V-2K": {3: 40.94, 4: 42.54, 6: 43.43, 11: 43.42, 21: 42.53},
     "CNTK-GAP-2K": {3: 49.71, 4: 51.06, 6: 51.73, 11: 51.92, 21: 52.22},

@@ -41,6 +41,24 @@ def numba_available() -> bool:
     return True
 
 
+@functools.cache
+def initialise_numba() -> bool:
+    """Build Numba's CPU target on the calling thread, once per process; ``False`` without Numba.
+
+    Building it walks ``builtins.__dict__`` (numba.core.base's ``_load_global_helpers``). IPython
+    adds and removes builtins at every cell boundary, so when the first engine call is made from a
+    worker thread while cells run, that walk can fail with "dictionary changed size during
+    iteration". Code that starts worker threads calls this first, on the thread that owns the
+    builtins (the lab's :class:`cntk_widgets.jobs.JobRunner` does). Costs about 0.3 s once.
+    """
+    if not numba_available():
+        return False
+    from numba.core.registry import cpu_target
+
+    cpu_target.target_context  # noqa: B018 - the property builds the context (and its global helpers)
+    return True
+
+
 def resolve_backend(backend: str | None = None) -> str:
     """Name of the backend to use; raises ``ValueError`` for an unknown or unusable request."""
     if backend is not None and not isinstance(backend, str):

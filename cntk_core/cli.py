@@ -1,16 +1,18 @@
-"""The ``cntk-lab`` command line: ``gram``, ``regress`` and ``info``.
+"""The ``cntk-lab`` command line: ``gram``, ``regress``, ``data`` and ``info``.
 
 Examples::
 
     cntk-lab info
+    cntk-lab data download          # CIFAR-10 into the per-user cache, once (see cntk_core.cli_data)
+    cntk-lab data subset            # the small exact-subset files for offline machines
     cntk-lab regress --dataset digits --n-train 200 --n-test 100 --depth 3 --readout gap
     cntk-lab regress --dataset cifar10-subset --n-train 2000 --depth 6 --readout vanilla --ridge cv --json
-    cntk-lab gram --dataset digits --n 100 --depth 3 --out K.npy
+    cntk-lab gram --dataset digits --n 100 --depth 3 --out K.npy       # see cntk_core.cli_gram
     cntk-lab gram --dataset cifar10-subset --n 2000 --depth 11 --fix --store gram.zarr --scheduler local --out K.npy
 
-``regress`` prints a human report and ends with one line ``RESULT {json}`` on stdout (``--json``: only
-the JSON object). Exit codes: 0 success, 2 bad arguments or unusable input, 1 other failures,
-130 interrupted.
+``regress`` prints a human report and ends with one short line ``RESULT {json}`` on stdout (``--json``:
+only the JSON object; ``--verbose``: with the whole ridge grid). Exit codes: 0 success, 2 bad arguments
+or unusable input (also data that is missing and cannot be downloaded), 1 other failures, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
+from . import cli_data, cli_gram
+from .data import DATASETS
+
 RESULT_PREFIX = "RESULT "
-DATASETS = ("digits", "cifar10-subset", "cifar10")
 
 
 class _UsageError(ValueError):
@@ -84,7 +88,13 @@ def _kernel_args(p: argparse.ArgumentParser) -> None:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, default="digits", help="data set (default digits: offline)")
+    g.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="digits",
+        help="data set (default digits: bundled, offline). cifar10: the official tarball, downloaded once into "
+        "the per-user cache (or $CNTK_CIFAR10); cifar10-subset: the files of `cntk-lab data subset`",
+    )
     g.add_argument("--data-path", default=None, help="folder/tarball for cifar10-subset or cifar10")
     g.add_argument(
         "--stats",
@@ -98,42 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cntk-lab", description="Exact Convolutional Neural Tangent Kernels (Arora et al. 2019)."
     )
-    sub = parser.add_subparsers(dest="command", metavar="{gram,regress,info}")
+    sub = parser.add_subparsers(dest="command", metavar="{gram,regress,data,info}")
     sub.required = True
 
-    g = sub.add_parser("gram", help="compute a Gram matrix into a .npy file (or a resumable store)")
-    _data_args(g)
-    g.add_argument("--n", type=_positive_int, required=True, help="first N images of the split")
-    g.add_argument("--split", choices=("train", "test"), default="train")
-    g.add_argument(
-        "--cross",
-        type=_positive_int,
-        default=None,
-        metavar="M",
-        help="cross kernel K(split[:N], train[:M]) instead of the symmetric Gram of split[:N]",
-    )
-    _kernel_args(g)
-    g.add_argument("--out", default=None, help="output .npy path (written atomically)")
-    g.add_argument("--store", default=None, help="zarr store directory: compute via cntk_core.distributed")
-    g.add_argument(
-        "--scheduler",
-        default=None,
-        help="with --store: 'local' (a LocalCluster, default), 'synchronous', 'cuda' or a Dask scheduler address",
-    )
-    g.add_argument("--n-workers", type=_positive_int, default=None, help="with --store: workers of a local cluster")
-    g.add_argument(
-        "--tile-size",
-        type=_positive_int,
-        default=None,
-        help="with --store: rows/columns per tile (default: the store's, 256 for a new one)",
-    )
+    cli_gram.add_parser(sub, _positive_int, _data_args, _kernel_args)
 
     r = sub.add_parser("regress", help="end-to-end kernel regression experiment")
     _data_args(r)
     r.add_argument("--n-train", type=_positive_int, default=None, help="training images (default all)")
     r.add_argument("--n-test", type=_positive_int, default=None, help="test images (default all)")
     r.add_argument("--per-class", action="store_true", help="--n-train/--n-test count images per class (balanced)")
-    r.add_argument("--subset", choices=("first", "random", "balanced"), default="first", help="how N images are drawn")
+    r.add_argument(
+        "--subset",
+        choices=("balanced", "first", "random"),
+        default="balanced",
+        help="how N images are drawn: balanced (default: N / classes of each class, seeded; N a multiple of the "
+        "number of classes), first (the first N, the paper's '-2K' setting) or random",
+    )
     r.add_argument("--seed", type=int, default=0)
     _kernel_args(r)
     r.add_argument(
@@ -144,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--folds", type=_positive_int, default=5, help="folds for --ridge cv (>= 2)")
     r.add_argument("--json", action="store_true", help="print only the JSON result object")
+    r.add_argument("--verbose", action="store_true", help="the JSON result holds the whole ridge grid (--ridge cv)")
+
+    cli_data.add_parser(sub, _positive_int)
 
     i = sub.add_parser("info", help="backend detection and versions")
     i.add_argument("--json", action="store_true", help="print JSON")
@@ -170,88 +164,6 @@ def _progress(args) -> bool | None:
     if args.progress is None:
         return None if sys.stderr.isatty() else False
     return args.progress
-
-
-def _npy_path(text: str, store: str | None = None) -> Path:
-    """The output path with a ``.npy`` suffix (as ``np.save`` would add); its folder must exist, and
-    it must not be the Gram store ``store`` (``--store``) or lie inside it."""
-    given = Path(text).expanduser()
-    path = given if given.suffix == ".npy" else given.with_name(given.name + ".npy")
-    if store is not None:
-        root = Path(store).expanduser().absolute()
-        if root in (given.absolute(), path.absolute()) or root in path.absolute().parents:
-            raise _UsageError(f"--out {text!r} must not be the --store {store!r} or inside it")
-    for folder in (given, path):
-        if folder.is_dir():
-            raise FileNotFoundError(f"--out {text!r} is a folder; give a file name such as {str(folder / 'K.npy')!r}")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output folder {str(path.parent)!r} does not exist")
-    return path
-
-
-def _atomic_save(path: Path, array) -> Path:
-    """Write ``array`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    import numpy as np
-
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def cmd_gram(args) -> int:
-    from .regression import standardize
-
-    if args.out is None and args.store is None:
-        raise _UsageError("gram needs --out PATH.npy and/or --store PATH")
-    if args.store is None and (args.scheduler is not None or args.n_workers is not None or args.tile_size is not None):
-        raise _UsageError("--scheduler, --n-workers and --tile-size need --store")
-    out_path = None if args.out is None else _npy_path(args.out, args.store)  # fail before hours of computing
-    with _cli_names(args):
-        ds = _load(args)
-    x_split = ds.x_train if args.split == "train" else ds.x_test
-    if args.n > len(x_split):
-        raise _UsageError(f"--n {args.n} exceeds the {len(x_split)} {args.split} images of {args.dataset}")
-    if args.cross is not None and args.cross > len(ds.x_train):
-        raise _UsageError(f"--cross {args.cross} exceeds the {len(ds.x_train)} training images of {args.dataset}")
-    raw = [x_split[: args.n]] + ([] if args.cross is None else [ds.x_train[: args.cross]])
-    # "used" statistics always come from training images: the split itself for train, else train[:M or N]
-    if args.stats == "used":
-        fit = ds.x_train[: args.cross or args.n]
-        x = standardize(ds, fit, *raw, stats="used")[1:]
-    else:
-        x = standardize(ds, *raw, stats="all")
-    x1, x2 = x[0], (x[1] if len(x) > 1 else None)
-    kw = dict(depth=args.depth, readout=args.readout, fix=args.fix, kind=args.kind, dtype=args.dtype)
-    t0 = time.perf_counter()
-    if args.store is not None:
-        try:
-            from .distributed import gram_to_store
-        except ImportError as exc:
-            msg = f"--store needs the distributed extra (pip install 'cntk-lab[distributed]'): {exc}"
-            raise RuntimeError(msg) from exc
-        scheduler = None if args.scheduler in (None, "local") else args.scheduler
-        opts = dict(tile_size=args.tile_size, scheduler=scheduler, n_workers=args.n_workers, backend=_backend(args))
-        with _cli_names(args):
-            store = gram_to_store(args.store, x1, x2, **kw, **opts, progress=_progress(args))
-        K = store.load()
-    else:
-        from .gram import kernel_matrix
-
-        K = kernel_matrix(x1, x2, **kw, backend=_backend(args), progress=_progress(args))
-    seconds = time.perf_counter() - t0
-    out = None if out_path is None else str(_atomic_save(out_path, K))
-    info = {"shape": list(K.shape), "seconds": round(seconds, 3), "out": out, "store": args.store}
-    print(f"Gram {K.shape[0]} x {K.shape[1]} in {seconds:.2f} s -> {out or args.store}", file=sys.stderr)
-    print(RESULT_PREFIX + json.dumps(info))
-    return 0
 
 
 #: run_experiment's parameter names as the command line spells them, for its error messages
@@ -314,13 +226,32 @@ def cmd_regress(args) -> int:
     with _cli_names(args):
         ds = _load(args)
         res = run_experiment(ds, **options, n_folds=args.folds, backend=_backend(args), progress=_progress(args))
-    payload = json.dumps(res.to_dict())
+    payload = json.dumps(res.to_dict()) if args.verbose else json.dumps(_short_record(res), separators=(",", ":"))
     if args.json:
         print(payload)
     else:
         print(res.report())
         print(RESULT_PREFIX + payload)
     return 0
+
+
+def _short_record(res) -> dict:
+    """``res.to_dict()`` for one line: the ridge choice summarised (not its grid), rounded fractions and timings."""
+    d = res.to_dict()
+    d["stderr"] = round(d["stderr"], 4)
+    d["per_class_accuracy"] = [None if a is None else round(a, 4) for a in d["per_class_accuracy"]]
+    d["timings"] = {k: round(v, 3) for k, v in d["timings"].items()}
+    sel = res.ridge_selection
+    if sel is not None:
+        grid = sel.relative_grid
+        d["ridge_selection"] = {
+            "method": sel.method,
+            "n_folds": sel.n_folds,
+            "relative_ridge": sel.relative_ridge,
+            "cv_accuracy": None if math.isnan(sel.accuracy[sel.best_index]) else float(sel.accuracy[sel.best_index]),
+            "grid": {"n": len(grid), "min": float(grid.min()), "max": float(grid.max())},
+        }
+    return d
 
 
 def info_dict() -> dict:
@@ -343,12 +274,11 @@ def info_dict() -> dict:
     except Exception as exc:  # e.g. a bad CNTK_BACKEND
         auto = f"error: {exc}"
     try:
-        from .data import default_subset_dir
+        from .data import data_status
 
-        subset_dir = str(default_subset_dir())
-        subset_ok = (Path(subset_dir) / "cifar10_exact_train4000.npz").is_file()
-    except Exception:
-        subset_dir, subset_ok = None, False
+        data = data_status()
+    except Exception as exc:  # e.g. an unreadable cache folder: info still answers
+        data = {"error": str(exc)}
     threads = None
     if numba_available():
         import numba
@@ -364,8 +294,11 @@ def info_dict() -> dict:
         "CNTK_BACKEND": os.environ.get("CNTK_BACKEND"),
         "gpu": gpu_ok,
         "gpu_reason": gpu_reason,
-        "cifar10_subset_dir": subset_dir,
-        "cifar10_subset_found": subset_ok,
+        "data_cache_dir": data.get("cache_dir"),
+        "cifar10_source": data.get("cifar10_source"),
+        "cifar10_subset_dir": data.get("cifar10_subset_dir"),
+        "cifar10_subset_found": data.get("cifar10_subset_found", False),
+        "datasets_available": data.get("available", ["digits"]),
         "versions": versions,
     }
 
@@ -386,7 +319,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"gram": cmd_gram, "regress": cmd_regress, "info": cmd_info}
+COMMANDS = {"gram": cli_gram.cmd_gram, "regress": cmd_regress, "data": cli_data.cmd_data, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Fused CPU path (Numba): each displacement plane of each pair runs through all layers in cache.
 
 ``tr3`` and the ReLU map never mix entries of different displacement ``delta = p - p'``
-(``cntk-math.md``, "Structure worth exploiting"). So a pair's ``(PQ)^2`` covariance entries split
+(``docs/math.md``, "Structure the engines exploit"). So a pair's ``(PQ)^2`` covariance entries split
 into planes that can be run through all layers separately. Planes have very different sizes, so
 they are regrouped into ``PQ`` "shift tiles" of exactly ``PQ`` entries each: number the positions
 ``f = i Q + j`` (row-major); shift tile ``k`` holds the entries that pair position ``f`` of the

@@ -6,12 +6,22 @@
 
 The unit of work is one tile (``tile_size`` rows x ``tile_size`` columns; for a symmetric Gram only
 tiles on or above the diagonal). Each task runs on a Dask worker: it reads only its rows and
-columns of the images from the store, computes them with :func:`cntk_core.kernel_matrix` (the
-worker's best backend unless ``backend`` is given), writes the tile's chunk, and only then marks
-the tile done. The driver records completion and shows progress. Because a finished tile is on
-disk with its marker, re-running the same call on the same store computes only the missing tiles
-(after a Ctrl-C, a killed driver, or a lost machine); a worker that dies mid-tile has its task
-rerun by Dask (the task is idempotent: it skips a tile that is already marked done).
+columns of the images from the store, checks them against the sha256 of those rows in the driver's
+data, computes them with :func:`cntk_core.kernel_matrix` (the worker's best backend unless
+``backend`` is given), writes the tile's chunk (with a crc32c checksum), and only then marks the
+tile done. The driver records completion and shows progress.
+
+Re-running the same call on the same store resumes and repairs it: it computes the tiles that are
+missing (after a Ctrl-C, a killed driver, or a lost machine), recomputes those whose chunk or done
+marker is damaged, and re-writes stored images that no longer match the driver's data; the
+:class:`RunReport` counts the repairs. A worker that dies mid-tile has its task rerun by Dask (the
+task is idempotent: it skips a tile that is already marked done). Creation is exclusive and two
+drivers of the same job at once are harmless (see :mod:`cntk_core.store_create`).
+
+Every check that can run before the computation does, and nothing is created on disk until they
+pass: the arguments, the store path (a file? a name too long? writable?), the backend (here, or on
+the workers of a given scheduler), the scheduler (connected first), free disk space, and whether
+an existing store belongs to this job.
 
 The store must live on a file system that the driver and every worker can see (local disk for a
 one-machine cluster, a shared file system such as NFS/Lustre for several machines).
@@ -21,24 +31,32 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
-import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._cluster import check_backend, check_progress, check_scheduler, client_for, is_remote, label_of, make_progress
 from .presets import cntk
-from .store import FORMAT, IDENTITY_KEYS, GramStore, create_or_check, fingerprint, store_path, tile_bounds
+from .store import FORMAT, IDENTITY_KEYS, CorruptStoreError, GramStore, fingerprint, store_path, tile_bounds
+from .store_create import metadata_blocks, open_or_create
+from .store_verify import marker_count, read_block
 from .validation import as_images, check_dtype, check_flag, check_int, check_kind, check_pair
 
 #: tile size of a new store when none is given (512 KiB per float64 tile)
 DEFAULT_TILE_SIZE = 256
+#: the argument checks under their earlier names (tests and callers import them from here)
+_check_progress, _check_scheduler = check_progress, check_scheduler
 
 __all__ = ["RunReport", "gram_to_store"]
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 @dataclass(frozen=True)
@@ -46,17 +64,20 @@ class RunReport:
     """What one :func:`gram_to_store` call did. Times in seconds."""
 
     tiles_total: int  #: tiles the Gram needs
-    tiles_already_done: int  #: tiles found on disk when the call started
+    tiles_already_done: int  #: sound tiles found on disk when the call started
     tiles_computed: int  #: tiles this call computed (a tile recomputed after a worker death counts once)
     tiles_skipped: int  #: tasks that found their tile already done (finished meanwhile by an earlier run's task)
     seconds: float  #: wall time of the call, cluster start included
     scheduler: str  #: "synchronous", "LocalCluster", "LocalCUDACluster" or the scheduler address
+    tiles_repaired: int = 0  #: of tiles_computed: tiles marked done whose chunk or done marker was damaged or lost
+    inputs_repaired: int = 0  #: blocks of stored images re-written from the driver's data (damaged or lost)
+    arrays_repaired: tuple[str, ...] = ()  #: arrays re-created, or whose damaged metadata was rewritten
 
 
 def gram_to_store(
-    store,
-    x1,
-    x2=None,
+    store: str | os.PathLike | GramStore,
+    x1: Any,
+    x2: Any | None = None,
     *,
     depth: int,
     readout: str = "gap",
@@ -64,20 +85,22 @@ def gram_to_store(
     fix_first: bool | None = None,
     fix_last: bool | None = None,
     kind: str = "ntk",
-    dtype="float64",
+    dtype: str | np.dtype | type = "float64",
     tile_size: int | None = None,
-    scheduler=None,
+    scheduler: str | Client | None = None,
     n_workers: int | None = None,
     backend: str | None = None,
     progress: bool | Callable[[int, int], None] | None = None,
+    verify: bool = True,
 ) -> GramStore:
     """Compute the Gram of :func:`cntk_core.kernel_matrix` tile by tile into the zarr store ``store``.
 
     Parameters
     ----------
-    store : path (``str`` / ``os.PathLike``) of the store directory (created if absent; resumed if it
-        holds tiles of the same job; refused with :class:`~cntk_core.store.StoreMismatchError` if it
-        holds another architecture, data set, precision, engine version or tile size).
+    store : path (``str`` / ``os.PathLike``) of the store directory (created if absent; resumed and
+        repaired if it holds tiles of the same job; refused with
+        :class:`~cntk_core.store.StoreMismatchError`, naming the owning job, if it holds another
+        architecture, data set, precision, engine version or tile size).
     x1, x2 : float image arrays ``[n1, P, Q, C]``, ``[n2, P, Q, C]`` (NHWC, preprocessed pixels);
         ``x2=None``: symmetric Gram of ``x1`` (only tiles with row block <= column block are computed).
     depth, readout, fix, fix_first, fix_last, kind, dtype : as in :func:`cntk_core.kernel_matrix`.
@@ -88,21 +111,29 @@ def gram_to_store(
         (one worker per GPU); ``"synchronous"``: no Dask, tiles run one after the other in this
         process; any other string: the address of a running Dask scheduler (``"tcp://host:8786"``);
         or a ``distributed.Client``. Clusters started here are closed at the end; given ones are not.
+        A given scheduler is connected to before the store is created (an address that does not
+        answer within 30 s fails with nothing on disk).
     n_workers : worker processes (or GPUs) of a cluster started here; default: all cores (GPUs).
-    backend : ``"numba"`` | ``"numpy"`` | ``"cupy"`` | ``None`` (each worker picks its best).
+    backend : ``"numba"`` | ``"numpy"`` | ``"cupy"`` | ``None`` (each worker picks its best); checked
+        before anything is created, here or on the workers of a given scheduler.
     progress : ``True`` / ``False`` for a tqdm bar of tiles with an ETA (a widget in a notebook);
         ``None``: a bar when more than 4 tiles are missing; or a callable ``f(n_done, n_total)``
         called after each finished tile.
+    verify : read every finished tile of an existing store before computing and recompute those
+        whose chunk is damaged or lost (a full read of the store, one row of tiles at a time);
+        ``False`` trusts the done markers (damage is still caught by ``load()``).
 
     Returns
     -------
     :class:`~cntk_core.store.GramStore`, complete; ``.load()`` gives the float64 ``[n1, n2]`` array
-    and ``.last_run`` a :class:`RunReport`.
+    and ``.last_run`` a :class:`RunReport` (with the number of tiles and image blocks it repaired).
 
     Raises
     ------
     StoreWriteError / StoreSpaceError (``OSError``) before any tile is computed if the store cannot
-    be written or the disk lacks space for the rest of the Gram; ``RuntimeError`` if a tile fails.
+    be written or the disk lacks space for the rest of the Gram; ``RuntimeError`` if the backend is
+    unusable or a tile fails; :class:`~cntk_core.store.CorruptStoreError` if stored images change
+    under a running job.
     """
     t_start = time.perf_counter()
     path = store_path(store)
@@ -111,63 +142,95 @@ def gram_to_store(
     params, x1, x2, n_workers = _validate(
         x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, tile_size, backend, n_workers, scheduler
     )
-    _check_progress(progress)
+    check_progress(progress)
+    verify = check_flag(verify, "verify")
     meta = _metadata(params, x1, x2)
     identity = json.dumps([{k: meta[k] for k in IDENTITY_KEYS}, str(path.absolute())], sort_keys=True)
     params["token"] = hashlib.sha256(identity.encode()).hexdigest()[:16]  # Dask keys unique to this job
-    gram_store, _, missing = create_or_check(path, meta, x1, None if x2 is None else x2)
-    tiles_total = len(gram_store.tiles())
     params["path"] = str(path.absolute())
+    blocks = meta["blocks"]
+    label = "synchronous" if scheduler == "synchronous" else label_of(scheduler)
 
-    bar = _make_progress(progress, len(missing), tiles_total - len(missing))
-    computed = skipped = 0
-    label = "synchronous"
-    try:
-        if missing:
-            if scheduler == "synchronous":
-                computed, skipped = _tally((_compute_tile(params, i, j) for i, j in missing), params, bar)
-            else:
-                with _client(scheduler, n_workers) as (client, label):
-                    computed, skipped = _run_on_client(client, params, missing, bar)
-        elif scheduler != "synchronous":
-            label = _label(scheduler)
-    except KeyboardInterrupt as exc:
-        left = len(gram_store.missing_tiles())
-        exc.add_note(f"{tiles_total - left} of {tiles_total} tiles are on disk in {str(path)!r}; re-run to resume")
-        raise
-    finally:
-        bar(None)
+    with contextlib.ExitStack() as stack:
+        client = None
+
+        def connect():
+            nonlocal client, label
+            client, label = stack.enter_context(client_for(scheduler, n_workers))
+            if is_remote(scheduler):  # a cluster started here runs on this machine: checked below
+                check_backend(client, backend, label)
+
+        if not is_remote(scheduler):
+            check_backend(None, backend, label)
+        elif not (path / "zarr.json").is_file():  # a new store: reachable and usable before it is created
+            connect()
+        gram_store, plan = open_or_create(path, meta, x1, x2, verify=verify)
+        tiles_total = len(gram_store.tiles())
+        repair, force = set(plan.repair), set(plan.force)
+        col_blocks = blocks["x1" if x2 is None else "x2"]
+        tasks = [(i, j, (blocks["x1"][i], col_blocks[j]), (i, j) in force) for i, j in plan.todo]
+        bar = make_progress(progress, len(tasks), tiles_total - len(tasks))
+        counts = {"computed": 0, "skipped": 0, "repaired": 0}
+        try:
+            if tasks and scheduler == "synchronous":
+                _tally((_compute_tile(params, *task) for task in tasks), params, bar, repair, counts)
+            elif tasks:
+                if client is None:
+                    connect()
+                _run_on_client(client, params, tasks, bar, repair, counts)
+        except KeyboardInterrupt as exc:
+            left = len(gram_store.missing_tiles())
+            exc.add_note(f"{tiles_total - left} of {tiles_total} tiles are on disk in {str(path)!r}; re-run to resume")
+            raise
+        finally:
+            bar(None)
     gram_store.last_run = RunReport(
-        tiles_total, tiles_total - len(missing), computed, skipped, time.perf_counter() - t_start, label
+        tiles_total,
+        plan.already_done,
+        counts["computed"],
+        counts["skipped"],
+        time.perf_counter() - t_start,
+        label,
+        counts["repaired"],
+        plan.inputs_repaired,
+        tuple(plan.arrays_repaired),
     )
     return gram_store
 
 
 # -- the task -------------------------------------------------------------------------------------
-def _compute_tile(params: dict, i: int, j: int) -> dict:
+def _compute_tile(params: dict, i: int, j: int, digests: tuple[str, str], force: bool = False) -> dict:
     """Compute tile ``(i, j)`` and write it to the store, then its marker. Runs on a worker.
 
-    Idempotent: a tile already marked done is skipped (a task rerun after its worker died
-    between writing the marker and reporting back costs nothing).
+    ``digests``: the sha256 (:func:`~cntk_core.store_verify.block_digest`) of the driver's row block
+    ``i`` and column block ``j``; the images read from the store must match them, else nothing is
+    computed. Idempotent: a tile already marked done is skipped (a task rerun after its worker died
+    between writing the marker and reporting back costs nothing), unless ``force`` (its chunk was
+    found damaged or lost, or this job created the store: a marker there cannot be its own).
     Returns ``{"tile": (i, j), "computed": bool, "seconds": float}``, plus ``"error"`` when the
-    kernel left the float range (a deterministic failure: Dask's retries would repeat it).
+    kernel left the float range or ``"corrupt"`` when the stored images do not match (deterministic
+    failures: Dask's retries would repeat them).
     """
     import zarr
 
     t0 = time.perf_counter()
     group = zarr.open_group(store=params["path"], mode="r+")
     done = group["done"]
-    count = int(done[i, j])
-    if count > 0:
+    count = marker_count(done, i, j) or 0  # an unreadable marker: not done
+    if count > 0 and not force:
         return {"tile": (i, j), "computed": False, "seconds": 0.0}
     t, (n1, n2) = params["tile_size"], params["shape"]
     r0, r1 = tile_bounds(i, t, n1)
     c0, c1 = tile_bounds(j, t, n2)
-    xa = group["x1"][r0:r1]
-    if params["symmetric"] and i == j:
-        xb = None
-    else:
-        xb = group["x1" if params["symmetric"] else "x2"][c0:c1]
+    col_name = "x1" if params["symmetric"] else "x2"
+    xa, bad = read_block(group, "x1", i, t, digests[0], n1)
+    where = f"x1 rows {bad}"
+    xb = None
+    if bad is None and not (params["symmetric"] and i == j):
+        xb, bad = read_block(group, col_name, j, t, digests[1], n2)
+        where = f"{col_name} rows {bad}"
+    if bad is not None:
+        return {"tile": (i, j), "computed": False, "seconds": 0.0, "corrupt": f"the stored images {where}"}
     try:
         values = _tile_kernel(params, xa, xb)
     except FloatingPointError as exc:  # deterministic: reported, not retried (see _tally)
@@ -195,30 +258,47 @@ def _tile_kernel(params: dict, xa, xb) -> np.ndarray:
     )
 
 
-def _tally(results, params: dict, bar) -> tuple[int, int]:
-    """Count the results of :func:`_compute_tile` as they come, advancing ``bar``; returns
-    ``(computed, skipped)``. A result with an ``"error"`` is raised on the driver as
-    ``FloatingPointError``."""
-    computed = skipped = 0
+def _tally(results, params: dict, bar, repair: set, counts: dict) -> None:
+    """Count the results of :func:`_compute_tile` as they come into ``counts`` (computed, skipped,
+    repaired), advancing ``bar``. A result with an ``"error"`` is raised on the driver as
+    ``FloatingPointError``, one with ``"corrupt"`` as :class:`~cntk_core.store.CorruptStoreError`."""
     for result in results:
         if "error" in result:
             raise FloatingPointError(
                 f"Gram tile {result['tile']}: {result['error']}. Finished tiles are kept in {params['path']!r}."
             )
-        computed += result["computed"]
-        skipped += not result["computed"]
+        if "corrupt" in result:
+            raise CorruptStoreError(
+                f"Gram store {params['path']!r}, tile {result['tile']}: {result['corrupt']}; they were not used. "
+                "Re-run the same job with the same images: the driver re-writes damaged stored images from its "
+                "own data before computing. Finished tiles are kept.",
+                params["path"],
+                [result["tile"]],
+            )
+        counts["computed"] += result["computed"]
+        counts["skipped"] += not result["computed"]
+        counts["repaired"] += result["computed"] and tuple(result["tile"]) in repair
         bar(1)
-    return computed, skipped
 
 
 # -- the driver -----------------------------------------------------------------------------------
-def _run_on_client(client, params: dict, missing: list, bar) -> tuple[int, int]:
-    """Submit one task per missing tile, wait for them in completion order; returns (computed, skipped)."""
+def _run_on_client(client, params: dict, tasks: list, bar, repair: set, counts: dict) -> None:
+    """Submit one task per tile, wait for them in completion order, counting into ``counts``."""
     from distributed import as_completed
 
-    token = params["token"]
-    futures = [
-        client.submit(_compute_tile, params, i, j, key=f"cntk-tile-{token}-{i}-{j}", retries=2) for i, j in missing
+    token, run = params["token"], uuid.uuid4().hex[:8]
+    futures = [  # a forced task gets a key of its own: a scheduler may still hold the tile's old task (and result)
+        client.submit(
+            _compute_tile,
+            params,
+            i,
+            j,
+            digests,
+            force,
+            key=f"cntk-repair-{token}-{run}-{i}-{j}" if force else f"cntk-tile-{token}-{i}-{j}",
+            retries=2,
+        )
+        for i, j, digests, force in tasks
     ]
 
     def results():
@@ -232,96 +312,9 @@ def _run_on_client(client, params: dict, missing: list, bar) -> tuple[int, int]:
                 ) from exc
 
     try:
-        return _tally(results(), params, bar)
+        _tally(results(), params, bar, repair, counts)
     finally:
         client.cancel([f for f in futures if not f.done()])
-
-
-@contextlib.contextmanager
-def _client(scheduler, n_workers):
-    """Yield ``(client, label)``; closes whatever it started."""
-    from distributed import Client
-
-    if isinstance(scheduler, Client):
-        yield scheduler, _label(scheduler)
-        return
-    if scheduler is None:
-        from distributed import LocalCluster
-
-        n = n_workers or os.cpu_count() or 1
-        threads = str(max(1, (os.cpu_count() or 1) // n))
-        env = {"NUMBA_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        with (
-            LocalCluster(
-                n_workers=n,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=":0",
-                env=env,
-            ) as cluster,
-            Client(cluster) as client,
-        ):
-            yield client, "LocalCluster"
-        return
-    if scheduler == "cuda":
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError:
-            raise ImportError(
-                "scheduler='cuda' needs dask-cuda (pip install dask-cuda, or conda install -c rapidsai dask-cuda); "
-                "alternatively start workers yourself and pass the scheduler address"
-            ) from None
-        with (
-            LocalCUDACluster(n_workers=n_workers, host="127.0.0.1", dashboard_address=":0") as cluster,
-            Client(cluster) as client,
-        ):
-            yield client, "LocalCUDACluster"
-        return
-    try:
-        client = Client(scheduler, timeout="30s")
-    except OSError as exc:
-        raise OSError(f"cannot connect to the Dask scheduler at {scheduler!r}: {exc}") from exc
-    with client:
-        yield client, scheduler
-
-
-def _label(scheduler) -> str:
-    if scheduler is None:
-        return "LocalCluster"
-    if scheduler == "cuda":
-        return "LocalCUDACluster"
-    if isinstance(scheduler, str):
-        return scheduler
-    return f"Client({getattr(scheduler, 'scheduler', None) and scheduler.scheduler.address})"
-
-
-def _make_progress(progress, total: int, initial: int):
-    """A function ``f(n)``: advance by ``n`` tiles; ``f(None)`` closes the bar."""
-    if callable(progress):
-        state = {"done": initial}
-
-        def call(n):
-            if n is not None:
-                state["done"] += n
-                progress(state["done"], total + initial)
-
-        return call
-    if progress is None:
-        progress = total > 4
-    if not progress or total == 0:
-        return lambda n: None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total + initial, initial=initial, unit="tile", desc="Gram tiles", smoothing=0.1)
-
-    def update(n):
-        if n is None:
-            bar.close()
-        else:
-            bar.update(n)
-
-    return update
 
 
 # -- inputs and metadata --------------------------------------------------------------------------
@@ -360,56 +353,13 @@ def _validate(x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, til
     return params, x1, x2, n_workers
 
 
-#: a Dask scheduler address: [scheme://]host:port (the port optional with a scheme), host a name,
-#: an IPv4 address or a bracketed IPv6 address (with an optional %zone); or inproc://anything
-_HOST = r"([^\s:/\[\]%]+|\[[0-9A-Fa-f:.]+(%\w+)?\])"
-_ADDRESS = rf"[a-z0-9+]+://{_HOST}(:\d+)?/?|{_HOST}:\d+|inproc://\S+"
-
-
-def _check_progress(progress) -> None:
-    """``progress`` must be True, False, None or a callable ``(done, total)``."""
-    if callable(progress):
-        return
-    try:
-        check_flag(progress, "progress", allow_none=True)
-    except TypeError:
-        raise TypeError(f"progress must be True, False, None or a callable (done, total), got {progress!r}") from None
-
-
-def _check_scheduler(scheduler) -> None:
-    """Type of ``scheduler``, the form of an address and, for ``"cuda"``, that dask-cuda is importable
-    (before any work: a mistyped name must not leave a half-created store behind)."""
-    if isinstance(scheduler, str) and scheduler not in ("synchronous", "cuda"):
-        if not re.fullmatch(_ADDRESS, scheduler):
-            raise ValueError(
-                "scheduler must be 'synchronous', 'cuda' or the address of a running Dask scheduler such as "
-                f"'tcp://host:8786', got {scheduler!r}"
-            )
-    if scheduler is None or isinstance(scheduler, str):
-        if scheduler == "cuda" and importlib.util.find_spec("dask_cuda") is None:
-            raise ImportError(
-                "scheduler='cuda' needs dask-cuda (pip install dask-cuda, or conda install -c rapidsai dask-cuda); "
-                "alternatively start dask-cuda-worker processes yourself and pass the scheduler address"
-            )
-        return
-    try:
-        from distributed import Client
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        Client = ()
-    if not isinstance(scheduler, Client):
-        raise TypeError(
-            "scheduler must be None (LocalCluster), 'cuda', 'synchronous', a scheduler address string or a "
-            f"distributed.Client, got {type(scheduler).__name__}"
-        )
-
-
 def _existing_tile_size(path) -> int | None:
     """The tile size of the Gram store at ``path``, or ``None`` if there is no readable store there."""
     if not path.exists():
         return None
     try:
         return GramStore.open(path).tile_size
-    except Exception:  # not a store: create_or_check explains
+    except Exception:  # not a store: open_or_create explains
         return None
 
 
@@ -430,5 +380,6 @@ def _metadata(params: dict, x1: np.ndarray, x2: np.ndarray | None) -> dict:
         "description": cntk(
             params["depth"], params["readout"], fix_first=params["fix_first"], fix_last=params["fix_last"]
         ).describe(),
+        "blocks": metadata_blocks(x1, x2, params["tile_size"]),
     }
     return meta

@@ -3,7 +3,7 @@
 The networks are the engine's architectures: ``L = depth - 1`` layers of 3x3 SAME convolution
 (stride 1, no bias) each followed by a ReLU, then a readout (``"vanilla"``: flatten + FC, or
 ``"gap"``: global average pool + FC) with one scalar output. NTK parameterisation, all weights
-i.i.d. ``N(0, 1)``; the scale factors are derived from ``shared/docs/cntk-math.md``:
+i.i.d. ``N(0, 1)``; the scale factors are derived from ``docs/math.md``:
 
 * first conv: ``h1[p, k] = sum_{a, b, c} W1[(a, b, c), k] x[p + (a, b), c]`` (no factor), so that
   ``Cov h1 = tr3(S0) = Sigma^(0)`` with no ``1/(9C)``;

@@ -10,9 +10,18 @@ with one barrier per layer, and writes one float64 partial readout sum; a second
 partials of each pair in tile order (so a value never depends on the launch it was part of). The
 vanilla readout needs only tile ``(0, 0)``, the ``delta = 0`` plane.
 
+Per device: the kernels are compiled and loaded once per device (CuPy), and a block needing more
+than 48 KB of shared memory needs the kernel's limit raised on that device. The limit belongs to
+the kernel, not to one engine, so it is only ever raised, to the largest any engine has launched
+with on that device (``_SMEM_SET``), right before a launch on the device that runs it. An engine
+launches where its prepared images live. Range: images go in with their largest |pixel| inside
+:func:`cntk_core.gram.exponent_window` (``kernel_matrix`` rescales the others exactly), and in
+float32 :meth:`FusedGPUEngine.prepare` refuses variance maps that flush-to-zero would empty.
+
 Nothing here imports CuPy at module import time: a machine without CUDA can import this module.
 :func:`emulate_tile` is a NumPy statement of exactly what one block computes (same indexing, same
-arccos formula), checked on the CPU against ``tests/reference.py``.
+arccos formula), checked on the CPU against ``tests/reference.py``; ``tests/cuda_host.py`` builds
+the ``.cu`` itself for the CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import math
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -33,8 +43,17 @@ GPU_SPEEDUP = 1000.0
 MAX_PAIRS_PER_LAUNCH = 1 << 18
 #: fraction of the free GPU memory that one launch's partial sums may take
 MEMORY_FRACTION = 0.25
+#: CUDA's limit on blocks per launch (grid.x); a launch has pairs * n_tiles blocks
+MAX_BLOCKS = 2**31 - 1
+#: environment variable: threads per block of engines built without ``threads`` (e.g. gpu_check --threads)
+THREADS_ENV = "CNTK_GPU_THREADS"
+#: NVRTC options (CuPy adds ``-ftz=true`` and ``-arch``) and the template instances it compiles
+NVRTC_OPTIONS = ("-std=c++17",)
+NAME_EXPRESSIONS = ("cntk_tiles<float>", "cntk_tiles<double>")
 _STATIC_SMEM_LIMIT = 48 * 1024
 _CTYPES = {"float32": "float", "float64": "double"}
+#: dynamic shared memory limit set so far per (device id, kernel name); only ever raised
+_SMEM_SET: dict[tuple[int, str], int] = {}
 
 
 def kernel_source() -> str:
@@ -65,11 +84,24 @@ def threads_for(p: int, q: int) -> int:
 def _module():
     import cupy
 
-    return cupy.RawModule(
-        code=kernel_source(),
-        options=("-std=c++17",),
-        name_expressions=("cntk_tiles<float>", "cntk_tiles<double>"),
-    )
+    return cupy.RawModule(code=kernel_source(), options=NVRTC_OPTIONS, name_expressions=NAME_EXPRESSIONS)
+
+
+def ftz_floor(dtype) -> float:
+    """Variance below which a map's largest entry means flushed entries that matter: entries within
+    the dtype's rounding of it (``2^-digits`` times it) have products under the smallest normal
+    number, which ``-ftz=true`` turns into 0 (``sqrt(tiny) * 2^digits``: ``2^-39`` in float32)."""
+    info = np.finfo(dtype)
+    return math.sqrt(float(info.tiny)) * 2.0 ** (info.nmant + 1)
+
+
+def _threads(threads) -> int | None:
+    if threads is None and os.environ.get(THREADS_ENV, "").strip():
+        try:
+            threads = int(os.environ[THREADS_ENV])
+        except ValueError:
+            raise ValueError(f"{THREADS_ENV} must be an integer, got {os.environ[THREADS_ENV]!r}") from None
+    return threads
 
 
 def run_batched(n: int, batch: int, fn: Callable[[int, int], None], oom_errors: tuple, on_oom=None) -> int:
@@ -101,8 +133,9 @@ class FusedGPUEngine:
 
     Parameters: ``spec`` (from ``Network.canonical()``), ``shape`` = ``(P, Q, C)`` of the images,
     ``kind`` ``"ntk"`` | ``"nngp"``, ``dtype`` float32 (float arithmetic, float64 readout sums) or
-    float64. ``threads`` overrides the block size (a power of two, 32..1024); ``max_pairs`` the
-    pairs per launch (default: from free GPU memory).
+    float64. ``threads`` overrides the block size (a power of two, 32..1024; default
+    ``CNTK_GPU_THREADS`` or :func:`threads_for`); ``max_pairs`` the pairs per launch (default: from
+    free GPU memory; either way at most ``MAX_BLOCKS // n_tiles``).
 
     Memory: ``prepare`` holds the images and their variance maps ``(n, L, P, Q)`` on the GPU; a
     launch of B pairs allocates ``B * n_tiles`` float64 partial sums (8 KB per GAP pair at 32x32).
@@ -132,6 +165,8 @@ class FusedGPUEngine:
         self.ntk = kind == "ntk"
         self.dtype = dt
         self.p, self.q, self.c = (int(s) for s in shape)
+        if self.p * self.q * self.q >= 2**32:  # the kernel's r = e / Q by reciprocal is exact below
+            raise ValueError(f"images of {self.p}x{self.q} are too large for the GPU kernel; use backend='numba'")
         self.tiles = tile_list(self.p, self.q, spec.readout)
         self.n_tiles = len(self.tiles)
         self.scale = 1.0 if spec.readout == "vanilla" else 1.0 / (self.p * self.q) ** 2
@@ -139,42 +174,65 @@ class FusedGPUEngine:
         self.pair_cost = float(entries * spec.n_conv) / GPU_SPEEDUP
         #: flops per pair by the count of benchmarks/gpu_check.py (for reporting)
         self.flops_per_pair = float(entries) * flops_per_entry(spec.n_conv, self.c, self.ntk)
-        self.threads = int(threads or threads_for(self.p, self.q))
+        self.threads = int(_threads(threads) or threads_for(self.p, self.q))
         if self.threads < 32 or self.threads > 1024 or self.threads & (self.threads - 1):
             raise ValueError(f"threads must be a power of two in [32, 1024], got {self.threads}")
         self.smem = self.threads * 8 + 4 * self.p * self.q * dt.itemsize
+        #: most pairs one launch may hold: grid.x = pairs * n_tiles <= MAX_BLOCKS
+        self.pair_cap = max(1, MAX_BLOCKS // self.n_tiles)
+        if max_pairs is not None and (isinstance(max_pairs, bool) or int(max_pairs) != max_pairs or max_pairs < 1):
+            raise ValueError(f"max_pairs must be a positive integer, got {max_pairs!r}")
 
         import cupy
 
         self._cp = cupy
         mod = _module()
-        self._tile_kernel = mod.get_function(f"cntk_tiles<{_CTYPES[dt.name]}>")
+        self._name = f"cntk_tiles<{_CTYPES[dt.name]}>"
+        self._tile_kernel = mod.get_function(self._name)
         self._reduce_kernel = mod.get_function("cntk_reduce")
-        if self.smem > _STATIC_SMEM_LIMIT:
-            limit = cupy.cuda.Device().attributes.get("MaxSharedMemoryPerBlockOptin", _STATIC_SMEM_LIMIT)
+        self._tiles_dev: dict[int, object] = {}  # the tile list, per device id
+        self._on_device()  # fails now if the current device cannot run it
+        self.max_pairs = min(int(max_pairs), self.pair_cap) if max_pairs else self._pairs_from_memory()
+
+    def _on_device(self):
+        """The tile list on the current device, where the kernel's shared-memory limit is now at least
+        ``self.smem`` (raised if needed; never lowered, since other engines launch the same kernel)."""
+        cp = self._cp
+        device = cp.cuda.Device()
+        dev = int(device.id)
+        key = (dev, self._name)
+        if self.smem > _SMEM_SET.get(key, _STATIC_SMEM_LIMIT):
+            limit = int(device.attributes.get("MaxSharedMemoryPerBlockOptin", _STATIC_SMEM_LIMIT))
             if self.smem > limit:
                 raise ValueError(
-                    f"images of {self.p}x{self.q} need {self.smem} bytes of shared memory per block in {dt}, "
-                    f"more than this GPU's {limit}; use dtype='float32', smaller images, or backend='numba'"
+                    f"images of {self.p}x{self.q} need {self.smem} bytes of shared memory per block in "
+                    f"{self.dtype}, more than GPU {dev}'s {limit}; use dtype='float32', smaller images, "
+                    "or backend='numba'"
                 )
             self._tile_kernel.max_dynamic_shared_size_bytes = self.smem
-        self._tiles_dev = cupy.asarray(self.tiles.ravel())
-        self.max_pairs = int(max_pairs) if max_pairs else self._pairs_from_memory()
+            _SMEM_SET[key] = self.smem
+        if dev not in self._tiles_dev:
+            self._tiles_dev[dev] = cp.asarray(self.tiles.ravel())
+        return self._tiles_dev[dev]
 
     def _pairs_from_memory(self) -> int:
         cp = self._cp
         free, _total = cp.cuda.runtime.memGetInfo()
         free += cp.get_default_memory_pool().free_bytes()
         per_pair = 8 * self.n_tiles + 24
-        return int(max(1, min(MAX_PAIRS_PER_LAUNCH, MEMORY_FRACTION * free // per_pair, (2**31 - 1) // self.n_tiles)))
+        return int(max(1, min(MAX_PAIRS_PER_LAUNCH, MEMORY_FRACTION * free // per_pair, self.pair_cap)))
 
     def _launch(self, xa, xb, va, vb, rows, cols, n_tiles: int, record: bool):
-        """Run the tile kernel on ``len(rows)`` pairs and reduce: float64 CuPy array ``(n_pairs,)``."""
+        """Run the tile kernel on ``len(rows)`` pairs and reduce: float64 CuPy array ``(n_pairs,)``,
+        on the current device."""
         cp = self._cp
         i32 = np.int32
         n = int(len(rows))
+        if n * n_tiles > MAX_BLOCKS:
+            raise ValueError(f"{n} pairs x {n_tiles} tiles is more blocks than one launch can have ({MAX_BLOCKS})")
+        tiles_dev = self._on_device()
         partial = cp.empty(n * n_tiles, cp.float64)
-        args = (xa, xb, va, vb, rows, cols, self._tiles_dev, i32(n_tiles), i32(self.p), i32(self.q), i32(self.c))
+        args = (xa, xb, va, vb, rows, cols, tiles_dev, i32(n_tiles), i32(self.p), i32(self.q), i32(self.c))
         args += (i32(self.spec.n_conv), i32(self.spec.fix_first), i32(self.spec.fix_last), i32(self.ntk))
         args += (i32(record), partial)
         self._tile_kernel((n * n_tiles,), (self.threads,), args, shared_mem=self.smem)
@@ -183,17 +241,46 @@ class FusedGPUEngine:
         return out
 
     def prepare(self, x):
-        """Upload ``x`` ``(n, P, Q, C)`` and compute its variance maps ``(n, L, P, Q)`` on the GPU (O(n))."""
+        """Upload ``x`` ``(n, P, Q, C)`` to the current device and compute its variance maps
+        ``(n, L, P, Q)`` there (O(n)).
+
+        Refuses (``ValueError``) images whose largest |pixel| is outside
+        :func:`cntk_core.gram.exponent_window` (``kernel_matrix`` scales those exactly), and in
+        float32 (``FloatingPointError``) maps whose largest variance at some layer is below
+        :func:`ftz_floor`: ``-ftz=true`` would zero entries that matter (the kernel itself shrinks
+        out of float32's range with depth, e.g. tiny images in deep networks; use float64).
+        """
+        from .gram import exponent_window
+
         cp = self._cp
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1:] != (self.p, self.q, self.c):
             raise ValueError(f"expected images of shape (n, {self.p}, {self.q}, {self.c}), got {x.shape}")
-        xd = cp.asarray(np.ascontiguousarray(x, dtype=self.dtype))
         n = len(x)
+        if n:  # the range window (see the docstring)
+            flat = x.reshape(n, -1)
+            exponent = np.frexp(np.maximum(flat.max(axis=1), -flat.min(axis=1)))[1]
+            lo, hi = exponent_window(self.dtype, self.c)
+            if exponent.min() < lo or exponent.max() > hi:
+                raise ValueError(
+                    f"images whose largest |pixel| is outside [2^{lo - 1}, 2^{hi}) leave the {self.dtype} range of "
+                    "the GPU kernel; cntk_core.kernel_matrix scales them by an exact power of two"
+                )
+        xd = cp.asarray(np.ascontiguousarray(x, dtype=self.dtype))
         v = cp.zeros((n, self.spec.n_conv, self.p, self.q), self.dtype)
+        if n == 0:  # a launch of no blocks is an error in CUDA
+            return xd, v
         idx = cp.arange(n, dtype=cp.int32)
         # the first tile is (0, 0): the self pair's delta = 0 plane, in record mode
         self._launch(xd, xd, v, v, idx, idx, 1, True)
+        if self.dtype == np.float32:
+            peak = v.reshape(n, self.spec.n_conv, -1).max(axis=2)
+            if bool(((peak > 0) & (peak < ftz_floor(self.dtype))).any()):
+                raise FloatingPointError(
+                    f"some images' variances fall below {ftz_floor(self.dtype):.1e} at some layer, where the "
+                    "GPU's float32 flush-to-zero drops entries of the kernel (the kernel shrinks with depth, "
+                    "fastest on small images); use dtype='float64'"
+                )
         return xd, v
 
     def pairs(self, x1, x2, state1, state2, rows, cols) -> np.ndarray:
@@ -213,6 +300,9 @@ class FusedGPUEngine:
             return out
         if rows.min() < 0 or rows.max() >= len(xa) or cols.min() < 0 or cols.max() >= len(xb):
             raise ValueError(f"pair indices out of range for blocks of {len(xa)} and {len(xb)} images")
+        device = int(xa.device.id)
+        if int(xb.device.id) != device:
+            raise ValueError(f"the two blocks were prepared on different GPUs ({device} and {int(xb.device.id)})")
 
         def run(lo: int, hi: int) -> None:
             r = cp.asarray(rows[lo:hi].astype(np.int32))
@@ -222,7 +312,9 @@ class FusedGPUEngine:
         def free_pool() -> None:
             cp.get_default_memory_pool().free_all_blocks()
 
-        self.max_pairs = run_batched(len(rows), self.max_pairs, run, (cp.cuda.memory.OutOfMemoryError,), free_pool)
+        with cp.cuda.Device(device):  # launch where the prepared images live
+            batch = min(self.max_pairs, self.pair_cap)
+            self.max_pairs = run_batched(len(rows), batch, run, (cp.cuda.memory.OutOfMemoryError,), free_pool)
         return out
 
 

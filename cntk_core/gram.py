@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 
 import numpy as np
@@ -10,7 +11,7 @@ from .backend import resolve_backend
 from .engines import make_engine
 from .layers import Network
 from .presets import cntk
-from .validation import as_images, check_dtype, check_flag, check_int, check_kind, check_pair
+from .validation import as_images, check_dtype, check_flag, check_int, check_kind, check_pair, is_float64
 
 #: work (layer-entries) per engine call; ~0.2-1 s on one CPU core, so progress and Ctrl-C stay live
 _WORK_PER_CALL = 4e7
@@ -21,8 +22,12 @@ _BLOCK = 256
 _WORK_FOR_PROGRESS = 3e8
 #: images whose largest |pixel| lies outside [2^-_SAFE_EXPONENT, 2^_SAFE_EXPONENT] are scaled by a
 #: power of two before the engine sees them (their products would leave float32's range, or at
-#: 1e150 float64's, and give inf / NaN), and their kernel values scaled back
+#: 1e150 float64's, and give inf / NaN), and their kernel values scaled back; float32 narrows this
+#: window further (:func:`exponent_window`)
 _SAFE_EXPONENT = 32
+#: bits by which the largest variance of an image may shrink over the layers (measured: 2^-6.5 for
+#: one bright corner pixel of a 32x32 image at depth 21, 2^-7.4 for a 5x5 one), kept in float range
+_DEPTH_HEADROOM = 10
 
 
 def kernel_matrix(
@@ -55,7 +60,10 @@ def kernel_matrix(
     backend : ``"numba"`` | ``"numpy"`` | ``"cupy"`` | ``None`` (``CNTK_BACKEND`` or automatic).
     progress : show a tqdm bar; ``None`` shows one only for long calls.
     block_size : images per Gram tile side (default 256).
-    out : optional float64 ``[n1, n2]`` array (e.g. ``np.memmap``) to write into.
+    out : optional float64 ``[n1, n2]`` array (e.g. ``np.memmap``, a zarr array; either byte order)
+        to write into. Checked before any work, without changing it: a call that fails before its
+        first kernel values (a bad argument, an unusable backend) leaves ``out`` as it was. A call
+        that fails later (Ctrl-C, a kernel out of the float range) leaves the finished tiles in it.
 
     Returns
     -------
@@ -64,7 +72,8 @@ def kernel_matrix(
     Memory: besides the result, a call holds one row block and one column block of images with
     their variance maps (``block * depth * P * Q`` numbers each) and the engine's per-batch buffers
     (see :mod:`cntk_core.engines`); nothing grows with ``n1 * n2`` except the result itself.
-    Images of extreme scale (largest |pixel| at or above 2^32, or below 2^-33) are computed on a copy
+    Images of extreme scale (largest |pixel| at or above 2^32, or below 2^-33; in float32 with 3
+    channels at or above 2^29, or below 2^-14: see :func:`exponent_window`) are computed on a copy
     scaled by a power of two, which is exact: the kernel is homogeneous, K(a x, b x') = a b K(x, x')
     for a, b > 0. So 1e150-scale pixels give their finite kernel instead of NaN; a kernel beyond
     float64's range (about 1e308) raises ``OverflowError``.
@@ -104,6 +113,7 @@ def network_kernel(
     shape = (len(x1), len(x2))
     out = np.empty(shape) if out is None else _check_out(out, shape)
     engine = make_engine(resolve_backend(backend), network, x1.shape[1:], kind, dt)
+    _probe_out(out)  # after every other check: nothing is written into out before the work starts
     _fill(engine, x1, x2, symmetric, [out], progress, block_size)
     return out
 
@@ -150,27 +160,36 @@ def kernel_matrices(
 
 
 def _check_out(out, shape: tuple[int, int]):
-    """``out`` if it can take the result: a writeable float64 array of ``shape`` (NumPy, ``np.memmap``,
-    or any array object with ``shape``, ``dtype`` and ``out[rows, cols] = values`` coordinate
-    assignment, such as a zarr array), else ``ValueError``."""
+    """``out`` if it can take the result: a float64 array (either byte order) of ``shape``, a
+    writeable NumPy array or ``np.memmap``, or any array object with ``shape``, ``dtype`` and
+    ``out[rows, cols] = values`` coordinate assignment, such as a zarr array; else ``ValueError``.
+    Writes nothing (see :func:`_probe_out`)."""
     if not all(hasattr(out, a) for a in ("shape", "dtype", "__setitem__")):
         raise ValueError(
             f"out must be a float64 array of shape {shape} (NumPy, np.memmap, zarr), got {type(out).__name__}"
         )
-    if tuple(out.shape) != shape or np.dtype(out.dtype) != np.float64:
+    if tuple(out.shape) != shape or not is_float64(out.dtype):
         raise ValueError(f"out must be a float64 array of shape {shape}, got {out.dtype} {tuple(out.shape)}")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError("out is read-only (e.g. a memmap opened with mode='r'); pass a writeable array")
+    return out
+
+
+def _probe_out(out) -> None:
+    """Try the one form of assignment the tiles use on a non-NumPy ``out`` (dask arrays refuse it),
+    with empty index arrays: the same code path, and nothing is written."""
     if isinstance(out, np.ndarray):
-        if not out.flags.writeable:
-            raise ValueError("out is read-only (e.g. a memmap opened with mode='r'); pass a writeable array")
-        return out
-    try:  # the one form of assignment the tiles use, tried before any work (dask arrays refuse it)
-        out[np.zeros(1, np.intp), np.zeros(1, np.intp)] = np.zeros(1)
+        return
+    empty = np.zeros(0, np.intp)
+    try:
+        if getattr(out, "read_only", False) is True:  # zarr: an empty write would not reach the store
+            raise PermissionError("the array was opened read-only")
+        out[empty, empty] = np.zeros(0)
     except Exception as exc:
         raise ValueError(
             f"out ({type(out).__name__}) cannot take out[rows, cols] = values ({type(exc).__name__}: {exc}); "
             "pass a writeable NumPy array, np.memmap or zarr array"
         ) from None
-    return out
 
 
 def _check_depths(depths) -> list[int]:
@@ -203,8 +222,9 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> 
         block_size = check_int(block_size, "block_size", 1, " (images per tile side)")
     progress = check_flag(progress, "progress", allow_none=True)
     n1, n2 = len(x1), len(x2)
-    x1, e1 = _unit_scaled(x1)
-    x2, e2 = (x1, e1) if symmetric else _unit_scaled(x2)
+    dtype = getattr(engine, "dtype", np.float64)  # the engine's arithmetic sets the range window
+    x1, e1 = _unit_scaled(x1, dtype)
+    x2, e2 = (x1, e1) if symmetric else _unit_scaled(x2, dtype)
     scaled = bool(e1.any() or e2.any())
     tiles = _tiles(n1, n2, symmetric, block_size or _BLOCK)
     n_pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
@@ -240,15 +260,40 @@ _NON_FINITE = (
 )
 
 
-def _unit_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def exponent_window(dtype, channels: int) -> tuple[int, int]:
+    """``(lo, hi)``: images whose largest |pixel| is ``m 2^e`` (1/2 <= m < 1) with ``lo <= e <= hi``
+    go to the engines unscaled in arithmetic ``dtype``; :func:`_unit_scaled` scales the others.
+
+    The one rule for every engine; the tightest is the GPU kernel (``cntk_core/cuda/cntk_planes.cu``),
+    which forms products of two variances, ``va * vb`` and ``s * s``. Every variance is at most
+    ``9 C peak^2`` (layer 1's 3x3 box sum of C-channel products; the ReLU map and the later box sums
+    never grow the largest one), so the products stay below ``81 C^2 2^(4e)``: ``hi`` keeps that
+    under half the dtype's largest number. At the small end, NVRTC's ``-ftz=true`` (CuPy always adds
+    it) flushes float32 products below the smallest normal number to zero, and the entry's K with
+    them; such an entry's K is below ``sqrt(tiny)``, while the image's largest layer-1 variance is
+    at least ``peak^2 >= 2^(2e - 2)``: ``lo`` keeps the flushed entries below ``2^-(digits +
+    _DEPTH_HEADROOM)`` of it, i.e. under the dtype's rounding after the shrinking over depth. Both
+    ends stay within ``[-_SAFE_EXPONENT, _SAFE_EXPONENT]``. float32 with 3 channels: ``(-13, 29)``;
+    float64: ``(-32, 32)``. Scaling by a power of two is exact, so the window never changes a value
+    that is inside the range.
+    """
+    info = np.finfo(dtype)
+    top, bottom = math.log2(float(info.max)), math.log2(float(info.tiny))
+    hi = math.floor((top - 1 - 2 * math.log2(9 * max(int(channels), 1))) / 4)
+    lo = math.ceil((bottom / 2 + info.nmant + 1 + _DEPTH_HEADROOM + 2) / 2)
+    return max(lo, -_SAFE_EXPONENT), max(0, min(hi, _SAFE_EXPONENT))
+
+
+def _unit_scaled(x: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
     """``(x', e)``: x' = x * 2^-e per image, e (int32 ``[n]``) nonzero only for images whose largest
-    |pixel| is outside [2^-33, 2^32) (``_SAFE_EXPONENT``); their largest |pixel| becomes [1/2, 1).
-    Returns ``x`` itself when no image needs it; else allocates one scaled copy of ``x``. The peaks
-    are found without a temporary copy (per-image max and min of a view)."""
+    |pixel| has its exponent outside :func:`exponent_window` (float64: [2^-33, 2^32)); their largest
+    |pixel| becomes [1/2, 1). Returns ``x`` itself when no image needs it; else allocates one scaled
+    copy of ``x``. The peaks are found without a temporary copy (per-image max and min of a view)."""
     flat = x.reshape(len(x), -1)
     peak = np.maximum(flat.max(axis=1), -flat.min(axis=1))
     exponent = np.frexp(peak)[1].astype(np.int32)  # peak = m 2^e, 1/2 <= m < 1 (e = 0 for 0)
-    exponent[np.abs(exponent) <= _SAFE_EXPONENT] = 0
+    lo, hi = exponent_window(dtype, x.shape[-1])
+    exponent[(exponent >= lo) & (exponent <= hi)] = 0
     if not exponent.any():
         return x, exponent
     return np.ldexp(x, -exponent[:, None, None, None]), exponent

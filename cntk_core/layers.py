@@ -2,7 +2,7 @@
 
 A layer maps the pair of covariances ``(Sigma, Theta)`` of a batch of image pairs to those after
 the layer. While spatial, both are ``(B, P, Q, P, Q)`` tensors; after a readout (``Flatten`` or
-``GlobalAvgPool``) they are ``(B,)`` vectors. The rules are the ones of ``cntk-math.md``:
+``GlobalAvgPool``) they are ``(B,)`` vectors. The rules are the ones of ``docs/math.md``:
 
 ==================  ===============================================  ==============================
 layer               Sigma                                            Theta

@@ -1,6 +1,6 @@
 """The CNTK recurrence of Arora et al. (2019), in the paper's names, for NumPy and CuPy arrays.
 
-This module is the single statement of the math (``shared/docs/cntk-math.md``); every backend
+This module is the single statement of the math (``docs/math.md``); every backend
 either calls these functions (the per-layer path) or re-states them scalar by scalar with a
 pointer back here (the fused CPU and GPU kernels).
 

@@ -197,8 +197,20 @@ def _check_ridge_choice(ridge, words: tuple[str, ...]):
 # ----------------------------------------------------------------------------------------------
 
 
+#: labels are class indices; more classes than this (and than 8 per distinct label) are refused
+#: as labels that are identifiers rather than indices (a year, a hash, 2**40), see one_hot_targets
+_MAX_SPARSE_CLASSES = 1024
+
+
 def one_hot_targets(y, n_classes: int | None = None) -> np.ndarray:
-    """The paper's regression targets: float64 ``[n, n_classes]``, 0.9 at the true class, -0.1 elsewhere."""
+    """The paper's regression targets: float64 ``[n, n_classes]``, 0.9 at the true class, -0.1 elsewhere.
+
+    Labels are class indices ``0..n_classes-1`` (``n_classes``: the largest label + 1 unless given).
+    Labels that are identifiers rather than indices, e.g. ``[0, 2**40]``, would make a target matrix
+    of ``n x (max_label + 1)`` floats; when the classes exceed both 1024 and 8 per distinct label,
+    a ``ValueError`` says how to map them (``np.unique(y, return_inverse=True)``) instead of
+    allocating. Nothing is remapped silently: the score columns stay the class indices.
+    """
     y = np.asarray(y)
     y = _check_labels(y, len(y))
     n_classes = _check_n_classes(n_classes)
@@ -206,6 +218,14 @@ def one_hot_targets(y, n_classes: int | None = None) -> np.ndarray:
         n_classes = int(y.max()) + 1 if len(y) else 0
     if len(y) and y.max() >= n_classes:
         raise ValueError(f"label {int(y.max())} out of range for n_classes={n_classes}")
+    distinct = len(np.unique(y))
+    if n_classes > max(_MAX_SPARSE_CLASSES, 8 * distinct):
+        raise ValueError(
+            f"labels must be class indices 0..n_classes-1: {distinct} distinct labels up to {int(y.max())} would "
+            f"make {n_classes} classes, a target matrix of {len(y)} x {n_classes} floats "
+            f"({len(y) * n_classes * 8 / 2**30:.3g} GiB). Map them to 0..{distinct - 1} first: "
+            "classes, y = np.unique(y, return_inverse=True), and read predictions as classes[pred]"
+        )
     Y = np.full((len(y), n_classes), OTHER_TARGET)
     Y[np.arange(len(y)), y] = TRUE_TARGET
     return Y
@@ -272,7 +292,9 @@ def kernel_regression(
     """The paper's classifier from precomputed kernels; returns ``(predicted labels [n_test], scores [n_test, c])``.
 
     K_train ``[n, n]``, y_train ``[n]`` ints, K_test ``[n_test, n]`` (rows test, columns train).
-    ``ridge`` is absolute (added to the diagonal).
+    ``ridge`` is absolute (added to the diagonal). Labels are class indices: sparse identifiers such
+    as ``[0, 2**40]`` are refused with a ``ValueError`` naming the ``np.unique`` mapping (see
+    :func:`one_hot_targets`), never allocated as ``n x (max_label + 1)`` targets.
     """
     K = check_kernel(K_train, "K_train")
     y = _check_labels(y_train, K.shape[0], "y_train")
@@ -825,7 +847,10 @@ def _pick(x, y, n: int | None, name: str, per_class: bool, subset: str, seed: in
             k, what = n, f"{name}={n} per class (per_class=True)"
         else:
             if n % len(classes):
-                raise ValueError(f"subset='balanced' needs {name} divisible by the {len(classes)} classes, got {n}")
+                raise ValueError(
+                    f"subset='balanced' needs {name} divisible by the {len(classes)} classes, got {n} "
+                    "(subset='first' or subset='random' take any number)"
+                )
             k = n // len(classes)
             what = f"{name}={n} with subset='balanced' ({k} per class)"
         if counts.min() < k:
@@ -845,7 +870,7 @@ def run_experiment(
     n_train: int | None = None,
     n_test: int | None = None,
     per_class: bool = False,
-    subset: str = "first",
+    subset: str = "balanced",
     depth: int = 3,
     readout: str = "gap",
     fix: bool = False,
@@ -864,8 +889,10 @@ def run_experiment(
     dataset: a name for :func:`cntk_core.data.load_dataset` (``"digits"``, ``"cifar10-subset"``,
     ``"cifar10"``) or a ``Dataset``. n_train / n_test: number of images (an integer >= 1, ``None``: all),
     or per class with ``per_class=True`` (balanced, seeded); asking for more than the data set has is
-    a ``ValueError``, never a silently smaller experiment. subset: how ``n`` total images are drawn: the
-    ``"first"`` n (the paper's "-2K" setting), ``"random"`` or ``"balanced"``.
+    a ``ValueError``, never a silently smaller experiment. subset: how ``n`` total images are drawn:
+    ``"balanced"`` (the default, as ``cntk-lab regress --subset``: ``n / classes`` of each class, seeded;
+    ``n`` must be a multiple of the number of classes), the ``"first"`` n (the paper's "-2K" setting) or
+    ``"random"`` (seeded).
     ridge: ``"none"`` (the paper, 0), ``"cv"`` (k-fold CV on the training kernel, ``2 <= n_folds <= n_train``)
     or a float relative to ``mean(diag(K_train))``. stats: per-channel preprocessing statistics from
     ``"all"`` training images of the data set (as the official code, which standardises the whole

@@ -1,39 +1,58 @@
-"""An on-disk, resumable Gram matrix: a chunked zarr store written one tile at a time.
+"""An on-disk, resumable, checksummed Gram matrix: a chunked zarr store written one tile at a time.
 
 Layout of a store (a zarr v3 group, a plain directory on a file system that every worker sees):
 
 ===========  =====================================  =============================================
 name         shape, dtype                           content
 ===========  =====================================  =============================================
-``gram``     ``[n1, n2]`` float64, chunks (t, t)     the kernel values; one chunk = one tile;
-                                                     uncompressed, fill value NaN (never written)
+``gram``     ``[n1, n2]`` float64, chunks (t, t)     the kernel values; one chunk = one tile, with a
+                                                     crc32c checksum; fill value NaN (never written)
 ``done``     ``[n_row_tiles, n_col_tiles]`` uint16  0: tile missing; k > 0: tile on disk, computed
-             chunks (1, 1)                           k times (written AFTER the tile's chunk)
-``x1``       ``[n1, P, Q, C]`` input dtype           the images, so that a worker reads only the
+             chunks (1, 1), crc32c                   k times (written AFTER the tile's chunk)
+``x1``       ``[n1, P, Q, C]`` input dtype, crc32c   the images, so that a worker reads only the
 ``x2``       ``[n2, P, Q, C]`` (absent: symmetric)   rows of its tile (chunks of ``t`` images)
 ===========  =====================================  =============================================
 
 The group's attributes hold the metadata that decides whether a store may be resumed: the
 architecture (depth, readout, fix_first, fix_last, kind), the data (sha256 of each input's bytes,
-shape and dtype), the precision, the engine version and the tile size. A symmetric Gram
+shape and dtype), the precision, the engine version and the tile size; also a sha256 per block of
+``t`` stored images (``blocks``) and who created the store (``created_by``). A symmetric Gram
 (``x2=None``) stores only the tiles on or above the diagonal; :meth:`GramStore.load` mirrors them.
+
+What the store guarantees (format 2): a matrix read by :meth:`~GramStore.load` or
+:meth:`~GramStore.as_dask` (or checked by :meth:`~GramStore.verify`) is the one the job computed,
+or an error names the damaged or missing tiles, the store and the repair (re-run the same job: it
+recomputes exactly those tiles). Every chunk carries zarr's crc32c checksum (a bit flip, a
+truncated or 0-byte file fails it); a missing tile chunk reads as NaN, which a finished tile never
+holds; an unreadable done marker counts as a missing tile; a lost array, or array metadata that
+does not parse or fit the store's layout, is named with its folder. Workers check the images they
+read against the driver's per-block sha256. Creation is exclusive (see :mod:`cntk_core.store_create`
+for what that relies on on shared file systems).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-FORMAT = "cntk-lab-gram/1"
+if TYPE_CHECKING:
+    import dask.array
+
+FORMAT = "cntk-lab-gram/2"
+#: formats :meth:`GramStore.open` reads (format 1: no checksums, no image digests)
+READABLE_FORMATS = ("cntk-lab-gram/1", FORMAT)
 #: metadata fields that must agree before a store may be resumed
 IDENTITY_KEYS = ("network", "data", "dtype", "engine_version", "tile_size")
-#: bytes a file system spends at least per small file (one per marker chunk)
-_BLOCK = 4096
+#: how a user repairs a damaged or unfinished store
+REPAIR = (
+    "re-run the same gram_to_store(...) call (or `cntk-lab gram ... --store PATH`) on this store: "
+    "it recomputes exactly the missing and damaged tiles and keeps the others"
+)
 
 
 class StoreMismatchError(ValueError):
@@ -49,7 +68,27 @@ class StoreSpaceError(OSError):
 
 
 class IncompleteStoreError(RuntimeError):
-    """The store is missing tiles; re-run :func:`cntk_core.distributed.gram_to_store` to finish it."""
+    """The store is missing tiles; re-run :func:`cntk_core.distributed.gram_to_store` to finish it.
+
+    ``.path``: the store; ``.tiles``: the missing tiles ``(i, j)``, row-major.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, tiles: Iterable = ()) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+        self.tiles = list(tiles)
+
+    def __reduce__(self):  # raised on a Dask worker, it arrives whole
+        return type(self), (str(self), self.path, self.tiles)
+
+
+class CorruptStoreError(IncompleteStoreError):
+    """Tiles, done markers or stored images of the store are damaged (checksum, truncation, loss).
+
+    ``.tiles``: the damaged tiles ``(i, j)`` (for stored images: ``("x1", block)`` pairs). Re-running
+    the same job repairs the store. A subclass of :class:`IncompleteStoreError`: either way the
+    store cannot give the whole matrix until the job is re-run.
+    """
 
 
 def fingerprint(x: np.ndarray) -> dict:
@@ -70,12 +109,19 @@ def all_tiles(n_row_tiles: int, n_col_tiles: int, symmetric: bool) -> list[tuple
     return [(i, j) for i in range(n_row_tiles) for j in range(i if symmetric else 0, n_col_tiles)]
 
 
+def tile_list(tiles, limit: int = 6) -> str:
+    """``"(0, 1), (2, 2) and 5 more"``: the first ``limit`` tiles of a list, for messages."""
+    tiles = list(tiles)
+    shown = ", ".join(t if isinstance(t, str) else str(tuple(t)) for t in tiles[:limit])
+    return shown + (f" and {len(tiles) - limit} more" if len(tiles) > limit else "")
+
+
 class GramStore:
-    """A Gram matrix store on disk; see the module docstring for its layout.
+    """A Gram matrix store on disk; see the module docstring for its layout and guarantees.
 
     >>> store = GramStore.open("gram.zarr")           # doctest: +SKIP
     >>> store.missing_tiles(), store.is_complete        # doctest: +SKIP
-    >>> K = store.load()                                # float64 [n1, n2]   # doctest: +SKIP
+    >>> K = store.load()                                # float64 [n1, n2], verified   # doctest: +SKIP
     """
 
     def __init__(self, path, group):
@@ -86,7 +132,7 @@ class GramStore:
 
     # -- opening ---------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path, mode: str = "r") -> GramStore:
+    def open(cls, path: str | os.PathLike, mode: str = "r") -> GramStore:
         """Open an existing store (``mode="r"`` read-only, ``"r+"`` to write); clear error if it is none."""
         import zarr
 
@@ -99,7 +145,7 @@ class GramStore:
             group = zarr.open_group(store=str(path), mode=mode)
         except Exception as exc:
             raise ValueError(f"{str(path)!r} is not a zarr store ({type(exc).__name__}: {exc})") from None
-        if group.attrs.get("format") != FORMAT:
+        if group.attrs.get("format") not in READABLE_FORMATS:
             raise ValueError(f"{str(path)!r} is a zarr group but not a cntk-lab Gram store (format {FORMAT!r})")
         return cls(path, group)
 
@@ -132,255 +178,167 @@ class GramStore:
         """All tiles ``(i, j)`` this Gram needs (upper triangle of the tile grid when symmetric)."""
         return all_tiles(*self.tile_grid, self.symmetric)
 
-    # -- progress --------------------------------------------------------------------------------
+    # -- arrays and progress ----------------------------------------------------------------------
+    def _array(self, name: str):
+        """The zarr array ``name``; :class:`CorruptStoreError` naming its folder if it is missing or
+        its metadata damaged (does not parse, or a shape that does not fit the store)."""
+        from .store_verify import layout, open_array
+
+        try:
+            spec = layout(self.metadata).get(name)
+        except (KeyError, TypeError, ValueError):  # metadata of an unexpected form: no shape check
+            spec = None
+        if name in ("gram", "done"):
+            tiles = self.tiles()
+        else:
+            tiles = [(name, b) for b in range(len((self.metadata.get("blocks") or {}).get(name) or ()))]
+        return open_array(self._group, name, self.path, spec, tiles)
+
+    def _markers(self) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        from .store_verify import array_problem, read_markers
+
+        done = None if array_problem(self._group, "done") == "missing" else self._array("done")
+        return read_markers(done, self.tile_grid)
+
     def compute_counts(self) -> np.ndarray:
-        """uint16 ``[n_row_tiles, n_col_tiles]``: how many times each tile was computed to the end (0: missing)."""
-        if "done" not in self._group:
-            return np.zeros(self.tile_grid, np.uint16)
-        return np.asarray(self._group["done"][...])
+        """uint16 ``[n_row_tiles, n_col_tiles]``: how many times each tile was computed to the end
+        (0: missing, or its done marker is unreadable)."""
+        return self._markers()[0].astype(np.uint16)
 
     def missing_tiles(self) -> list[tuple[int, int]]:
-        """Tiles not yet on disk, row-major."""
-        counts = self.compute_counts()
+        """Tiles not marked done (never computed, or their marker is damaged), row-major.
+
+        Reads only the done markers; :meth:`verify` also reads the tiles."""
+        counts = self._markers()[0]
         return [(i, j) for i, j in self.tiles() if counts[i, j] == 0]
 
     @property
     def is_complete(self) -> bool:
+        """Every tile is marked done (markers only; :meth:`verify` checks the tiles themselves)."""
         return not self.missing_tiles()
 
     def __repr__(self) -> str:
         total = len(self.tiles())
-        done = total - len(self.missing_tiles())
+        try:
+            done = f"{total - len(self.missing_tiles())}/{total} done"
+        except CorruptStoreError:  # the done array's metadata is damaged: a repr must not raise
+            done = f"?/{total} done (damaged done markers)"
         net = self._group.attrs.get("network", {})
         return (
-            f"GramStore({str(self.path)!r}, shape={self.shape}, tiles {done}/{total} done, "
+            f"GramStore({str(self.path)!r}, shape={self.shape}, tiles {done}, "
             f"depth={net.get('depth')}, readout={net.get('readout')!r}, kind={net.get('kind')!r})"
         )
 
-    # -- reading ---------------------------------------------------------------------------------
-    def as_dask(self):
-        """Lazy ``dask.array`` ``[n1, n2]`` of the Gram, one dask chunk per tile (mirrored if symmetric).
-
-        Tiles not yet computed read as NaN.
-        """
-        import dask.array as da
-
-        a = da.from_zarr(self._group["gram"])
-        if not self.symmetric:
-            return a
-        n = self.shape[0]
-        upper = da.arange(n, chunks=a.chunks[0])[:, None] <= da.arange(n, chunks=a.chunks[1])[None, :]
-        return da.where(upper, a, a.T)
-
-    def load(self) -> np.ndarray:
-        """The whole Gram as a float64 ``[n1, n2]`` array; raises :class:`IncompleteStoreError` if tiles are missing."""
-        missing = self.missing_tiles()
+    # -- reading and verifying ---------------------------------------------------------------------
+    def _check_markers(self) -> None:
+        """Raise :class:`CorruptStoreError` (a lost array or damaged array metadata, damaged markers) or
+        :class:`IncompleteStoreError` (missing tiles)."""
+        self._array("gram")
+        self._array("done")
+        counts, bad = self._markers()
+        damaged = set(bad)
+        missing = [(i, j) for i, j in self.tiles() if counts[i, j] == 0 and (i, j) not in damaged]
+        where = f"Gram store {str(self.path)!r}"
+        if bad:
+            more = f"; {len(missing)} further tiles missing" if missing else ""
+            raise CorruptStoreError(
+                f"{where}: the done markers of {len(bad)} tiles are damaged ({tile_list(bad)}){more}; {REPAIR}",
+                self.path,
+                bad,
+            )
         if missing:
             total = len(self.tiles())
             raise IncompleteStoreError(
-                f"Gram store {str(self.path)!r} is incomplete: {len(missing)} of {total} tiles missing "
-                f"(first {missing[:3]}); re-run the same gram_to_store(...) call to compute them"
+                f"{where} is incomplete: {len(missing)} of {total} tiles missing ({tile_list(missing)}); {REPAIR}",
+                self.path,
+                missing,
             )
-        out = np.asarray(self._group["gram"][...], dtype=np.float64)
+
+    def load(self) -> np.ndarray:
+        """The whole Gram as a float64 ``[n1, n2]`` array, every tile verified.
+
+        Raises :class:`IncompleteStoreError` if tiles are missing and :class:`CorruptStoreError` if
+        tiles or their done markers are damaged (checksum mismatch, truncated or lost chunk files),
+        or the ``gram`` / ``done`` array is lost or its metadata damaged; each names the tiles (or
+        the array's folder), the store and the repair. Allocates the result plus one row of tiles (bounded at
+        about 128 MiB) at a time.
+        """
+        from .store_verify import scan_tiles
+
+        self._check_markers()
+        out = np.empty(self.shape, dtype=np.float64)
+        bad = scan_tiles(self._array("gram"), self.tiles(), self.tile_size, self.shape, out=out)
+        if bad:
+            raise CorruptStoreError(_damaged_message(self.path, bad), self.path, list(bad))
         if self.symmetric:
             lower = np.tril_indices(out.shape[0], -1)
             out[lower] = out.T[lower]
         return out
 
+    def as_dask(self, allow_missing: bool = False) -> dask.array.Array:
+        """Lazy ``dask.array`` ``[n1, n2]`` float64 of the Gram, one dask chunk per tile (mirrored if symmetric).
 
-# -- creation and checks (driver side) ------------------------------------------------------------
-def required_bytes(chunk: tuple[int, int], n_tiles: int, inputs_nbytes: int) -> int:
-    """Disk bytes still needed for ``n_tiles`` tiles (uncompressed float64 chunks of shape ``chunk``,
-    full size even at the array's edge), their marker files and the inputs."""
-    return inputs_nbytes + n_tiles * (max(chunk[0] * chunk[1] * 8, _BLOCK) + _BLOCK)
+        The done markers are checked now (:class:`IncompleteStoreError` / :class:`CorruptStoreError`
+        if tiles are missing or markers damaged); each tile is verified when its chunk is computed
+        (a damaged tile raises :class:`CorruptStoreError` naming it). ``allow_missing=True``: tiles
+        not yet computed read as NaN instead (for a look at an unfinished store).
+        """
+        from .store_verify import tile_array
 
-
-def check_free_space(path: Path, needed: int) -> None:
-    """Raise :class:`StoreSpaceError` if the file system of ``path`` has less than ``needed`` bytes free.
-
-    A 2 % + 16 MiB margin is kept for zarr metadata and file system overhead.
-    """
-    if needed <= 0:
-        return
-    probe = _existing_ancestor(path)
-    free = shutil.disk_usage(probe).free
-    want = int(needed * 1.02) + (16 << 20)
-    if free < want:
-        raise StoreSpaceError(
-            f"not enough free disk space for the Gram store {str(path)!r}: it needs about "
-            f"{_human(want)} more, but only {_human(free)} are free on the file system of {str(probe)!r}; "
-            "free some space or choose another --store path (nothing was computed)"
-        )
-
-
-def _existing_ancestor(path: Path) -> Path:
-    p = path.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n} B"
-
-
-def create_or_check(
-    path, meta: dict, x1: np.ndarray, x2: np.ndarray | None
-) -> tuple[GramStore, bool, list[tuple[int, int]]]:
-    """Open the store at ``path`` if its metadata matches ``meta`` (else :class:`StoreMismatchError`),
-    or create it; in both cases make sure its arrays and inputs exist. Returns ``(store, created,
-    missing)``, ``missing`` the tiles still to compute (its done markers are read once, here).
-
-    Free space is checked (against what is still missing) before anything is written.
-    """
-    import zarr
-
-    path = Path(path).expanduser()
-    existing = None
-    if path.exists() and not _unfinished_creation(path):
-        existing = GramStore.open(path, mode="r+")
-        check_compatible(existing.metadata, meta, path)
-        tiles = existing.missing_tiles()
-        if not tiles:  # complete: nothing to write (the store may be read-only now)
-            return existing, False, tiles
-
-    symmetric = x2 is None
-    t = meta["tile_size"]
-    grid = (-(-meta["shape"][0] // t), -(-meta["shape"][1] // t))
-    if existing is None:
-        tiles = all_tiles(*grid, symmetric)
-    # chunk shape: the existing array's, or what _ensure_arrays will create (also for a store whose
-    # run was interrupted after its metadata was written and before its arrays were)
-    has_gram = existing is not None and "gram" in existing._group
-    chunk = tuple(existing._group["gram"].chunks) if has_gram else _gram_chunks(meta)
-    inputs_done = existing is not None and existing.metadata.get("inputs_written", False)
-    in_bytes = 0 if inputs_done else x1.nbytes + (0 if symmetric else x2.nbytes)
-
-    first_new = None
-    if existing is None:  # can the directory be made at all? (cleaned up again if space is short)
-        try:
-            if path.exists():  # an empty folder or an unfinished creation: keep the folder itself
-                (path / "zarr.json").unlink(missing_ok=True)
-            else:  # exclusive: of two jobs creating one store at once, the second stops here
-                first_new = _first_missing(path)
-                path.mkdir(parents=True)
-        except OSError as exc:
-            raise _write_error(path, exc) from exc
-    try:
-        check_free_space(path, required_bytes(chunk, len(tiles), in_bytes))
-    except StoreSpaceError:
-        if first_new is not None:
-            shutil.rmtree(first_new, ignore_errors=True)
-        raise
-
-    try:
-        if existing is None:  # the group and its metadata in one write (zarr.json); "w-" never deletes
-            group = zarr.open_group(store=str(path), mode="w-", attributes={**meta, "inputs_written": False})
+        if not allow_missing:
+            self._check_markers()
         else:
-            group = existing._group
-            probe = path / ".write-probe"  # an existing store may have become read-only
-            probe.write_bytes(b"")
-            probe.unlink()
-        _ensure_arrays(group, meta, grid, x1, x2)
-        if not group.attrs.get("inputs_written", False):
-            group["x1"][...] = x1
-            if not symmetric:
-                group["x2"][...] = x2
-            group.attrs["inputs_written"] = True
-    except OSError as exc:
-        raise _write_error(path, exc) from exc
-    return GramStore(path, group), existing is None, tiles
+            self._array("gram")
+        return tile_array(self, allow_missing)
+
+    def verify(self) -> int:
+        """Check every done marker, every tile and the stored images; returns the number of tiles checked.
+
+        Raises :class:`IncompleteStoreError` / :class:`CorruptStoreError` as :meth:`load` does, and
+        :class:`CorruptStoreError` for stored images that are lost or do not match the job's recorded
+        per-block sha256. Reads the whole store, one row of tiles at a time; allocates no ``[n1, n2]`` array.
+        """
+        from .store_verify import scan_inputs, scan_tiles
+
+        self._check_markers()
+        bad = scan_tiles(self._array("gram"), self.tiles(), self.tile_size, self.shape)
+        if bad:
+            raise CorruptStoreError(_damaged_message(self.path, bad), self.path, list(bad))
+        for name in self.metadata.get("blocks") or {}:
+            self._array(name)
+        bad_inputs = scan_inputs(self._group, self.metadata)
+        if bad_inputs:
+            blocks = tile_list([f"{name} rows {reason}" for (name, _), reason in bad_inputs.items()])
+            raise CorruptStoreError(
+                f"Gram store {str(self.path)!r}: stored images damaged ({blocks}); re-run the same job with the "
+                "same images: the driver rewrites them from its own data (tiles are unaffected: they were "
+                "computed from verified images)",
+                self.path,
+                list(bad_inputs),
+            )
+        return len(self.tiles())
 
 
-def _unfinished_creation(path: Path) -> bool:
-    """Whether ``path`` is an empty directory, or a zarr group with no attributes and no arrays: what
-    an interrupted creation by an earlier version left (it wrote the group, then its attributes).
-    Such a path is taken as a new store; anything else is opened (and refused if foreign)."""
-    if not path.is_dir():
-        return False
-    entries = {p.name for p in path.iterdir()}
-    if not entries:
-        return True
-    if entries != {"zarr.json"}:
-        return False
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("node_type") == "group" and not meta.get("attributes")
+def _damaged_message(path, bad: dict) -> str:
+    shown = "; ".join(f"tile {t}: {reason}" for t, reason in list(bad.items())[:4])
+    more = f"; and {len(bad) - 4} more" if len(bad) > 4 else ""
+    return f"Gram store {str(path)!r}: {len(bad)} damaged tiles ({shown}{more}); {REPAIR}"
 
 
-def _write_error(path, exc) -> StoreWriteError:
-    return StoreWriteError(
-        f"cannot write the Gram store at {str(path)!r}: {type(exc).__name__}: {exc} "
-        "(check that the directory is writable and not under a file; nothing was computed)"
-    )
-
-
-def _first_missing(path: Path) -> Path:
-    """The outermost not-yet-existing directory on the way to ``path`` (what ``mkdir -p`` creates)."""
-    p = path.absolute()
-    while not p.parent.exists() and p.parent != p:
-        p = p.parent
-    return p
-
-
-def _gram_chunks(meta: dict) -> tuple[int, int]:
-    """One tile per chunk, no larger than the Gram (a tile size above n costs no space)."""
-    t, (n1, n2) = meta["tile_size"], meta["shape"]
-    return min(t, n1), min(t, n2)
-
-
-def _ensure_arrays(group, meta, grid, x1, x2) -> None:
-    t = meta["tile_size"]
-    n1, n2 = meta["shape"]
-    if "gram" not in group:
-        chunks = _gram_chunks(meta)
-        group.create_array("gram", shape=(n1, n2), chunks=chunks, dtype="float64", fill_value=np.nan, compressors=None)
-    if "done" not in group:
-        group.create_array("done", shape=grid, chunks=(1, 1), dtype="uint16", fill_value=0, compressors=None)
-    for name, x in (("x1", x1), ("x2", x2)):
-        if x is not None and name not in group:
-            group.create_array(name, shape=x.shape, chunks=(min(t, len(x)),) + x.shape[1:], dtype=x.dtype)
-
-
-def check_compatible(have: dict, want: dict, path) -> None:
-    """Raise :class:`StoreMismatchError` naming every identity field where ``have`` and ``want`` differ."""
-    diffs = [
-        _short(f"{k}: store {x!r} vs requested {y!r}")
-        for k, x, y in _flat_diff({k: have.get(k) for k in IDENTITY_KEYS}, {k: want.get(k) for k in IDENTITY_KEYS})
-    ]
-    if diffs:
-        raise StoreMismatchError(
-            f"the Gram store {str(path)!r} holds tiles of a different job, refusing to mix them: "
-            + "; ".join(diffs)
-            + ". Use a new store path (or delete this one) for a different architecture, data set, "
-            "precision, engine version or tile size."
-        )
-
-
-def _flat_diff(a, b, prefix=""):
-    """``[(dotted key, a value, b value)]`` for the leaves where two nested dicts differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _flat_diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [(prefix.rstrip("."), a, b)]
-
-
-def _short(s: str, limit: int = 160) -> str:
-    return s if len(s) <= limit else s[: limit - 3] + "..."
-
-
-def store_path(store) -> Path:
-    """Accept ``str`` / ``os.PathLike`` (a local or shared file system path)."""
+def store_path(store: str | os.PathLike | GramStore) -> Path:
+    """The path of a store given as ``str`` / ``os.PathLike`` (a local or shared file system path) or
+    as a :class:`GramStore`."""
     if isinstance(store, GramStore):
         return store.path
     if not isinstance(store, (str, os.PathLike)):
         raise TypeError(f"store must be a path (str or os.PathLike) or a GramStore, got {type(store).__name__}")
     return Path(store).expanduser()
+
+
+def __getattr__(name: str):
+    """The creation checks moved to :mod:`cntk_core.store_checks`; old imports keep working."""
+    if name in ("check_free_space", "required_bytes", "check_compatible"):
+        from . import store_checks
+
+        return getattr(store_checks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -11,10 +14,16 @@ KINDS = ("ntk", "nngp")
 DTYPES = ("float32", "float64")
 
 
+class ChannelsFirstWarning(UserWarning):
+    """Images whose shape looks channels-first (NCHW) where NHWC is expected."""
+
+
 def as_images(x, name: str = "x1") -> np.ndarray:
     """Return ``x`` as a C-contiguous NumPy array of NHWC images, or raise a clear error.
 
     Accepts NumPy arrays, array-likes and CuPy arrays (copied to the host). The dtype is kept.
+    A shape that looks channels-first, such as ``(n, 3, 32, 32)`` (see :func:`looks_channels_first`),
+    is used as given but warns (:class:`ChannelsFirstWarning`) with the transpose to NHWC.
     """
     if type(x).__module__.startswith("cupy"):
         x = x.get()
@@ -43,11 +52,46 @@ def as_images(x, name: str = "x1") -> np.ndarray:
         raise ValueError(f"{name}: empty batch (0 images)")
     if h == 0 or w == 0 or c == 0:
         raise ValueError(f"{name}: images of shape {arr.shape[1:]} have no pixels or no channels")
+    if looks_channels_first(arr.shape):
+        warnings.warn(
+            f"{name}: shape {arr.shape} looks channels-first (NCHW): read as NHWC it is {n} images of "
+            f"{h}x{w} pixels with {c} channels, more channels than rows. If these are {h}-channel {w}x{c} "
+            f"images, pass np.transpose({name}, (0, 2, 3, 1)) (shape {(n, w, c, h)})",
+            ChannelsFirstWarning,
+            stacklevel=_user_stacklevel(),
+        )
     bad = ~np.isfinite(arr)
     if bad.any():
         first = int(np.argwhere(bad.reshape(n, -1).any(axis=1))[0, 0])
         raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN or inf), first in image {first}")
     return np.ascontiguousarray(arr)
+
+
+#: this package's folder: frames under it are not the user's
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function point at the
+    first line outside ``cntk_core`` (the user's call, however deep in the package it is checked)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def looks_channels_first(shape: tuple[int, ...]) -> bool:
+    """Whether an ``(n, h, w, c)`` shape reads more naturally as ``(n, C, H, W)``: the "rows" are as
+    few as a channel count (1-4) while the "columns" and "channels" are both image-sized (> 4) and
+    there are more "channels" than rows, e.g. ``(n, 3, 32, 32)`` or ``(n, 1, 28, 28)``."""
+    _, h, w, c = shape
+    return h <= 4 < min(w, c) and c > h
+
+
+def is_float64(dtype) -> bool:
+    """A float64 dtype in either byte order (``<f8``, ``>f8``, ``=f8``)."""
+    dt = np.dtype(dtype)
+    return dt.kind == "f" and dt.itemsize == 8
 
 
 def _scalar(value, kinds: str):

@@ -1,4 +1,4 @@
-"""Slow, obviously-correct CNTK reference, written straight from ``shared/docs/cntk-math.md``.
+"""Slow, obviously-correct CNTK reference, written straight from ``docs/math.md``.
 
 It shares no code with ``cntk_core``: one image pair at a time, full 4-D covariance tensors
 ``[i, j, i', j']`` for the pair and for both self pairs, float64 throughout. Use it only on a
@@ -28,7 +28,7 @@ def _diag(t: np.ndarray) -> np.ndarray:
 
 
 def _relu_step(sigma: np.ndarray, vx: np.ndarray, vy: np.ndarray):
-    """K and K-dot of one ReLU layer, exactly as in cntk-math.md step 3 (rho = 0 where a variance is 0)."""
+    """K and K-dot of one ReLU layer, exactly as in docs/math.md, section 3 (rho = 0 where a variance is 0)."""
     prod = vx[:, :, None, None] * vy[None, None, :, :]
     norm = np.sqrt(prod)
     with np.errstate(divide="ignore", invalid="ignore"):

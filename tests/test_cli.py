@@ -49,7 +49,8 @@ def test_regress_module_run_prints_result_line():
 
 
 def test_regress_json_and_ridge_cv(capsys):
-    rc = main(["regress", "--n-train", "50", "--n-test", "20", "--readout", "vanilla", "--ridge", "cv", "--json"])
+    argv = ["regress", "--n-train", "50", "--n-test", "20", "--readout", "vanilla", "--ridge", "cv", "--json"]
+    rc = main([*argv, "--verbose"])
     out = capsys.readouterr().out.strip()
     assert rc == 0
     assert len(out.splitlines()) == 1
@@ -58,6 +59,25 @@ def test_regress_json_and_ridge_cv(capsys):
     sel = res["ridge_selection"]
     assert res["ridge"] == pytest.approx(sel["ridge"])
     assert len(sel["accuracy"]) == len(sel["relative_grid"])
+
+    assert main(argv) == 0  # by default: the choice, not the grid
+    short = capsys.readouterr().out.strip()
+    assert len(short) < 900, len(short)  # was ~2,400 characters with the grid
+    summary = json.loads(short)["ridge_selection"]
+    assert summary["relative_ridge"] == pytest.approx(sel["relative_ridge"]) and summary["grid"]["n"] == len(
+        sel["relative_grid"]
+    )
+    assert summary["cv_accuracy"] == max(a for a in sel["accuracy"] if a is not None)
+
+
+def test_regress_default_subset_is_class_balanced(capsys):
+    assert main(["regress", "--n-train", "40", "--n-test", "30", "--readout", "vanilla", "--json"]) == 0
+    confusion = np.array(json.loads(capsys.readouterr().out)["confusion"])
+    assert confusion.sum(axis=1).tolist() == [3] * 10  # 3 test images of every digit (first-N: 4 zeros, 13 ones)
+    assert main(["regress", "--n-train", "55"]) == 2
+    assert "--subset first or --subset random take any number" in capsys.readouterr().err
+    assert main(["regress", "--help"]) == 0
+    assert "balanced (default" in " ".join(capsys.readouterr().out.split())
 
 
 def test_gram_writes_npy_equal_to_kernel_matrix(tmp_path, capsys):

@@ -1,64 +1,100 @@
-"""The CUDA sources compile (nvcc -ptx), a broken source does not, and the block routine is right.
+"""The CUDA sources compile the ways the project uses them, and a broken source does not.
 
-Without a GPU the kernels cannot run, but ``cntk_planes.cu`` also compiles as plain host C++
-(g++): its block routine ``tile_thread`` then runs on the CPU with one thread, and is checked here
-against the independent float64 reference (``tests/reference.py``). If nvcc is missing the compile
-tests fail under CI (``CI=true``) and are skipped otherwise.
+``nvcc -ptx`` (every ``.cu``), ``nvcc -arch=sm_90 -c`` and ``-cubin`` (whole-program compiles, which
+also type-check the host side of ``__global__`` functions), and an NVRTC-equivalent compile: CuPy's
+options plus its ``-ftz=true``, the ``__CUDACC_RTC__`` branches as NVRTC takes them, and the
+kernels instantiated from ``cntk_core.gpu.NAME_EXPRESSIONS`` only. Where the NVRTC library itself
+is found (``CNTK_NVRTC``, the CUDA toolkit, or the ``nvidia-cuda-nvrtc`` wheel) the source is
+compiled through it too, as CuPy does. If nvcc is missing the nvcc tests fail under CI
+(``CI=true``) and are skipped otherwise; the NVRTC-library test skips without the library.
+The kernels themselves run on the CPU in ``tests/test_cuda_host.py``.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import glob
 import os
-import shutil
+import re
 import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from reference import reference_kernel, reference_matrix
+from cuda_host import CUDA_DIR, PLANES, tool
 
-import cntk_core
-from cntk_core.gpu import emulate_matrix, tile_list
+from cntk_core.gpu import NAME_EXPRESSIONS, NVRTC_OPTIONS, kernel_source
 
-CUDA_DIR = Path(cntk_core.__file__).parent / "cuda"
 SOURCES = sorted(CUDA_DIR.glob("*.cu"))
-PLANES = CUDA_DIR / "cntk_planes.cu"
-
-
-def _tool(name: str, *fallbacks: str) -> str:
-    path = shutil.which(name) or next((f for f in fallbacks if Path(f).exists()), None)
-    if path is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{name} not found on PATH, but CI=true requires it")
-        pytest.skip(f"{name} not installed")
-    return path
+MANGLED = {"cntk_tiles<float>": "_Z10cntk_tilesIfEv", "cntk_tiles<double>": "_Z10cntk_tilesIdEv"}
 
 
 @pytest.fixture(scope="module")
 def nvcc() -> str:
-    return _tool("nvcc", "/usr/local/cuda/bin/nvcc")
+    return tool("nvcc", "/usr/local/cuda/bin/nvcc")
 
 
-def _ptx(nvcc: str, src: Path, out: Path) -> subprocess.CompletedProcess:
-    cmd = [nvcc, "-ptx", "-arch=compute_80", "-std=c++17", str(src), "-o", str(out)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+def _run(cmd: list) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=180)
+
+
+def _entries(ptx: str) -> list[str]:
+    return re.findall(r"\.entry\s+(\w+)", ptx)
 
 
 def test_sources_exist():
-    assert PLANES in SOURCES
+    assert CUDA_DIR / "cntk_planes.cu" in SOURCES
+    assert kernel_source() == (CUDA_DIR / "cntk_planes.cu").read_text()
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
 def test_compiles_to_ptx(nvcc, src, tmp_path):
-    res = _ptx(nvcc, src, tmp_path / "k.ptx")
+    res = _run([nvcc, "-ptx", "-arch=compute_80", "-std=c++17", src, "-o", tmp_path / "k.ptx"])
     assert res.returncode == 0, res.stderr
-    ptx = (tmp_path / "k.ptx").read_text()
-    if src == PLANES:
-        entries = [line for line in ptx.splitlines() if ".entry" in line]
-        assert any("cntk_tilesIf" in e for e in entries), entries  # float instantiation
-        assert any("cntk_tilesId" in e for e in entries), entries  # double instantiation
-        assert any("cntk_reduce" in e for e in entries), entries
+    if src.name == "cntk_planes.cu":
+        entries = _entries((tmp_path / "k.ptx").read_text())
+        assert {"cntk_reduce"} | {m for m in entries if m.startswith(tuple(MANGLED.values()))} == set(entries)
+        assert len(entries) == 3, entries
+
+
+def test_whole_program_compiles_for_sm90(nvcc, tmp_path):
+    """``-c`` also compiles the host side, where a __syncthreads reached from a __host__ function is
+    an error; ``-cubin`` assembles both kernels, with no spills (ptxas -v)."""
+    res = _run([nvcc, "-arch=sm_90", "-std=c++17", "-c", PLANES, "-o", tmp_path / "k.o"])
+    assert res.returncode == 0, res.stderr
+    res = _run([nvcc, "-cubin", "-arch=sm_90", "-std=c++17", "-Xptxas", "-v", PLANES, "-o", tmp_path / "k.cubin"])
+    assert res.returncode == 0, res.stderr
+    functions = re.findall(r"Compiling entry function '(\w+)'", res.stderr)
+    assert sorted(functions) == sorted(
+        ["cntk_reduce", *(m + "PKT_S2_PS0_S2_PKiS5_S5_iiiiiiiiiPd" for m in MANGLED.values())]
+    ), res.stderr
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", res.stderr)
+    assert len(spills) == 3 and all(s == ("0", "0") for s in spills), res.stderr
+
+
+def _nvrtc_equivalent(src: Path, out: Path) -> Path:
+    """A copy of ``src`` as NVRTC compiles it for CuPy: __CUDACC_RTC__ defined (its branches taken),
+    and the kernels instantiated from the name expressions alone (as nvrtcAddNameExpression does)."""
+    text = src.read_text()
+    assert "!defined(__CUDACC_RTC__)" in text
+    text = text.replace("!defined(__CUDACC_RTC__)", "0")
+    refs = ", ".join(f"(void*)&{name}" for name in NAME_EXPRESSIONS)
+    out.write_text(text + f"\nvoid* cntk_name_expressions[] = {{{refs}}};\n")
+    return out
+
+
+def test_nvrtc_equivalent_compile(nvcc, tmp_path):
+    src = _nvrtc_equivalent(PLANES, tmp_path / "rtc.cu")
+    ptx = tmp_path / "rtc.ptx"
+    res = _run([nvcc, "-ptx", "-arch=compute_90", *NVRTC_OPTIONS, "-ftz=true", src, "-o", ptx])
+    assert res.returncode == 0, res.stderr
+    text = ptx.read_text()
+    entries = _entries(text)
+    assert "cntk_reduce" in entries and len(entries) == 3
+    for mangled in MANGLED.values():
+        assert any(e.startswith(mangled) for e in entries), entries
+    assert len(re.findall(r"\.ftz\.f32", text)) > 20  # float arithmetic flushes subnormals, as under CuPy
 
 
 def test_broken_source_fails(nvcc, tmp_path):
@@ -66,105 +102,72 @@ def test_broken_source_fails(nvcc, tmp_path):
     text = PLANES.read_text().replace("T acc = T(0);", "T acc = undefined_in_cntk_test;", 1)
     assert "undefined_in_cntk_test" in text
     broken.write_text(text)
-    res = _ptx(nvcc, broken, tmp_path / "broken.ptx")
+    res = _run([nvcc, "-ptx", "-arch=compute_80", "-std=c++17", broken, "-o", tmp_path / "broken.ptx"])
     assert res.returncode != 0
     assert "undefined_in_cntk_test" in res.stderr
+    res = _run([nvcc, "-ptx", "-arch=compute_90", "-ftz=true", _nvrtc_equivalent(broken, tmp_path / "b.cu")])
+    assert res.returncode != 0
 
 
 # ---------------------------------------------------------------------------------------------
-# the .cu block routine on the CPU (host C++ build)
+# NVRTC itself, through ctypes (where the library is installed)
 # ---------------------------------------------------------------------------------------------
 
 
-def build_host_lib(directory: Path) -> ctypes.CDLL:
-    """Compile ``cntk_planes.cu`` as host C++ into ``directory`` and load it (skips without g++)."""
-    gxx = _tool("g++")
-    so = directory / "cntk_planes_host.so"
-    cmd = [gxx, "-x", "c++", "-std=c++17", "-O2", "-shared", "-fPIC", str(PLANES), "-o", str(so)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    lib = ctypes.CDLL(str(so))
-    for name in ("cntk_host_tile_f64", "cntk_host_tile_f32"):
-        fn = getattr(lib, name)
-        fn.restype = ctypes.c_double
-        fn.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 10
-    return lib
+def _find_nvrtc() -> str | None:
+    candidates = [os.environ.get("CNTK_NVRTC", "")]
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    candidates += sorted(glob.glob(os.path.join(cuda_home, "lib64", "libnvrtc.so*")))
+    for site in sys.path:
+        candidates += sorted(glob.glob(os.path.join(site, "nvidia", "*", "lib", "libnvrtc.so*")))
+    candidates.append(ctypes.util.find_library("nvrtc") or "")
+    names = ((c, Path(c).name) for c in candidates if c)
+    return next((c for c, name in names if "builtins" not in name and ".alt." not in name), None)
 
 
-@pytest.fixture(scope="module")
-def host_lib(tmp_path_factory):
-    return build_host_lib(tmp_path_factory.mktemp("cuda_host"))
+def nvrtc_compile(lib_path: str, source: str, options: list[str], names) -> tuple[int, str, str, dict]:
+    """``(result, log, ptx, lowered names)`` from NVRTC, as CuPy's RawModule compiles."""
+    for builtins in sorted(Path(lib_path).parent.glob("libnvrtc-builtins.so*")):  # NVRTC dlopens it by name
+        if ".alt." not in builtins.name:
+            ctypes.CDLL(str(builtins), mode=ctypes.RTLD_GLOBAL)
+    nv = ctypes.CDLL(lib_path)
+    prog = ctypes.c_void_p()
+    assert nv.nvrtcCreateProgram(ctypes.byref(prog), source.encode(), b"cntk_planes.cu", 0, None, None) == 0
+    try:
+        for name in names:
+            assert nv.nvrtcAddNameExpression(prog, name.encode()) == 0
+        opts = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
+        result = nv.nvrtcCompileProgram(prog, len(options), opts)
+        size = ctypes.c_size_t()
+        nv.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        nv.nvrtcGetProgramLog(prog, log)
+        ptx, lowered = "", {}
+        if result == 0:
+            nv.nvrtcGetPTXSize(prog, ctypes.byref(size))
+            buf = ctypes.create_string_buffer(size.value)
+            nv.nvrtcGetPTX(prog, buf)
+            ptx = buf.value.decode()
+            for name in names:
+                out = ctypes.c_char_p()
+                assert nv.nvrtcGetLoweredName(prog, name.encode(), ctypes.byref(out)) == 0
+                lowered[name] = out.value.decode()
+        return result, log.value.decode(errors="replace"), ptx, lowered
+    finally:
+        nv.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-def host_matrix(lib, x1, x2, depth, readout, fix_first, fix_last, kind, dtype) -> np.ndarray:
-    """Kernel matrix from the .cu's ``tile_thread`` on the host: record pass, all tiles, tile-order sum."""
-    dt = np.dtype(dtype)
-    fn = lib.cntk_host_tile_f64 if dt == np.float64 else lib.cntk_host_tile_f32
-    x1 = np.ascontiguousarray(x1, dt)
-    x2 = np.ascontiguousarray(x2, dt)
-    _, p, q, c = x1.shape
-    L = depth - 1
-    buf = np.zeros(4 * p * q, dt)
-
-    def ptr(a):
-        return a.ctypes.data
-
-    def variances(x):
-        v = np.zeros((len(x), L, p, q), dt)
-        for n in range(len(x)):
-            fn(ptr(x[n]), ptr(x[n]), ptr(v[n]), ptr(v[n]), ptr(buf), 0, 0, p, q, c, L, 1, 0, 1, 1)
-        return v
-
-    v1, v2 = variances(x1), variances(x2)
-    scale = 1.0 if readout == "vanilla" else 1.0 / (p * q) ** 2
-    out = np.empty((len(x1), len(x2)))
-    for a in range(len(x1)):
-        for b in range(len(x2)):
-            acc = 0.0
-            for gi, gj in tile_list(p, q, readout):
-                args = (int(gi), int(gj), p, q, c, L, int(fix_first), int(fix_last), int(kind == "ntk"), 0)
-                acc += fn(ptr(x1[a]), ptr(x2[b]), ptr(v1[a]), ptr(v2[b]), ptr(buf), *args)
-            out[a, b] = acc * scale
-    return out
-
-
-CASES = [
-    # (shape, depth, readout, fix, kind)
-    ((5, 7, 2), 3, "gap", True, "ntk"),
-    ((6, 6, 3), 4, "gap", False, "ntk"),
-    ((4, 9, 1), 2, "gap", False, "nngp"),
-    ((9, 13, 3), 5, "vanilla", False, "ntk"),
-    ((8, 8, 3), 21, "vanilla", True, "ntk"),
-    ((7, 5, 2), 6, "vanilla", False, "nngp"),
-]
-
-
-@pytest.mark.parametrize("shape,depth,readout,fix,kind", CASES)
-def test_host_block_matches_reference(host_lib, shape, depth, readout, fix, kind):
-    rng = np.random.default_rng(depth * 31 + shape[1])
-    x1 = rng.standard_normal((2,) + shape)
-    x2 = np.concatenate([rng.standard_normal((1,) + shape), x1[:1]])  # includes an exact self pair
-    ref = reference_matrix(x1, x2, depth, readout, fix, fix, kind)
-    got64 = host_matrix(host_lib, x1, x2, depth, readout, fix, fix, kind, "float64")
-    np.testing.assert_allclose(got64, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
-    got32 = host_matrix(host_lib, x1, x2, depth, readout, fix, fix, kind, "float32")
-    np.testing.assert_allclose(got32, ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
-
-
-def test_host_block_agrees_with_numpy_emulation(host_lib):
-    """Two independent statements of one block (C++ and NumPy) agree to float64 rounding."""
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 6, 5, 2))
-    spec = cntk_core.cntk(5, "gap", True).canonical()
-    emu = emulate_matrix(x, x, spec, "ntk")
-    host = host_matrix(host_lib, x, x, 5, "gap", True, True, "ntk", "float64")
-    np.testing.assert_allclose(host, emu, rtol=1e-13)
-
-
-def test_host_vanilla_self_kernel_float32_exact_diagonal(host_lib):
-    """Exact self pairs see rho == 1 exactly: float32 vanilla self-kernel within 1e-6 of float64."""
-    rng = np.random.default_rng(11)
-    x = rng.standard_normal((3, 16, 16, 3))
-    ref = np.array([reference_kernel(a, a, 21, "vanilla") for a in x])
-    got = np.diag(host_matrix(host_lib, x, x, 21, "vanilla", False, False, "ntk", "float32"))
-    assert np.max(np.abs(got - ref) / np.abs(ref)) <= 1e-6
+def test_compiles_with_nvrtc_as_cupy_does():
+    path = _find_nvrtc()
+    if path is None:
+        pytest.skip("the NVRTC library is not installed (nvidia-cuda-nvrtc, or CNTK_NVRTC=path)")
+    options = [*NVRTC_OPTIONS, "-ftz=true", "-arch=compute_90"]
+    result, log, ptx, lowered = nvrtc_compile(path, kernel_source(), options, NAME_EXPRESSIONS)
+    assert result == 0, log
+    entries = _entries(ptx)
+    assert "cntk_reduce" in entries and set(lowered.values()) <= set(entries), (lowered, entries)
+    for name, mangled in MANGLED.items():
+        assert lowered[name].startswith(mangled)
+    broken = kernel_source().replace("T acc = T(0);", "T acc = undefined_in_cntk_test;", 1)
+    result, log, _, _ = nvrtc_compile(path, broken, options, NAME_EXPRESSIONS)
+    assert result != 0 and "undefined_in_cntk_test" in log

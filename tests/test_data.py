@@ -1,24 +1,23 @@
-"""Tests of cntk_core.data: CIFAR-10 tarball/download safety, the shared subset, digits, subsets, preprocessing.
+"""Tests of cntk_core.data: CIFAR-10 tarball/download safety, the exact subset, digits, subsets, preprocessing.
 
-The CIFAR-10 fixtures are tiny tarballs in the official format, pickled like Python 2's cPickle
-(protocol 2, byte strings as BINSTRING, ``numpy.core.multiarray._reconstruct``), so the loader is
-exercised on the same opcodes as the real ``cifar-10-python.tar.gz``.
+The CIFAR-10 fixtures are tiny tarballs in the official format (see :mod:`cifar_fake`), so the loader
+is exercised on the same pickle opcodes as the real ``cifar-10-python.tar.gz``. The decoded cache,
+the subset builder and availability are tested in ``test_data_setup.py``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.server
-import io
 import os
 import pickle
-import struct
 import tarfile
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cifar_fake import N_PER_BATCH, N_TEST, expected_nhwc, md5_of, official_members, py2_dumps, sha256_of, write_tarball
 
 import cntk_core.data as data
 import cntk_core.data._cifar as cifar_mod
@@ -41,79 +40,8 @@ from cntk_core.data import (
     read_cifar10_tarball,
 )
 
-N_PER_BATCH = 4
-N_TEST = 5
-
 
 # ----------------------------------------------------------------------------- fixtures: official format
-class _Py2Pickler(pickle._Pickler):
-    """Pickles str/bytes as Python 2 byte strings (SHORT_BINSTRING/BINSTRING), like cPickle did."""
-
-    dispatch = pickle._Pickler.dispatch.copy()
-
-    def _save_py2_str(self, obj):
-        if isinstance(obj, str):
-            obj = obj.encode("ascii")
-        n = len(obj)
-        self.write(
-            pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256 else pickle.BINSTRING + struct.pack("<i", n) + obj
-        )
-        self.memoize(obj)
-
-    dispatch[bytes] = _save_py2_str
-    dispatch[str] = _save_py2_str
-
-
-def py2_dumps(obj) -> bytes:
-    buf = io.BytesIO()
-    _Py2Pickler(buf, protocol=2).dump(obj)
-    out = buf.getvalue().replace(b"numpy._core.multiarray\n_reconstruct", b"numpy.core.multiarray\n_reconstruct")
-    assert b"_codecs" not in out
-    return out
-
-
-def official_members(seed: int = 0):
-    """Batch name -> pickled bytes, plus the raw arrays: data uint8 [n, 3072] (CHW-planar rows), labels."""
-    rng = np.random.default_rng(seed)
-    members, raw = {}, {}
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        n = N_TEST if name == "test_batch" else N_PER_BATCH
-        arr = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, size=n)]
-        raw[name] = (arr, labels)
-        members[name] = py2_dumps(
-            {b"batch_label": b"batch", b"labels": labels, b"data": arr, b"filenames": [b"f.png"] * n}
-        )
-    members["batches.meta"] = py2_dumps(
-        {b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": N_PER_BATCH, b"num_vis": 3072}
-    )
-    return members, raw
-
-
-def write_tarball(path: Path, members: dict[str, bytes], extra: list[tarfile.TarInfo] = ()) -> Path:
-    with tarfile.open(path, "w:gz") as tar:
-        d = tarfile.TarInfo("cifar-10-batches-py")
-        d.type = tarfile.DIRTYPE
-        d.mode = 0o755
-        tar.addfile(d)
-        for name, blob in members.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-        for info in extra:
-            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
-    return path
-
-
-def md5_of(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     members, raw = official_members()
@@ -123,12 +51,6 @@ def official(tmp_path_factory):
 
 def files_in(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
-
-
-def expected_nhwc(arr: np.ndarray) -> np.ndarray:
-    """Independent layout: pixel [i, r, c, ch] = data[i, ch*1024 + r*32 + c]."""
-    r, c, ch = np.indices((32, 32, 3))
-    return arr[:, ch * 1024 + r * 32 + c]
 
 
 def check_matches_raw(ds: Dataset, raw) -> None:
@@ -286,7 +208,7 @@ def test_download_file_url_then_cached(official, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("CNTK_DATA_DIR", str(cache))
     check_matches_raw(load_cifar10(url=src.as_uri(), progress=False), raw)  # cache from the env var
-    assert files_in(cache) == ["cifar-10-python.tar.gz"]
+    assert files_in(cache) == ["cifar-10-python.tar.gz", "cifar10-decoded"]  # the tarball and its arrays
     src.unlink()  # second call uses the cache, no download
     check_matches_raw(load_dataset("cifar10", url=src.as_uri(), progress=False), raw)
 
@@ -373,12 +295,12 @@ def test_official_constants():
     assert len(data.CIFAR10_SHA256) == 64 and int(data.CIFAR10_SHA256, 16) >= 0
 
 
-# ----------------------------------------------------------------------------- shared exact subset
+# ----------------------------------------------------------------------------- the exact subset (reference files)
 def _subset_or_skip() -> Dataset:
     try:
         return load_cifar10_subset()
     except FileNotFoundError as exc:
-        pytest.skip(f"shared CIFAR-10 subset absent ({exc})")
+        pytest.skip(f"reference CIFAR-10 subset files absent ({exc})")
 
 
 def test_cifar10_subset_matches_readme():

@@ -22,7 +22,14 @@ import pytest
 
 import cntk_core
 from cntk_core.distributed import gram_to_store
-from cntk_core.store import GramStore, IncompleteStoreError, StoreMismatchError, StoreSpaceError, StoreWriteError
+from cntk_core.store import (
+    CorruptStoreError,
+    GramStore,
+    IncompleteStoreError,
+    StoreMismatchError,
+    StoreSpaceError,
+    StoreWriteError,
+)
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -113,7 +120,9 @@ def test_interrupted_job_keeps_finished_tiles_and_resumes(tmp_path):
     assert len(partial.tiles()) == 15 and len(partial.missing_tiles()) == 12
     with pytest.raises(IncompleteStoreError, match="12 of 15 tiles missing"):
         partial.load()
-    assert np.isnan(partial.as_dask().compute()).any()
+    with pytest.raises(IncompleteStoreError, match="12 of 15 tiles missing"):
+        partial.as_dask()  # refused unless asked for a look at the unfinished store
+    assert np.isnan(partial.as_dask(allow_missing=True).compute()).any()
 
     resumed = gram_to_store(path, x, depth=3, tile_size=4, scheduler="synchronous", backend="numpy")
     assert (resumed.last_run.tiles_already_done, resumed.last_run.tiles_computed) == (3, 12)
@@ -175,6 +184,31 @@ def test_driver_killed_mid_job_resumes_without_recomputing(tmp_path, client, slo
     assert resumed.last_run.tiles_already_done == 15 - len(missing)
     assert (resumed.compute_counts()[np.triu_indices(5)] == 1).all()  # every tile computed exactly once
     assert np.array_equal(resumed.load(), expected)
+
+
+def test_a_damaged_tile_is_repaired_on_a_cluster(tmp_path, client):
+    """The repair task gets a key of its own (the scheduler may remember the tile's first task)."""
+    x = small(12, 8)
+    path = tmp_path / "g.zarr"
+    job = dict(depth=3, tile_size=4, backend="numpy", progress=False)
+    gram_to_store(path, x, scheduler=client, **job)
+    chunk = path / "gram" / "c" / "1" / "2"
+    data = bytearray(chunk.read_bytes())
+    data[7] ^= 1
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(CorruptStoreError, match=r"tile \(1, 2\): checksum mismatch"):
+        GramStore.open(path).load()
+    store = gram_to_store(path, x, scheduler=client, **job)
+    assert (store.last_run.tiles_computed, store.last_run.tiles_repaired) == (1, 1)
+    assert np.array_equal(store.load(), cntk_core.kernel_matrix(x, depth=3, backend="numpy"))
+
+
+def test_a_backend_the_workers_cannot_use_fails_before_the_store_is_created(tmp_path, client):
+    if any(client.run(lambda: cntk_core.backend.gpu_status()[0]).values()):
+        pytest.skip("the workers have a usable GPU")
+    with pytest.raises(RuntimeError, match=r"backend 'cupy' is not usable on tcp://127\.0\.0\.1:\d+ \(and 1 more"):
+        gram_to_store(tmp_path / "g.zarr", small(6), depth=3, scheduler=client, backend="cupy")
+    assert not (tmp_path / "g.zarr").exists()
 
 
 # -- refusing to mix jobs -------------------------------------------------------------------------------

@@ -290,7 +290,9 @@ def test_classifier_cv_ridge_and_kernel_ridge(digits_small):
 def test_run_experiment_digits_matches_manual():
     from cntk_core.data import load_dataset
 
-    res = R.run_experiment("digits", n_train=80, n_test=40, depth=3, readout="vanilla", ridge="none", keep_kernels=True)
+    res = R.run_experiment(  # the first images, as the manual computation below (not the default, balanced)
+        "digits", n_train=80, n_test=40, subset="first", depth=3, readout="vanilla", ridge="none", keep_kernels=True
+    )
     ds = load_dataset("digits")
     raw = ds.x_train.astype(np.float64) / 16.0
     mean, std = raw.mean(axis=(0, 1, 2)), raw.std(axis=(0, 1, 2))
@@ -359,7 +361,11 @@ def test_classifier_string_labels_still_work():
         (dict(n_test=0), ValueError, r"n_test must be an integer >= 1, got 0"),
         (dict(ridge="cv", n_folds=1), ValueError, r"n_folds must be an integer >= 2"),
         (dict(ridge="cv", n_folds=2.5), TypeError, r"n_folds must be an integer"),
-        (dict(ridge="cv", n_train=3, n_folds=50), ValueError, r"n_folds=50 is larger than the 3 training images"),
+        (  # 3 of 2 classes: only the first 3 (the balanced default would refuse the 3 first)
+            dict(ridge="cv", n_train=3, subset="first", n_folds=50),
+            ValueError,
+            r"n_folds=50 is larger than the 3 training images",
+        ),
         (dict(per_class="no"), TypeError, r"per_class must be True or False"),
         (dict(ridge=True), TypeError, r"ridge must be a real number >= 0, got True"),
         (dict(subset="last"), ValueError, r"subset must be one of"),
@@ -376,6 +382,25 @@ def test_run_experiment_balanced_subset_too_large():
         R.run_experiment(ds, n_train=6, subset="balanced", depth=3, progress=False)
     with pytest.raises(ValueError, match="subset='balanced' needs n_train divisible by the 2 classes"):
         R.run_experiment(ds, n_train=5, subset="balanced", depth=3, progress=False)
+
+
+def test_run_experiment_default_subset_is_the_clis_balanced():
+    """``run_experiment`` draws as ``cntk-lab regress`` does unless told otherwise: balanced, seeded."""
+    import inspect
+
+    from cntk_core.cli import build_parser
+    from cntk_core.data import Dataset
+
+    cli_default = build_parser().parse_args(["regress", "--dataset", "digits"]).subset
+    assert inspect.signature(R.run_experiment).parameters["subset"].default == cli_default == "balanced"
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 6)  # the first 6 images of each split are all class 0
+    x_tr, x_te = (rng.integers(0, 16, (12, 5, 5, 1)).astype(np.uint8) for _ in range(2))
+    ds = Dataset(x_tr, y, x_te, y, ("a", "b"), "sorted", 16.0)
+    res = R.run_experiment(ds, n_train=4, n_test=4, depth=3, ridge=1e-3, progress=False)
+    assert res.confusion.sum(axis=1).tolist() == [2, 2]  # 2 test images per class, not 4 of class 0
+    first = R.run_experiment(ds, n_train=4, n_test=4, subset="first", depth=3, ridge=1e-3, progress=False)
+    assert first.confusion.sum(axis=1).tolist() == [4, 0]
 
 
 def test_run_experiment_counts_still_work():

@@ -17,7 +17,7 @@ pytest.importorskip("dask")
 import cntk_core  # noqa: E402
 from cntk_core.cli import main  # noqa: E402
 from cntk_core.distributed import gram_to_store  # noqa: E402
-from cntk_core.store import GramStore  # noqa: E402
+from cntk_core.store import GramStore, StoreMismatchError  # noqa: E402
 
 SYNC = dict(scheduler="synchronous", progress=False)
 
@@ -144,6 +144,86 @@ def test_gram_json_result_after_resume(tmp_path, capsys):
     assert json.loads(line[len("RESULT ") :])["shape"] == [4, 4]
 
 
+def test_gram_without_out_reads_no_matrix_and_no_verify_trusts_the_markers(tmp_path, capsys, monkeypatch):
+    """Without --out the command loaded the whole Gram (a store may exceed memory) only to print its
+    shape; --store could not pass verify=False."""
+    store = tmp_path / "s.zarr"
+    argv = ["gram", "--n", "8", "--depth", "2", "--store", str(store), "--scheduler", "synchronous"]
+    argv += ["--tile-size", "4", "--backend", "numpy", "--no-progress"]
+
+    def no_load(self):
+        raise AssertionError("the whole Gram was loaded without --out")
+
+    monkeypatch.setattr(GramStore, "load", no_load)
+
+    def result():
+        line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("RESULT ")][-1]
+        return json.loads(line[len("RESULT ") :])
+
+    assert main(argv) == 0
+    assert result()["shape"] == [8, 8]
+    tile = store / "gram" / "c" / "0" / "1"
+    data = bytearray(tile.read_bytes())
+    data[len(data) // 3] ^= 0x10
+    tile.write_bytes(bytes(data))
+    assert main([*argv, "--no-verify"]) == 0  # trusts the markers: the damaged tile is not re-read
+    assert result()["tiles_repaired"] == 0
+    assert main(argv) == 0  # the default re-reads every finished tile
+    assert result()["tiles_repaired"] == 1
+    assert main(["gram", "--n", "3", "--out", str(tmp_path / "K.npy"), "--no-verify"]) == 2
+    assert "--no-verify need --store" in capsys.readouterr().err
+
+
+def test_an_out_folder_name_too_long_fails_before_computing(tmp_path, capsys, monkeypatch):
+    """Before: a raw OSError (File name too long), exit 1."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("computed before checking --out")
+
+    monkeypatch.setattr(cntk_core.gram, "kernel_matrix", boom)
+    out = tmp_path / ("d" * 300) / "K.npy"
+    assert main(["gram", "--n", "3", "--depth", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--out: the folder name 'ddd" in err and "is 300 bytes long; this file system allows 255" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_public_store_api_is_annotated():
+    import inspect
+
+    from cntk_core import store as store_module
+    from cntk_core import store_create
+    from cntk_core.distributed import gram_to_store
+
+    def annotated(fn, *names):
+        sig = inspect.signature(fn)
+        missing = [n for n in names if sig.parameters[n].annotation is inspect.Parameter.empty]
+        assert not missing and sig.return_annotation is not inspect.Signature.empty, (fn, missing)
+
+    annotated(GramStore.open, "path")
+    annotated(GramStore.as_dask, "allow_missing")
+    annotated(store_create.open_or_create, "path")
+    annotated(gram_to_store, "store", "x1", "x2", "dtype", "scheduler")
+    annotated(store_module.store_path, "store")
+    annotated(store_module.IncompleteStoreError.__init__, "message", "path", "tiles")
+
+
+def test_zarr_is_required_at_the_version_whose_chunk_writes_are_atomic():
+    """store_create relies on zarr writing each chunk to a temporary file and renaming it (3.1.3+)."""
+    import tomllib
+    import zarr
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    root = Path(__file__).resolve().parent.parent
+    extra = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["distributed"]
+    (spec,) = [Requirement(r).specifier for r in extra if Requirement(r).name == "zarr"]
+    assert "3.1.3" in spec and "3.1.2" not in spec and "3.0.8" not in spec
+    assert Version(zarr.__version__) >= Version("3.1.3")
+    readme = (root / "README.md").read_text()
+    assert "`verify()` return the matrix" not in readme and "returns the number of tiles checked" in readme
+
+
 # --- python -m cntk_widgets ------------------------------------------------------------------------
 
 
@@ -183,13 +263,14 @@ def test_an_empty_folder_is_kept_not_recreated(tmp_path):
     assert (real / "zarr.json").is_file()
 
 
-def test_a_second_creator_of_the_same_new_store_stops(tmp_path, monkeypatch):
-    """Two jobs checked the path while it was absent; the second to create it must not wipe the first's."""
-    from cntk_core import store as store_module
+@pytest.mark.parametrize("same_job", [True, False])
+def test_a_second_creator_of_the_same_new_store_joins_or_is_refused(tmp_path, monkeypatch, same_job):
+    """Two jobs checked the path while it was absent; the second to create it must not wipe or mix
+    into the first's: it joins the same job (nothing left to do) or is refused, naming the owner."""
+    from cntk_core import store_create
 
     path = tmp_path / "race.zarr"
-    real_missing = store_module._first_missing
-
+    real_missing = store_create._first_missing
     calls = []
 
     def first_job_wins(p):
@@ -199,18 +280,75 @@ def test_a_second_creator_of_the_same_new_store_stops(tmp_path, monkeypatch):
             gram_to_store(p, _x(), depth=2, tile_size=2, scheduler="synchronous", progress=False)
         return result
 
-    monkeypatch.setattr(store_module, "_first_missing", first_job_wins)
-    with pytest.raises(OSError, match="cannot write the Gram store"):
-        store_module.create_or_check(path, {"tile_size": 2, "shape": [4, 4]}, _x(), None)  # job B
+    monkeypatch.setattr(store_create, "_first_missing", first_job_wins)
+    if same_job:
+        joined = gram_to_store(path, _x(), depth=2, tile_size=2, **SYNC)  # job B
+        assert joined.last_run.tiles_computed == 0 and joined.last_run.tiles_already_done == 3
+    else:
+        with pytest.raises(StoreMismatchError, match=r"another job \(NTK depth 2 readout gap.*created by .* pid"):
+            gram_to_store(path, _x(), depth=3, tile_size=2, **SYNC)  # job B
     monkeypatch.undo()
-    np.testing.assert_allclose(GramStore.open(path).load(), cntk_core.kernel_matrix(_x(), depth=2), rtol=1e-12)
+    np.testing.assert_array_equal(GramStore.open(path).load(), cntk_core.kernel_matrix(_x(), depth=2))
+
+
+@pytest.mark.parametrize("same_job", [True, False])
+def test_a_stale_metadata_file_is_never_removed_under_another_creator(tmp_path, monkeypatch, same_job):
+    """An earlier version's interrupted creation left only an attribute-less zarr.json. Job B found it
+    stale; job A then took the folder over and finished. Before, B unlinked A's zarr.json, published
+    its own metadata (depth 3) and, its tasks trusting A's done markers, kept A's depth-2 Gram under
+    it: load() and verify() passed on a wrong matrix."""
+    import sys
+
+    import zarr
+
+    from cntk_core import store_create
+
+    path = tmp_path / "s.zarr"
+    zarr.open_group(store=str(path), mode="w")  # the stale group
+    real_stale = store_create._stale_group
+    ran = []
+
+    def a_runs_inside_bs_create(p):
+        stale = real_stale(p)
+        if stale and not ran and sys._getframe(1).f_code.co_name == "_create":  # B has decided: stale
+            ran.append(True)
+            gram_to_store(p, _x(), depth=2, tile_size=2, **SYNC)  # job A, start to finish
+        return stale
+
+    monkeypatch.setattr(store_create, "_stale_group", a_runs_inside_bs_create)
+    if same_job:
+        joined = gram_to_store(path, _x(), depth=2, tile_size=2, **SYNC)  # job B joins: nothing left to do
+        assert joined.last_run.tiles_computed == 0
+    else:
+        with pytest.raises(StoreMismatchError, match=r"another job \(NTK depth 2 readout gap.*created by .* pid"):
+            gram_to_store(path, _x() * 2, depth=3, tile_size=2, **SYNC)  # job B
+    assert ran
+    monkeypatch.undo()
+    store = GramStore.open(path)
+    assert store.metadata["network"]["depth"] == 2 and store.verify() == 3
+    np.testing.assert_array_equal(store.load(), cntk_core.kernel_matrix(_x(), depth=2))
+
+
+def test_a_job_that_created_the_store_trusts_no_done_marker_it_finds(tmp_path, monkeypatch):
+    """The safety net under exclusive creation: should a job ever take another's finished store for
+    a new one (as the race above once did), it must compute every tile, not skip those whose markers
+    it did not write."""
+    from cntk_core import store_create
+
+    path = tmp_path / "s.zarr"
+    gram_to_store(path, _x(), depth=2, tile_size=2, **SYNC)  # job A, finished
+    (path / "zarr.json").unlink()  # its metadata lost; its tiles and done markers kept
+    monkeypatch.setattr(store_create, "_open_existing", lambda p: None)  # job B sees no store there
+    store = gram_to_store(path, _x(), depth=3, tile_size=2, **SYNC)
+    assert store.last_run.tiles_computed == 3 and store.metadata["network"]["depth"] == 3
+    np.testing.assert_array_equal(store.load(), cntk_core.kernel_matrix(_x(), depth=3))
 
 
 def test_free_space_is_estimated_from_the_chunk_shape(tmp_path, monkeypatch):
-    from cntk_core import store as store_module
+    from cntk_core import store_create
 
     asked = []
-    monkeypatch.setattr(store_module, "check_free_space", lambda path, needed: asked.append(needed))
+    monkeypatch.setattr(store_create, "check_free_space", lambda path, needed: asked.append(needed))
     x1, x2 = _x(3), _x(50, seed=1)
     gram_to_store(tmp_path / "cross.zarr", x1, x2, depth=2, tile_size=256, **SYNC)
     assert asked[0] == x1.nbytes + x2.nbytes + 1 * (max(3 * 50 * 8, 4096) + 4096)
@@ -226,7 +364,8 @@ def test_a_non_finite_tile_is_reported_once_not_retried(tmp_path):
         path=str(store.path), tile_size=256, shape=[3, 3], symmetric=True, depth=3000, readout="gap",
         fix_first=False, fix_last=False, kind="ntk", dtype="float64", backend=None,
     )  # fmt: skip
-    result = _compute_tile(params, 0, 0)  # returned to Dask as a value: its retries do not repeat it
+    digest = store.metadata["blocks"]["x1"][0]
+    result = _compute_tile(params, 0, 0, (digest, digest))  # returned to Dask as a value: its retries don't repeat it
     assert "not finite" in result["error"] and not result["computed"]
 
 
@@ -258,7 +397,7 @@ def test_lab_launcher_follows_a_symlinked_notebooks_folder(tmp_path, monkeypatch
 def test_a_run_interrupted_between_metadata_and_arrays_resumes(tmp_path, monkeypatch):
     """A new store's metadata is written first, then its arrays: a run stopped in between left a
     store without a "gram" array, which the next run must create (it raised KeyError: 'gram')."""
-    import cntk_core.store as store_module
+    import cntk_core.store_create as store_module
 
     real = store_module._ensure_arrays
 

@@ -8,7 +8,7 @@ core of this host does per cycle, and how its speed drifts.
 * ``rho``: how often the ReLU dual's correlations take asin's |rho| > 1/2 branch (the one that
   needs a square root for asin's argument), per layer, for a pair of random normal 16x16x3
   images (what the benchmarks use) and a pair of standardised 16x16 centre crops of CIFAR-10
-  training images 0 and 1 (``../shared/data/cifar10``): the fraction of entries and of 8-entry
+  training images 0 and 1 (the exact subset, ``cntk-lab data subset``): the fraction of entries and of 8-entry
   vectors of consecutive positions with at least one such lane. A vector branch that skips the
   square root where no lane needs it would flatter the random images (1-6 % of vectors need it
   in layers 1-2) against real ones (43-75 %).
@@ -139,8 +139,9 @@ def rho_branches() -> None:
 
     x, y = np.random.default_rng(0).standard_normal((2, 16, 16, 3))
     report("random normal", x, y)
-    data = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10" / "cifar10_exact_train4000.npz"
-    images = np.load(data)["x"].astype(np.float64) / 255
+    from cntk_core.data import load_dataset
+
+    images = load_dataset("cifar10-subset").x_train[:2].astype(np.float64) / 255
     images = (images - images.mean((0, 1, 2))) / images.std((0, 1, 2))
     report("CIFAR-10 crops", images[0, 8:24, 8:24], images[1, 8:24, 8:24])
 

@@ -1,7 +1,7 @@
 // Fused CNTK kernels: one thread block runs every layer of one "tile" of displacement planes of one
 // image pair on chip (shared memory), and writes one float64 partial readout sum.
 //
-// Math: shared/docs/cntk-math.md; the CPU statement of the same fused algorithm is
+// Math: docs/math.md; the CPU statement of the same fused algorithm is
 // cntk_core/cpu_planes.py, and cntk_core/gpu.py:emulate_tile is a NumPy copy of one block.
 //
 // Tiles. tr3 and the ReLU map never mix entries of different displacement delta = p - p'. Along one
@@ -22,20 +22,59 @@
 // Record mode (self pair, tile (0,0)) writes Sigma^(h)(x, x)[p, p] for h = 0..L-1 into vrec and uses
 // rho = S / sqrt(S * S), so that later pair launches of an exact self pair see rho == 1 exactly.
 //
-// Compiles three ways: NVRTC (CuPy RawModule, name_expressions "cntk_tiles<float>" ...), nvcc -ptx
-// (tests/test_cuda_compile.py), and as plain host C++ (g++ -x c++) where the block routine runs on
-// the CPU with one "thread" (tests/test_cuda_compile.py checks it against tests/reference.py).
+// Compiles four ways: NVRTC (CuPy RawModule, name_expressions "cntk_tiles<float>" ..., with CuPy's
+// -ftz=true), nvcc -ptx / -cubin / -c (tests/test_cuda_compile.py), and as plain host C++ (g++ -x c++,
+// tests/cuda_host.py): there both kernels run on the CPU, each block's threads emulated one at a time
+// between barriers, in an order the caller picks (forward, reverse, shuffled per phase), on shared
+// memory poisoned with NaN, reporting divergent barriers and shared-memory overruns. A missing or
+// misplaced barrier, or a wrong split of entries among threads, changes the result under one of the
+// orders (tests/test_cuda_host.py checks all of them against tests/reference.py).
+//
+// Range (float32): every value the kernel forms is at most 9 C peak^2 for images whose largest |pixel|
+// is `peak` (layer 1's box sum of C-channel products; the ReLU map and later box sums do not grow
+// it), and the products va * vb, s * s reach 81 C^2 peak^4. cntk_core.gram.exponent_window chooses
+// which images go in unscaled (every engine shares it), and FusedGPUEngine.prepare refuses the
+// variance maps whose significant entries -ftz=true would flush (see cntk_core/gpu.py).
 
 #if defined(__CUDACC__)
-#define CNTK_HD __host__ __device__
+#define CNTK_HD __device__
+#define CNTK_GLOBAL __global__
 #define CNTK_SYNC() __syncthreads()
-#else
+#define CNTK_DYNAMIC_SMEM(name) extern __shared__ double name[]
+#else  // host build: tests/cuda_host_driver.cpp includes this file and defines cntk_host::*
 #include <cmath>
 #define CNTK_HD
-#define CNTK_SYNC() ((void)0)
-using std::acos;
-using std::asin;
+#define CNTK_GLOBAL
+#define CNTK_SYNC() cntk_host::barrier(__LINE__)
+#define CNTK_DYNAMIC_SMEM(name) double* name = cntk_host::shared_memory()
+namespace cntk_host {
+struct Dim3 {
+    unsigned x, y, z;
+};
+void barrier(int site);  // CNTK_SYNC: the calling emulated thread waits for the others
+double* shared_memory();  // the running block's dynamic shared memory
+}  // namespace cntk_host
+static thread_local cntk_host::Dim3 threadIdx, blockIdx, blockDim;
+namespace cntk {
+// test hook: asin/acos results moved by up to host_ulp_noise ulps (CUDA's asinf/acosf are 2-ulp)
+extern thread_local int host_ulp_noise;
+template <typename T>
+inline T host_noisy(T y, T x) {
+    if (host_ulp_noise <= 0 || x == T(0)) return y;  // asin(0) == 0 on the GPU too
+    unsigned long long h = 0x9E3779B97F4A7C15ull;
+    const unsigned char* b = reinterpret_cast<const unsigned char*>(&x);
+    for (unsigned k = 0; k < sizeof(T); ++k) h = (h ^ b[k]) * 0x100000001B3ull;
+    int steps = int(h >> 40) % (2 * host_ulp_noise + 1) - host_ulp_noise;
+    for (; steps > 0; --steps) y = std::nextafter(y, T(INFINITY));
+    for (; steps < 0; ++steps) y = std::nextafter(y, T(-INFINITY));
+    return y;
+}
+inline float asin(float x) { return host_noisy(std::asin(x), x); }
+inline double asin(double x) { return host_noisy(std::asin(x), x); }
+inline float acos(float x) { return host_noisy(std::acos(x), x); }
+inline double acos(double x) { return host_noisy(std::acos(x), x); }
 using std::sqrt;
+}  // namespace cntk
 #endif
 
 namespace cntk {
@@ -95,16 +134,17 @@ CNTK_HD inline void relu_dual(T s, T prod, T& k, T& k_dot) {
     k_dot = (const_pi<T>() - angle) * const_inv9pi<T>();
 }
 
-// Everything one block does for one (pair, tile). Thread `tid` of `nt` handles the entries
-// e = tid, tid + nt, ... (on the host: tid = 0, nt = 1, and CNTK_SYNC is a no-op, which is the same
-// computation because no phase reads an entry that another thread writes in the same phase).
-//   xa, xb: P x Q x C images; va, vb: L x P x Q variance maps (unused in record mode);
-//   buf: 4 * P * Q entries of T (S/K ping, Theta ping, S/K pong, Theta pong); vrec: L x P x Q
-//   output of record mode. Returns this thread's float64 sum of Theta (ntk) or K over its entries.
 // Entry e of tile (gi, gj): position (r, c) of the second image and (i, j) = (r + gi, c + gj)
-// modulo (P, Q) of the first one.
-CNTK_HD inline void tile_position(int e, int gi, int gj, int P, int Q, int& r, int& c, int& i, int& j) {
-    r = e / Q;
+// modulo (P, Q) of the first one. r = e / Q as a multiply by qinv = ceil(2^32 / Q) (reciprocal_q):
+// floor(e * qinv / 2^32) == e / Q whenever e * Q < 2^32, true here since e < P * Q and P * Q * Q
+// < 2^32 for every image whose tile fits in shared memory (FusedGPUEngine checks it). A 32-bit
+// division per entry and layer was ~30 SASS instructions with three on the slow conversion and
+// MUFU pipes (sm_90, nvcc 13); this is two multiplies (benchmarks/RESULTS.md, issue 28).
+CNTK_HD inline unsigned long long reciprocal_q(int Q) { return ((1ull << 32) + unsigned(Q) - 1) / unsigned(Q); }
+
+CNTK_HD inline void tile_position(int e, unsigned long long qinv, int gi, int gj, int P, int Q, int& r, int& c,
+                                  int& i, int& j) {
+    r = int((unsigned long long)unsigned(e) * qinv >> 32);
     c = e - r * Q;
     i = r + gi;
     if (i >= P) i -= P;
@@ -112,6 +152,11 @@ CNTK_HD inline void tile_position(int e, int gi, int gj, int P, int Q, int& r, i
     if (j >= Q) j -= Q;
 }
 
+// Everything one block does for one (pair, tile). Thread `tid` of `nt` handles the entries
+// e = tid, tid + nt, ...; no phase reads an entry that another thread writes in the same phase.
+//   xa, xb: P x Q x C images; va, vb: L x P x Q variance maps (unused in record mode);
+//   buf: 4 * P * Q entries of T (S/K ping, Theta ping, S/K pong, Theta pong); vrec: L x P x Q
+//   output of record mode. Returns this thread's float64 sum of Theta (ntk) or K over its entries.
 template <typename T>
 CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* va, const T* vb, T* vrec,
                            T* buf, int gi, int gj, int P, int Q, int C, int L, bool fix_first,
@@ -121,10 +166,11 @@ CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* v
     T* t_src = buf + PQ;
     T* s_dst = buf + 2 * PQ;
     T* t_dst = buf + 3 * PQ;
+    const unsigned long long qinv = reciprocal_q(Q);
     // S0[r, c] = sum_c xa[i, j, :] . xb[r, c, :]
     for (int e = tid; e < PQ; e += nt) {
         int r, c, i, j;
-        tile_position(e, gi, gj, P, Q, r, c, i, j);
+        tile_position(e, qinv, gi, gj, P, Q, r, c, i, j);
         const T* pa = xa + (i * Q + j) * C;
         const T* pb = xb + e * C;
         T acc = pa[0] * pb[0];
@@ -137,7 +183,7 @@ CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* v
         const bool add_k = !(fix_last && h == L);
         for (int e = tid; e < PQ; e += nt) {
             int r, c, i, j;
-            tile_position(e, gi, gj, P, Q, r, c, i, j);
+            tile_position(e, qinv, gi, gj, P, Q, r, c, i, j);
             const bool up = r > 0 && i > 0, down = r < P - 1 && i < P - 1;
             const bool left = c > 0 && j > 0, right = c < Q - 1 && j < Q - 1;
             const T s = box3(s_src, r, c, Q, up, down, left, right);  // Sigma^(h-1)
@@ -179,19 +225,17 @@ CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* v
 
 }  // namespace cntk
 
-#if defined(__CUDACC__)
-
 // grid.x = n_pairs * n_tiles, blockDim.x = nt (a power of two <= 1024).
 // Dynamic shared memory: nt doubles, then 4 * P * Q entries of T.
 // Pair k = blockIdx.x / n_tiles uses images rows[k] of x1 and cols[k] of x2, tile
 // (tiles[2t], tiles[2t+1]) with t = blockIdx.x % n_tiles. partial[blockIdx.x] = the block's sum.
 // Record mode: x2 == x1, rows == cols, n_tiles == 1, tile (0, 0); v1 receives the variance maps.
 template <typename T>
-__global__ void cntk_tiles(const T* __restrict__ x1, const T* __restrict__ x2, T* v1, const T* v2,
-                           const int* __restrict__ rows, const int* __restrict__ cols,
-                           const int* __restrict__ tiles, int n_tiles, int P, int Q, int C, int L,
-                           int fix_first, int fix_last, int ntk, int record, double* __restrict__ partial) {
-    extern __shared__ double cntk_smem[];
+CNTK_GLOBAL void cntk_tiles(const T* __restrict__ x1, const T* __restrict__ x2, T* v1, const T* v2,
+                            const int* __restrict__ rows, const int* __restrict__ cols,
+                            const int* __restrict__ tiles, int n_tiles, int P, int Q, int C, int L,
+                            int fix_first, int fix_last, int ntk, int record, double* __restrict__ partial) {
+    CNTK_DYNAMIC_SMEM(cntk_smem);
     const int nt = blockDim.x, tid = threadIdx.x;
     double* red = cntk_smem;
     T* buf = reinterpret_cast<T*>(cntk_smem + nt);
@@ -206,17 +250,19 @@ __global__ void cntk_tiles(const T* __restrict__ x1, const T* __restrict__ x2, T
                                              fix_first != 0, fix_last != 0, ntk != 0, record != 0);
     // fixed-order tree reduction: the result does not depend on other blocks or on the launch size
     red[tid] = part;
-    __syncthreads();
+    CNTK_SYNC();
     for (int half = nt / 2; half > 0; half /= 2) {
         if (tid < half) red[tid] += red[tid + half];
-        __syncthreads();
+        CNTK_SYNC();
     }
     if (tid == 0) partial[blockIdx.x] = red[0];
 }
 
 // out[k] = scale * sum_t partial[k * n_tiles + t], summed in tile order (one thread per pair).
-extern "C" __global__ void cntk_reduce(const double* __restrict__ partial, int n_pairs, int n_tiles, double scale,
-                                       double* __restrict__ out) {
+// Reads are strided by n_tiles; at n_tiles * 8 bytes per pair against the tile kernel's
+// n_tiles * P * Q * L entries per pair this kernel is a negligible share of the time.
+extern "C" CNTK_GLOBAL void cntk_reduce(const double* __restrict__ partial, int n_pairs, int n_tiles, double scale,
+                                        double* __restrict__ out) {
     const long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= n_pairs) return;
     const double* p = partial + k * n_tiles;
@@ -225,32 +271,13 @@ extern "C" __global__ void cntk_reduce(const double* __restrict__ partial, int n
     out[k] = acc * scale;
 }
 
-#if !defined(__CUDACC_RTC__)
-// explicit instantiations so that `nvcc -ptx` emits (and type-checks) both precisions
+#if defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+// explicit instantiations so that nvcc (-ptx, -cubin, -c) emits both precisions; NVRTC instantiates
+// them from CuPy's name_expressions instead
 template __global__ void cntk_tiles<float>(const float*, const float*, float*, const float*, const int*,
                                            const int*, const int*, int, int, int, int, int, int, int, int,
                                            int, double*);
 template __global__ void cntk_tiles<double>(const double*, const double*, double*, const double*, const int*,
                                             const int*, const int*, int, int, int, int, int, int, int, int,
                                             int, double*);
-#endif
-
-#else  // host build (g++ -x c++ -shared): the block routine on the CPU, for tests only
-
-extern "C" {
-// Same contract as one block of cntk_tiles, with one thread: returns the tile's readout sum.
-// buf: 4 * P * Q scratch entries. Record mode writes L * P * Q variances into va.
-double cntk_host_tile_f64(const double* xa, const double* xb, double* va, const double* vb, double* buf,
-                          int gi, int gj, int P, int Q, int C, int L, int fix_first, int fix_last, int ntk,
-                          int record) {
-    return cntk::tile_thread<double>(0, 1, xa, xb, va, record ? va : vb, va, buf, gi, gj, P, Q, C, L,
-                                     fix_first != 0, fix_last != 0, ntk != 0, record != 0);
-}
-double cntk_host_tile_f32(const float* xa, const float* xb, float* va, const float* vb, float* buf, int gi,
-                          int gj, int P, int Q, int C, int L, int fix_first, int fix_last, int ntk, int record) {
-    return cntk::tile_thread<float>(0, 1, xa, xb, va, record ? va : vb, va, buf, gi, gj, P, Q, C, L,
-                                    fix_first != 0, fix_last != 0, ntk != 0, record != 0);
-}
-}
-
 #endif

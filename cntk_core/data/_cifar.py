@@ -5,22 +5,35 @@ Safety model
 * Download (:func:`download_cifar10`): streamed into a temporary file in the cache directory,
   hashed on the fly, ``fsync``-ed, checked against the official md5 and sha256, and only then
   renamed (``os.replace``, atomic) to ``cifar-10-python.tar.gz``. An interrupted, truncated or
-  wrong download leaves no file behind, so a file with the final name is always complete.
+  wrong download leaves no file behind, so a file with the final name is always complete; the
+  temporary file of a process killed outright (SIGKILL) is swept at the next load or download
+  (:func:`sweep_stale_temps`).
 * Reading a tarball (:func:`read_cifar10_tarball`): the file is opened once, its checksum is
   computed from that open file, and only when it matches is the same file parsed as a tar. Members
   are read straight from the archive (nothing is extracted, so nothing is left half-extracted);
   any absolute path, ``..`` component, link or special file makes the whole archive rejected.
 * Unpickling uses :class:`~cntk_core.data._safepickle.RestrictedUnpickler` (NumPy array
   reconstruction only), even after the checksum matched.
+* Decoding a tarball takes seconds, so its arrays are cached once, verified at every load (see
+  :mod:`cntk_core.data._cifar_cache`): later loads take a fraction of a second.
+
+Where the data comes from (:func:`load_cifar10`): ``path=``, else ``$CNTK_CIFAR10`` (a tarball or an
+extracted folder), else the per-user cache ``$CNTK_DATA_DIR`` or ``~/.cache/cntk-lab``, downloaded
+there from ``$CNTK_CIFAR10_URL`` (a mirror) or the official URL when absent.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import os
+import shlex
+import socket
 import tarfile
 import tempfile
+import time
+import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath
@@ -28,8 +41,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..validation import check_flag
+from ._cifar_cache import _SOURCES, DECODED_DIR, cached_arrays, fsync_dir, read_through_cache
 from ._dataset import CIFAR10_CLASSES, Dataset
-from ._errors import DataError
+from ._errors import DataError, DataUnavailableError
 from ._safepickle import safe_loads
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -42,6 +56,10 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 CIFAR10_SIZE = 170_498_071
 CACHE_ENV = "CNTK_DATA_DIR"
+#: a cifar-10-python.tar.gz or extracted folder to use instead of the cache
+CIFAR10_ENV = "CNTK_CIFAR10"
+#: a mirror of the official tarball (the official checksums still apply)
+URL_ENV = "CNTK_CIFAR10_URL"
 
 _TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _TEST_BATCH = "test_batch"
@@ -59,6 +77,75 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(path).expanduser()
 
 
+def cifar10_url() -> str:
+    """``$CNTK_CIFAR10_URL`` (a mirror), else the official :data:`CIFAR10_URL`."""
+    return os.environ.get(URL_ENV) or CIFAR10_URL
+
+
+# -- temporary files a killed writer leaves (SIGKILL, power loss: no ``finally`` runs) ---------------
+#: a temporary file untouched this long is abandoned: a live writer writes it at least every ``timeout``
+STALE_AGE = 3600.0
+
+
+@functools.cache
+def _machine() -> str:
+    """8 hex digits naming this host, boot and PID namespace: where a writer's pid means something."""
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:  # not Linux
+        pass
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:8]
+
+
+def temp_prefix(name: str) -> str:
+    """``mkstemp`` prefix for a temporary ``name`` in a shared folder: ``.<name>.<pid>-<machine>.``, so that
+    :func:`sweep_stale_temps` can tell a dead writer's file without waiting :data:`STALE_AGE`."""
+    return f".{name}.{os.getpid()}-{_machine()}."
+
+
+def _writer_gone(rest: str) -> bool:
+    """Whether ``<pid>-<machine>.…`` (the part of a name after ``.<name>.``) names a writer that has ended on
+    this machine; False when the name carries no writer or one elsewhere (only the age can tell then)."""
+    pid, _, tail = rest.partition("-")
+    if os.name != "posix" or not pid.isdigit() or tail[:9] != f"{_machine()}.":
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: alive, another user's
+        pass
+    return False
+
+
+def sweep_stale_temps(directory: Path, name: str, suffix: str = ".part", *, age: float = STALE_AGE) -> None:
+    """Remove the temporary files ``.<name>.*<suffix>`` in ``directory`` that killed writers left: those
+    whose writer (see :func:`temp_prefix`) is gone, and any untouched for ``age`` seconds. Best effort
+    (a missing or read-only folder is no error); folders are left to their own sweeper."""
+    head = f".{name}."
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.startswith(head) and e.name.endswith(suffix)]
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False) and (
+                now - entry.stat(follow_symlinks=False).st_mtime > age or _writer_gone(entry.name[len(head) :])
+            ):
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _sweep_cache(directory: Path) -> None:
+    """The cache's own temporary files: a killed download's (up to 170 MB), the digest list's."""
+    sweep_stale_temps(directory, CIFAR10_FILENAME)
+    sweep_stale_temps(directory / DECODED_DIR, _SOURCES, suffix="")
+
+
 def _hashes(fileobj) -> tuple[str, str]:
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     while chunk := fileobj.read(_CHUNK):
@@ -67,11 +154,15 @@ def _hashes(fileobj) -> tuple[str, str]:
     return md5.hexdigest(), sha.hexdigest()
 
 
+class ChecksumError(DataError):
+    """A file's md5 or sha256 is not the expected one: corrupt, or another file (e.g. a re-packed copy)."""
+
+
 def _check_digests(md5: str, sha: str, expected_md5: str | None, expected_sha256: str | None, what: str) -> None:
     if expected_md5 is not None and md5 != expected_md5.lower():
-        raise DataError(f"{what}: md5 {md5} does not match the expected {expected_md5} (corrupt or not that file)")
+        raise ChecksumError(f"{what}: md5 {md5} does not match the expected {expected_md5} (corrupt or not that file)")
     if expected_sha256 is not None and sha != expected_sha256.lower():
-        raise DataError(f"{what}: sha256 {sha} does not match the expected {expected_sha256}")
+        raise ChecksumError(f"{what}: sha256 {sha} does not match the expected {expected_sha256}")
 
 
 def _expected(expected_md5: str | None, expected_sha256: str | None) -> tuple[str | None, str | None]:
@@ -85,7 +176,7 @@ def _expected(expected_md5: str | None, expected_sha256: str | None) -> tuple[st
 def download_cifar10(
     cache: str | os.PathLike | None = None,
     *,
-    url: str = CIFAR10_URL,
+    url: str | None = None,
     expected_md5: str | None = None,
     expected_sha256: str | None = None,
     progress: bool = True,
@@ -95,17 +186,21 @@ def download_cifar10(
 
     A file already present under the final name is returned as is (it is verified when read).
     The download is atomic: temporary file in the same directory, checksum, ``fsync``, ``os.replace``.
-    ``url`` may be any URL urllib opens (tests use ``file://`` and a local HTTP server).
-    Raises :class:`DataError` on a checksum mismatch or a short download; no file is left behind.
+    ``url`` (default :func:`cifar10_url`) may be any URL urllib opens (tests use ``file://`` and a local
+    HTTP server). Raises :class:`DataError` on a checksum mismatch or a short download and
+    :class:`DataUnavailableError` (a ``FileNotFoundError``) when the server cannot be reached; no
+    file is left behind.
     """
     progress = check_flag(progress, "progress", allow_none=True) is not False  # None: the default, a bar
+    url = cifar10_url() if url is None else url
     directory = cache_dir(cache)
     target = directory / CIFAR10_FILENAME
+    _sweep_cache(directory)
     if target.is_file():
         return target
     exp_md5, exp_sha = _expected(expected_md5, expected_sha256)
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{CIFAR10_FILENAME}.", suffix=".part", dir=directory)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(CIFAR10_FILENAME), suffix=".part", dir=directory)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -133,10 +228,17 @@ def download_cifar10(
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except http.client.IncompleteRead as exc:
         tmp.unlink(missing_ok=True)
         raise DataError(f"download of {url} is truncated ({exc})") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(exc, "reason", None) or exc
+        raise DataUnavailableError(
+            f"CIFAR-10 is not in {directory} and could not be downloaded from {url} ({reason}): connect to the "
+            f"internet once, or use a cifar-10-python.tar.gz or extracted folder you have (set {CIFAR10_ENV})"
+        ) from None
     except BaseException:  # also network errors and Ctrl-C: never leave the temporary file
         tmp.unlink(missing_ok=True)
         raise
@@ -147,19 +249,6 @@ def _progress_bar(total: int | None, url: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=url.rsplit("/", 1)[-1])
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
@@ -183,17 +272,21 @@ def read_cifar10_tarball(
     :class:`DataError` for a checksum mismatch, a truncated/corrupt archive, unsafe members or a
     pickle that names anything but NumPy array reconstruction.
     """
-    path = Path(path)
-    exp_md5, exp_sha = _expected(expected_md5, expected_sha256)
+    return _read_tarball(Path(path), *_expected(expected_md5, expected_sha256))[0]
+
+
+def _read_tarball(path: Path, exp_md5: str | None, exp_sha: str | None) -> tuple[Dataset, str, str]:
+    """:func:`read_cifar10_tarball` that also returns the file's ``(md5, sha256)``."""
     with open(path, "rb") as f:
-        _check_digests(*_hashes(f), exp_md5, exp_sha, str(path))
+        md5, sha = _hashes(f)
+        _check_digests(md5, sha, exp_md5, exp_sha, str(path))
         f.seek(0)
         try:
             blobs = _read_members(tarfile.open(fileobj=f, mode="r:*"), str(path))
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise DataError(f"{path}: truncated or corrupt tar archive ({type(exc).__name__}: {exc})") from None
     # only now, with every member checked, is anything unpickled (one batch at a time)
-    return _assemble({k: safe_loads(blobs.pop(k), f"{path}:{k}") for k in _REQUIRED}, str(path))
+    return _assemble({k: safe_loads(blobs.pop(k), f"{path}:{k}") for k in _REQUIRED}, str(path)), md5, sha
 
 
 def _read_members(tar: tarfile.TarFile, source: str) -> dict[str, bytes]:
@@ -293,19 +386,33 @@ def load_cifar10(
     *,
     cache: str | os.PathLike | None = None,
     download: bool = True,
-    url: str = CIFAR10_URL,
+    url: str | None = None,
     expected_md5: str | None = None,
     expected_sha256: str | None = None,
     progress: bool = True,
+    decoded_cache: bool = True,
 ) -> Dataset:
     """The full CIFAR-10 (50,000 train / 10,000 test, uint8 NHWC ``[n, 32, 32, 3]``, pixel_scale 255).
 
     ``path``: a ``cifar-10-python.tar.gz`` you already have (checksum-verified), an extracted
-    ``cifar-10-batches-py`` folder or its parent (not verifiable, see :func:`read_cifar10_folder`).
-    Without ``path``: the tarball in the cache (:func:`cache_dir`), downloaded first from ``url``
-    when absent and ``download`` is true. Needs about 0.5 GB of memory while loading.
+    ``cifar-10-batches-py`` folder or its parent (not verifiable, see :func:`read_cifar10_folder`); a
+    tarball that fails the official checksum (e.g. a re-packed copy) raises :class:`ChecksumError`, whose
+    message says to extract it and use the folder (or pass ``expected_md5``).
+    Without ``path``: ``$CNTK_CIFAR10`` (the same choices), else the tarball in the cache
+    (:func:`cache_dir`), downloaded first from ``url`` (default :func:`cifar10_url`) when absent and
+    ``download`` is true (``DataUnavailableError`` when that fails, e.g. offline).
+
+    A tarball is decoded once (a few seconds, about 0.5 GB of memory): with ``decoded_cache`` its
+    arrays are kept in the cache and later loads of the same file return read-only memory-mapped
+    arrays, verified against their sha256, in a fraction of a second (see ``_cifar_cache``).
     """
     download, progress = check_flag(download, "download"), check_flag(progress, "progress", allow_none=True)
+    decoded_cache = check_flag(decoded_cache, "decoded_cache")
+    directory = cache_dir(cache)
+    _sweep_cache(directory)  # a listing: the downloads and digest lists of killed processes go at the next load
+    origin = ""
+    if path is None and os.environ.get(CIFAR10_ENV):
+        path, origin = os.environ[CIFAR10_ENV], f" (set by {CIFAR10_ENV})"
     if path is not None:
         p = Path(path).expanduser()
         if p.is_dir():
@@ -314,9 +421,23 @@ def load_cifar10(
             else:
                 return read_cifar10_folder(p)
         elif not p.is_file():
-            raise FileNotFoundError(f"no CIFAR-10 tarball or folder at {p}")
-        return read_cifar10_tarball(p, expected_md5=expected_md5, expected_sha256=expected_sha256)
-    target = cache_dir(cache) / CIFAR10_FILENAME
+            raise FileNotFoundError(f"no CIFAR-10 tarball or folder at {p}{origin}")
+        try:
+            return _load_tarball(p, directory, expected_md5, expected_sha256, decoded_cache)
+        except ChecksumError as exc:
+            if expected_md5 is not None:  # the caller's own checksum: no official file was expected
+                raise
+            # a re-packed tarball cannot match the official checksums, its extracted folder needs none
+            raise ChecksumError(
+                f"{exc}{origin}; if it is a re-packed copy of CIFAR-10, extract it (tar -xzf {shlex.quote(str(p))} "
+                "-C FOLDER) and use FOLDER instead of the tarball"
+            ) from None
+    exp_md5, exp_sha = _expected(expected_md5, expected_sha256)
+    if decoded_cache and exp_sha is not None:  # that file's arrays, even if the tarball was deleted since
+        ds = cached_arrays(directory, exp_sha)
+        if ds is not None:
+            return ds
+    target = directory / CIFAR10_FILENAME
     if not target.is_file():
         if not download:
             raise FileNotFoundError(
@@ -325,6 +446,21 @@ def load_cifar10(
             )
         download_cifar10(cache, url=url, expected_md5=expected_md5, expected_sha256=expected_sha256, progress=progress)
     try:
-        return read_cifar10_tarball(target, expected_md5=expected_md5, expected_sha256=expected_sha256)
+        return _load_tarball(target, directory, expected_md5, expected_sha256, decoded_cache)
     except DataError as exc:
         raise DataError(f"{exc}; delete {target} to download it again") from None
+
+
+def _load_tarball(
+    path: Path, directory: Path, expected_md5: str | None, expected_sha256: str | None, use_cache: bool
+) -> Dataset:
+    """Read ``path`` (checksum-verified), through the decoded cache in ``directory`` when ``use_cache``."""
+    exp_md5, exp_sha = _expected(expected_md5, expected_sha256)
+    if not use_cache:
+        return _read_tarball(path, exp_md5, exp_sha)[0]
+    return read_through_cache(
+        path,
+        directory,
+        read=lambda: _read_tarball(path, exp_md5, exp_sha),
+        check=lambda md5, sha: _check_digests(md5, sha, exp_md5, exp_sha, str(path)),
+    )

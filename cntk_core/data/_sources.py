@@ -1,13 +1,16 @@
-"""Offline data sources: scikit-learn's 8x8 digits and the exact CIFAR-10 subset in ``shared/``."""
+"""Offline data sources: scikit-learn's 8x8 digits and the exact CIFAR-10 subset (built from the
+official tarball by ``cntk-lab data subset``, see :func:`cntk_core.data.build_cifar10_subset`)."""
 
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
 
 from ._checks import is_real, make_rng
+from ._cifar import cache_dir
 from ._dataset import CIFAR10_CLASSES, Dataset
 from ._errors import DataError
 
@@ -17,11 +20,11 @@ DIGITS_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 
 def default_subset_dir() -> Path:
-    """``$CNTK_CIFAR10_SUBSET``, else ``<repo root>/../shared/data/cifar10``."""
+    """``$CNTK_CIFAR10_SUBSET``, else ``cifar10-subset`` in the per-user data cache (:func:`cache_dir`)."""
     env = os.environ.get(SUBSET_ENV)
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10"
+    return cache_dir() / "cifar10-subset"
 
 
 def load_cifar10_subset(path: str | os.PathLike | None = None) -> Dataset:
@@ -37,10 +40,11 @@ def load_cifar10_subset(path: str | os.PathLike | None = None) -> Dataset:
     files = [folder / f for f in SUBSET_FILES]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
+        out = "" if folder == default_subset_dir() else f" --out {shlex.quote(str(folder))}"
         raise FileNotFoundError(
-            f"CIFAR-10 subset not found in {folder} (missing {', '.join(missing)}); "
-            f"set the environment variable {SUBSET_ENV} to the folder holding {' and '.join(SUBSET_FILES)}, "
-            "or pass path="
+            f"CIFAR-10 subset not found in {folder} (missing {', '.join(missing)}): build it once with "
+            f"`cntk-lab data subset{out}` (from the official CIFAR-10 tarball), use the full data set "
+            f"(--dataset cifar10), or set {SUBSET_ENV} to a folder holding both files"
         )
     arrays = [_read_subset_file(f) for f in files]
     (x_train, y_train), (x_test, y_test) = arrays
@@ -83,9 +87,15 @@ def _read_subset_file(f: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _read_member(z, key: str, f: Path) -> np.ndarray:
     try:
-        return z[key]
+        value = z[key]
     except Exception as exc:  # object arrays, corrupt members (bad CRC, truncated data, bad header)
         raise DataError(f"{f}: cannot read the array {key!r}: {_reason(exc)}") from None
+    if not isinstance(value, np.ndarray):  # NpzFile hands back the raw bytes of a member that is no .npy
+        raise DataError(
+            f"{f}: the member {key!r} is not a .npy array (no NumPy header: a pickle or another format); "
+            "only plain numeric arrays are read, nothing is unpickled"
+        )
+    return value
 
 
 def _reason(exc: Exception) -> str:

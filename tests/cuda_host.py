@@ -1,0 +1,139 @@
+"""Host (CPU) build of ``cntk_core/cuda/cntk_planes.cu`` for the tests: both kernels as written, each
+block's threads emulated in barrier phases (``tests/cuda_host_driver.cpp``).
+
+``CNTK_TEST_CUDA_SOURCE`` points the build at another copy of the source (a deliberately broken one,
+to see the tests fail); the default is the package's own. Without g++ the tests that need the build
+skip (fail under ``CI=true``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cntk_core
+from cntk_core.gpu import threads_for, tile_list
+
+CUDA_DIR = Path(cntk_core.__file__).parent / "cuda"
+PLANES = Path(os.environ.get("CNTK_TEST_CUDA_SOURCE") or CUDA_DIR / "cntk_planes.cu")
+DRIVER = Path(__file__).with_name("cuda_host_driver.cpp")
+#: launch flags of the driver
+DIVERGENT, EXIT_AT_BARRIER, SMEM_OVERRUN, BAD_ARGS, NO_FTZ = 1, 2, 4, 8, 16
+#: thread orders within a barrier phase
+FORWARD, REVERSE, SHUFFLED = 0, 1, 2
+ORDERS = (FORWARD, REVERSE, SHUFFLED)
+
+
+def tool(name: str, *fallbacks: str) -> str:
+    """Path of a build tool; skips the test without it (fails under ``CI=true``)."""
+    path = shutil.which(name) or next((f for f in fallbacks if Path(f).exists()), None)
+    if path is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{name} not found on PATH, but CI=true requires it")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+def _has_fma() -> bool:
+    try:
+        return " fma " in Path("/proc/cpuinfo").read_text().replace("\n", " ")
+    except OSError:
+        return False
+
+
+_BUILT: dict[tuple, ctypes.CDLL] = {}
+
+
+def build_host_lib(source: Path | None = None, fma: bool = True) -> ctypes.CDLL:
+    """Compile the driver with ``source`` (default :data:`PLANES`) and load it; built once per
+    process for each source text (test modules share it).
+
+    ``fma``: contract ``a * b + c`` into fused multiply-adds where the CPU has them, as nvcc and
+    NVRTC do by default (``-fmad=true``).
+    """
+    gxx = tool("g++")
+    source = Path(source or PLANES)
+    key = (hashlib.sha256(source.read_bytes() + DRIVER.read_bytes()).hexdigest(), bool(fma))
+    if key in _BUILT:
+        return _BUILT[key]
+    directory = tempfile.mkdtemp(prefix="cntk_host_")
+    atexit.register(shutil.rmtree, directory, True)
+    so = Path(directory) / f"{source.stem}_{int(fma)}.so"
+    flags = ["-ffp-contract=fast", "-mfma"] if fma and _has_fma() else ["-ffp-contract=off"]
+    cmd = [gxx, "-x", "c++", "-std=c++17", "-O2", *flags, "-shared", "-fPIC", f'-DCNTK_PLANES_SOURCE="{source}"']
+    res = subprocess.run([*cmd, str(DRIVER), "-o", str(so)], capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr
+    lib = ctypes.CDLL(str(so))
+    ptr, i32 = ctypes.c_void_p, ctypes.c_int
+    for name in ("cntk_host_tiles_f32", "cntk_host_tiles_f64"):
+        getattr(lib, name).argtypes = [i32] * 5 + [ptr] * 7 + [i32] * 9 + [ptr]
+    lib.cntk_host_reduce.argtypes = [i32] * 3 + [ptr, i32, i32, ctypes.c_double, ptr]
+    lib.cntk_host_set_ulp_noise.argtypes = [i32]
+    lib.cntk_host_set_ulp_noise.restype = None
+    _BUILT[key] = lib
+    return lib
+
+
+def _ptr(a) -> int:
+    return int(a.ctypes.data)
+
+
+def launch_tiles(lib, grid, nt, smem, args, order=FORWARD, ftz=False) -> int:
+    """``cntk_tiles<T>`` with CuPy-style ``args`` (the tuple ``FusedGPUEngine._launch`` passes): flags."""
+    x1, x2, v1, v2, rows, cols, tiles, n_tiles, p, q, c, L, ff, fl, ntk, record, partial = args
+    fn = lib.cntk_host_tiles_f32 if x1.dtype == np.float32 else lib.cntk_host_tiles_f64
+    arrays = [_ptr(a) for a in (x1, x2, v1, v2, rows, cols, tiles)]
+    ints = [int(a) for a in (n_tiles, p, q, c, L, ff, fl, ntk, record)]
+    return fn(int(grid), int(nt), int(smem), int(order), int(ftz), *arrays, *ints, _ptr(partial))
+
+
+def launch_reduce(lib, grid, nt, args, order=FORWARD) -> int:
+    partial, n, n_tiles, scale, out = args
+    ints = (int(grid), int(nt), int(order))
+    return lib.cntk_host_reduce(*ints, _ptr(partial), int(n), int(n_tiles), float(scale), _ptr(out))
+
+
+def host_matrix(
+    lib, x1, x2, depth, readout, fix_first, fix_last, kind, dtype, *, threads=None, order=FORWARD, ftz=False
+) -> np.ndarray:
+    """Kernel matrix from the host-built kernels, driven as ``FusedGPUEngine`` drives them: one record
+    launch per image block (variance maps), one launch of every (pair, tile) block, ``cntk_reduce``.
+    ``threads`` per block (default the engine's :func:`cntk_core.gpu.threads_for`); asserts no flags."""
+    dt = np.dtype(dtype)
+    x1 = np.ascontiguousarray(x1, dt)
+    x2 = np.ascontiguousarray(x2, dt)
+    _, p, q, c = x1.shape
+    L = depth - 1
+    nt = threads or threads_for(p, q)
+    smem = nt * 8 + 4 * p * q * dt.itemsize
+    i32 = np.int32
+
+    def variances(x):
+        v = np.zeros((len(x), L, p, q), dt)
+        idx = np.arange(len(x), dtype=i32)
+        partial = np.empty(len(x))
+        args = (x, x, v, v, idx, idx, np.zeros(2, i32), 1, p, q, c, L, 1, 0, 1, 1, partial)
+        assert launch_tiles(lib, len(x), nt, smem, args, order, ftz) == 0
+        return v
+
+    v1, v2 = variances(x1), variances(x2)
+    tiles = np.ascontiguousarray(tile_list(p, q, readout).ravel())
+    n_tiles = len(tiles) // 2
+    rows, cols = (a.ravel().astype(i32) for a in np.meshgrid(np.arange(len(x1)), np.arange(len(x2)), indexing="ij"))
+    partial = np.empty(len(rows) * n_tiles)
+    args = (x1, x2, v1, v2, rows, cols, tiles, n_tiles, p, q, c, L, int(fix_first), int(fix_last))
+    args += (int(kind == "ntk"), 0, partial)
+    assert launch_tiles(lib, len(rows) * n_tiles, nt, smem, args, order, ftz) == 0
+    out = np.empty(len(rows))
+    scale = 1.0 if readout == "vanilla" else 1.0 / (p * q) ** 2
+    assert launch_reduce(lib, (len(rows) + 31) // 32, 32, (partial, len(rows), n_tiles, scale, out), order) == 0
+    return out.reshape(len(x1), len(x2))
