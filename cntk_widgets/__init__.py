@@ -10,11 +10,14 @@ ipywidgets nor plotly, so they work without the lab extra.
 
 from __future__ import annotations
 
-from .models import ArchitectureModel, KernelExplorerModel, KernelResult, NetworkSpec
+from .explorer_model import KernelExplorerModel, KernelResult
+from .models import ArchitectureModel, NetworkSpec
 from .regression_model import LabSettings, RegressionLabModel, RegressionResult
 
 try:  # the views need the "lab" extra (ipywidgets, plotly, anywidget)
-    from .views import ArchitecturePicker, KernelExplorer, RegressionLab
+    from .explorer_view import KernelExplorer
+    from .picker import ArchitecturePicker
+    from .regression_view import RegressionLab
 except ImportError as _exc:  # pragma: no cover - depends on the environment
     _VIEW_ERROR = _exc
 

@@ -4,19 +4,23 @@ Two layers, so that tests need no browser:
 
 * :class:`FiniteWidthModel` (plain Python): data, exact kernels and the four experiments, each
   returning plain NumPy results;
-* :func:`finite_width_view` (ipywidgets + plotly ``go.FigureWidget``): controls and four panels,
+* :func:`finite_width_view` (ipywidgets + plotly ``go.FigureWidget``, in
+  :mod:`cntk_widgets.finite_width_view`, re-exported here): controls and four panels,
   (a) relative error of the empirical NTK against width (log-log, with a ``1/sqrt(width)`` guide),
   (b) empirical NNGP entries against the exact NNGP at the width of the slider,
   (c) relative change of the empirical NTK during training against width,
   (d) test predictions of the trained nets against kernel regression.
 
-Work runs synchronously when "Run" is pressed; the defaults take a few seconds on one CPU core.
+The view computes its first result as soon as it is built (in the background, with progress);
+afterwards work runs when "Run" is pressed. The defaults take about a second on one CPU core.
 """
 
 from __future__ import annotations
 
 import contextlib
+from copy import deepcopy
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -146,12 +150,30 @@ class FiniteWidthResults:
 
 class FiniteWidthModel:
     """The experiments behind the view. ``config`` is a :class:`FiniteWidthConfig`; change it
-    with :meth:`update` (clears caches that depend on the changed fields)."""
+    with :meth:`update` (clears caches that depend on the changed fields).
+
+    :meth:`ntk_errors` and :meth:`training` remember their last few results per config (they are
+    deterministic), so a view created after a notebook's cells computed them shows them at once.
+    Both, and :meth:`run`, take ``progress``: a callback ``progress(fraction)``, 0..1.
+    """
+
+    MEMO_SIZE = 4  # configs whose results are kept
 
     def __init__(self, config: FiniteWidthConfig | None = None, **kw):
         self.config = replace(config or FiniteWidthConfig(), **kw)
         self._data = None
         self._exact = {}
+        self._memo: dict[tuple, Any] = {}
+
+    def _remembered(self, name: str, compute):
+        """``compute()`` once per (name, config); callers get copies, so the memo stays as computed."""
+        key = (name, self.config)
+        if key not in self._memo:
+            value = compute()
+            while len(self._memo) >= self.MEMO_SIZE:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = value
+        return deepcopy(self._memo[key])
 
     def update(self, **kw) -> None:
         old = self.config
@@ -200,19 +222,19 @@ class FiniteWidthModel:
         c = self.config
         return [1000 * c.seed + s for s in range(c.n_seeds)]
 
-    def ntk_errors(self):
+    def ntk_errors(self, progress=None):
         """``(rms error per width (W,), per-seed errors (W, S))`` of the empirical NTK on the training set."""
+        return self._remembered("ntk_errors", lambda: self._ntk_errors(progress or _no_progress))
+
+    def _ntk_errors(self, progress):
         xtr = self.data()[0]
         exact = self.exact("ntk")[0]
-        per = np.array(
-            [
-                [
-                    relative_error(t, exact)
-                    for t in empirical_ntk_samples(self.net(w), xtr, seeds=self._seeds(), xp=self.xp)
-                ]
-                for w in self.config.widths
-            ]
-        )
+        per = []
+        for i, w in enumerate(self.config.widths):
+            samples = empirical_ntk_samples(self.net(w), xtr, seeds=self._seeds(), xp=self.xp)
+            per.append([relative_error(t, exact) for t in samples])
+            progress((i + 1) / len(self.config.widths))
+        per = np.array(per)
         return np.sqrt(np.mean(per**2, axis=1)), per
 
     def nngp(self, width: int):
@@ -230,13 +252,16 @@ class FiniteWidthModel:
             )
         return emp, exact, relative_error(emp, exact)
 
-    def training(self):
+    def training(self, progress=None):
         """Train every width for ``steps`` GD steps from each seed; compare with kernel regression.
 
         Returns ``dict(eta, kr_pred (M,), pred (W, S, M), pred_err (W,), ntk_change (W,), diverged (W, S))``.
         Nets are centred (zero initial output), so the reference is ``f_t = (I - (I - eta Theta)^t) Y``
         on the training set and its test counterpart (:func:`kernel_regression_trajectory`, ``mode="gd"``).
         """
+        return self._remembered("training", lambda: self._training(progress or _no_progress))
+
+    def _training(self, progress):
         c = self.config
         xtr, ytr, xte, _ = self.data()
         th, tt = self.exact("ntk")
@@ -258,6 +283,7 @@ class FiniteWidthModel:
                     continue
                 pred[i, j] = res.f_test[-1]
                 change[i, j] = ntk_change(net, p0, res.params, xp.asarray(xtr))
+            progress((i + 1) / W)
         if c.steps == 0:  # kernel regression after 0 steps predicts 0: a relative error is undefined
             pred_err = np.full(W, np.nan)
         else:
@@ -268,11 +294,12 @@ class FiniteWidthModel:
             eta=eta, kr_pred=kr, pred=pred, pred_err=pred_err, ntk_change=np.nanmean(change, axis=1), diverged=diverged
         )
 
-    def run(self) -> FiniteWidthResults:
-        """All experiments of panels (a), (c) and (d)."""
+    def run(self, progress=None) -> FiniteWidthResults:
+        """All experiments of panels (a), (c) and (d); ``progress(fraction)`` is called as widths finish."""
+        progress = progress or _no_progress
         with self._threads():
-            err, per = self.ntk_errors()
-            tr = self.training()
+            err, per = self.ntk_errors(lambda f: progress(0.3 * f))  # training takes about twice as long
+            tr = self.training(lambda f: progress(0.3 + 0.7 * f))
         return FiniteWidthResults(
             widths=np.asarray(self.config.widths),
             ntk_err=err,
@@ -287,6 +314,10 @@ class FiniteWidthModel:
         )
 
 
+def _no_progress(_fraction: float) -> None:
+    """The default ``progress`` callback: report nothing."""
+
+
 def inverse_sqrt_guide(widths, values) -> np.ndarray:
     """``c / sqrt(width)`` through the first finite value: a reference line for log-log plots."""
     widths = np.asarray(widths, dtype=float)
@@ -298,181 +329,16 @@ def inverse_sqrt_guide(widths, values) -> np.ndarray:
     return values[i] * np.sqrt(widths[i] / widths)
 
 
-# ----------------------------------------------------------------------------- the view
-class FiniteWidthView:
-    """ipywidgets + plotly front end of a :class:`FiniteWidthModel`. ``widget``: the box to display;
-    ``figs``: dict of the four ``go.FigureWidget`` panels (``"ntk"``, ``"nngp"``, ``"change"``, ``"pred"``)."""
+# the view (ipywidgets and plotly are imported when one is built, so the model works without them)
+from .finite_width_view import FiniteWidthView, finite_width_view  # noqa: E402
 
-    def __init__(self, model: FiniteWidthModel | None = None):
-        import ipywidgets as W
-        import plotly.graph_objects as go
-
-        self.model = model or FiniteWidthModel()
-        c = self.model.config
-        self.results: FiniteWidthResults | None = None
-        self._summary = ""  # the status line of the last successful Run
-        self.width = W.SelectionSlider(options=list(c.widths), value=c.widths[0], description="width")
-        self.depth = W.IntSlider(value=c.depth, min=2, max=max(8, c.depth), description="depth")
-        self.readout = W.Dropdown(options=["gap", "vanilla"], value=c.readout, description="readout")
-        self.fix = W.Checkbox(value=c.fix, description="fix first/last layer")
-        self.steps = W.IntSlider(value=c.steps, min=min(1, c.steps), max=max(500, c.steps), description="GD steps")
-        self.seed = W.IntText(value=c.seed, description="seed")
-        self.button = W.Button(description="Run", button_style="primary")
-        self.status = W.HTML(value="press Run")
-        self.button.on_click(lambda _: self.run())
-        self.width.observe(lambda _: self.update_nngp(), names="value")
-        for control in (self.depth, self.readout, self.fix, self.steps, self.seed):
-            control.observe(lambda _: self._show_pending(), names="value")
-
-        def fig(title, xlabel, ylabel, log=False):
-            f = go.FigureWidget()
-            f.update_layout(
-                title=title, xaxis_title=xlabel, yaxis_title=ylabel, width=460, height=340, margin=dict(t=50, b=40)
-            )
-            if log:
-                f.update_xaxes(type="log")
-                f.update_yaxes(type="log")
-            return f
-
-        self.figs = {
-            "ntk": fig("(a) empirical NTK error vs width", "width", "||Θ̂ − Θ|| / ||Θ||", log=True),
-            "nngp": fig("(b) empirical vs exact NNGP", "exact NNGP entry", "empirical entry"),
-            "change": fig("(c) NTK change during training", "width", "||Θ̂_T − Θ̂_0|| / ||Θ̂_0||", log=True),
-            "pred": fig(
-                "(d) trained net vs kernel regression (test)", "kernel regression prediction", "net prediction"
-            ),
-        }
-        for key in ("ntk", "change"):
-            self.figs[key].add_scatter(x=[], y=[], mode="lines+markers", name="measured")
-            self.figs[key].add_scatter(x=[], y=[], mode="lines", line=dict(dash="dash"), name="∝ 1/√width")
-        self.figs["nngp"].add_scatter(x=[], y=[], mode="markers", name="entries")
-        self.figs["nngp"].add_scatter(x=[], y=[], mode="lines", line=dict(dash="dash"), name="y = x")
-        controls = W.VBox(
-            [
-                W.HBox([self.depth, self.readout, self.fix]),
-                W.HBox([self.steps, self.seed, self.button]),
-                self.width,
-                self.status,
-            ]
-        )
-        grid = W.VBox([W.HBox([self.figs["ntk"], self.figs["nngp"]]), W.HBox([self.figs["change"], self.figs["pred"]])])
-        self.widget = W.VBox([controls, grid])
-
-    def _controls(self) -> dict:
-        return dict(
-            depth=int(self.depth.value),
-            readout=self.readout.value,
-            fix=bool(self.fix.value),
-            steps=int(self.steps.value),
-            seed=int(self.seed.value),
-        )
-
-    def _sync_config(self):
-        self.model.update(**self._controls())
-
-    def _show_pending(self) -> None:
-        """Say when the controls no longer match the settings the panels were computed with."""
-        c = self.model.config
-        if self.results is None:
-            return
-        if all(getattr(c, k) == v for k, v in self._controls().items()):
-            self.status.value = self._summary
-            return
-        self.status.value = (
-            "settings changed: press Run (the panels show depth "
-            f"{c.depth}, {c.readout}{', fixed' if c.fix else ''}, {c.steps} steps, seed {c.seed})"
-        )
-
-    def _previous(self) -> str:
-        return " (the panels show the previous run)" if self.results is not None else ""
-
-    def _fail(self, exc: Exception) -> None:
-        from .views import error_html
-
-        self.status.value = error_html(f"{type(exc).__name__}: {exc}{self._previous()}")
-
-    def run(self) -> FiniteWidthResults | None:
-        """Read the controls, run all experiments, redraw the four panels. A failure (bad setting or
-        computation) shows as ``"Type: message"`` in the status and returns None; the controls stay usable."""
-        self.button.disabled = True
-        self.status.value = "running..."
-        before = {k: getattr(self.model.config, k) for k in self._controls()}
-        try:
-            self._sync_config()
-            r = self.model.run()
-            nngp = self.model.nngp(int(self.width.value))
-        except BaseException as exc:
-            self.model.update(**before)  # the config stays the one the panels were drawn with
-            if not isinstance(exc, Exception):  # KeyboardInterrupt: same consistent state, then let it through
-                self.status.value = "interrupted" + self._previous()
-                raise
-            self._fail(exc)
-            return None
-        finally:
-            self.button.disabled = False
-        self._draw(r, nngp)
-        return r
-
-    def _draw(self, r: FiniteWidthResults, nngp) -> None:
-        with self.figs["ntk"].batch_update():
-            self.figs["ntk"].data[0].update(x=r.widths, y=r.ntk_err)
-            self.figs["ntk"].data[1].update(x=r.widths, y=inverse_sqrt_guide(r.widths, r.ntk_err))
-        with self.figs["change"].batch_update():
-            self.figs["change"].data[0].update(x=r.widths, y=r.ntk_change)
-            self.figs["change"].data[1].update(x=r.widths, y=inverse_sqrt_guide(r.widths, r.ntk_change))
-        f = self.figs["pred"]
-        with f.batch_update():
-            f.data = []
-            lo, hi = float(np.min(r.kr_pred)), float(np.max(r.kr_pred))
-            f.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(dash="dash"), name="y = x")
-            for i, w in enumerate(r.widths):
-                f.add_scatter(
-                    x=np.tile(r.kr_pred, r.pred.shape[1]),
-                    y=r.pred[i].ravel(),
-                    mode="markers",
-                    name=f"width {w} (err {r.pred_err[i]:.2g})",
-                )
-        self._draw_nngp(nngp)
-        self.results = r
-        c = self.model.config
-        pred_err = "n/a (0 steps)" if not np.isfinite(r.pred_err[-1]) else f"{r.pred_err[-1]:.3g}"
-        self.status.value = self._summary = (
-            f"depth {c.depth}, {c.readout}{', fixed first/last' if c.fix else ''}: "
-            f"η = {r.eta:.3g} ({'1' if c.lr_scale == 1 else f'{c.lr_scale:g}'}/λ_max of the exact NTK), "
-            f"{c.steps} steps; NTK error at the widest width {r.ntk_err[-1]:.3g}; prediction error {pred_err}"
-            + ("; some narrow nets diverged" if r.diverged.any() else "")
-        )
-
-    def update_nngp(self) -> float | None:
-        """Redraw panel (b) for the slider's width, with the settings of the last Run (the model's
-        config), so that all four panels describe the same network. Returns the relative error, or
-        None after showing a failure in the status."""
-        try:
-            return self._draw_nngp()
-        except Exception as exc:
-            self._fail(exc)
-            return None
-
-    def _draw_nngp(self, nngp=None) -> float:
-        """Draw panel (b) from ``model.nngp(width)`` output (computed here when not given)."""
-        c = self.model.config
-        emp, exact, err = nngp if nngp is not None else self.model.nngp(int(self.width.value))
-        f = self.figs["nngp"]
-        iu = np.triu_indices(len(exact))
-        lo, hi = float(exact[iu].min()), float(exact[iu].max())
-        with f.batch_update():
-            f.data[0].update(x=exact[iu], y=emp[iu])
-            f.data[1].update(x=[lo, hi], y=[lo, hi])
-            f.layout.title.text = (
-                f"(b) NNGP at width {self.width.value}, depth {c.depth} {c.readout}: rel. error {err:.3g}"
-            )
-        return err
-
-
-def finite_width_view(model: FiniteWidthModel | None = None, **config) -> FiniteWidthView:
-    """Build the view (``view.widget`` to display); ``config`` fields go to :class:`FiniteWidthConfig`."""
-    if model is None:
-        model = FiniteWidthModel(**config)
-    elif config:
-        model.update(**config)
-    return FiniteWidthView(model)
+__all__ = [
+    "DATASETS",
+    "FiniteWidthConfig",
+    "FiniteWidthModel",
+    "FiniteWidthResults",
+    "FiniteWidthView",
+    "finite_width_view",
+    "inverse_sqrt_guide",
+    "load_small_images",
+]

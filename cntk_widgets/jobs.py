@@ -74,6 +74,10 @@ class ScaledContext:
 class JobRunner:
     """Run ``job(ctx) -> result`` off the UI thread; publish only the newest generation's outcome.
 
+    An asynchronous runner initialises Numba's CPU target on the thread that creates it
+    (:func:`cntk_core.backend.initialise_numba`), so that the worker never walks Python's builtins
+    while IPython changes them between cells.
+
     Callbacks (any thread; called from the worker thread in asynchronous mode):
     ``on_start(generation)``, ``on_progress(fraction)``, ``on_result(result)``, ``on_error(message)``,
     ``on_cancel(reason)`` (:meth:`cancel`, or an interrupt of a synchronous job). An exception raised
@@ -98,6 +102,10 @@ class JobRunner:
         self.dropped = 0  # results of superseded jobs that completed anyway and were not published
         self.closed = False
         self._lock = threading.Lock()
+        if not synchronous:  # the first engine call happens on the worker: initialise Numba here
+            from cntk_core.backend import initialise_numba
+
+            initialise_numba()
         self._executor = None if synchronous else ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._latest: Future | None = None
 

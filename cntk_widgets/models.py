@@ -1,22 +1,19 @@
 """Plain-Python models behind the lab's widgets (no ipywidgets, no plotly: tests drive these).
 
 - :class:`NetworkSpec` / :class:`ArchitectureModel`: the architecture a user picks.
-- :class:`KernelExplorerModel`: normalised CNTK Gram matrix and eigenspectrum of a class-sorted
-  image set, computed off the UI thread, cached per spec, stale results dropped.
+- :class:`~cntk_widgets.explorer_model.KernelExplorerModel` (own module): normalised CNTK Gram and
+  eigenspectrum of a class-sorted image set.
 - :class:`RegressionLabModel` lives in :mod:`cntk_widgets.regression_model`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from cntk_core import kernel_matrices
-
-from .jobs import ENGINE_LOCK, JobContext, JobModel
+from .jobs import ENGINE_LOCK, JobContext
 
 READOUTS = ("gap", "vanilla")
 KINDS = ("ntk", "nngp")
@@ -137,19 +134,6 @@ class ArchitectureModel:
         self._observers.remove(callback)
 
 
-@dataclass(frozen=True)
-class KernelResult:
-    """Kernel of one spec: ``raw`` and ``normalized`` ``[n, n]`` float64, ``eigenvalues`` ``[n]``
-    (of the normalised matrix, descending), ``seconds`` of compute (0 for cache hits)."""
-
-    spec: NetworkSpec
-    raw: np.ndarray
-    normalized: np.ndarray
-    eigenvalues: np.ndarray
-    seconds: float
-    cached: bool = False
-
-
 def chunked_gram(
     network,
     x: np.ndarray,
@@ -160,13 +144,24 @@ def chunked_gram(
     n_chunks: int = 8,
     dtype: str = "float64",
     block_fn: Callable | None = None,
+    diagonal_first: bool = False,
+    on_block: Callable | None = None,
 ) -> np.ndarray:
     """Symmetric Gram ``[n, n]`` of ``x`` in row blocks (upper part, mirrored).
 
     Between blocks the job context can cancel (``ctx.check()``) and report progress. Blocks are
-    sized so each holds about the same number of pairs. ``block_fn(x_rows, x_cols)`` replaces
-    the engine call; it may return a ``dict`` of blocks (several kernels at once), and then the
-    result is a ``dict`` of Grams with the same keys.
+    sized so each holds about the same number of pairs. Each pair is computed once: a block of
+    rows ``[i0, i1)`` is its square (a symmetric call: upper triangle, self pairs at half cost)
+    and the rectangle ``[i0, i1) x [i1, n)`` (one ``[i0, i1) x [i0, n)`` call would compute the
+    square's pairs twice and its self pairs at full cost: 19 % more work at 40 images).
+
+    ``block_fn(x_rows, x_cols)`` replaces the engine call (``x_cols=None``: the symmetric Gram of
+    ``x_rows``); it may return a ``dict`` of blocks (several kernels at once), and then the result
+    is a ``dict`` of Grams with the same keys. ``diagonal_first``: first compute the squares of
+    small groups of rows (about 5 % of the work; every self pair), so that each later block
+    completes rows and columns that can be normalised (for drawing them as they arrive).
+    ``on_block(rows_done, grams)`` is called after every block with the Gram(s) so far (``NaN``
+    where not yet computed; the first ``rows_done`` rows and columns are complete).
     """
     from cntk_core import network_kernel
 
@@ -177,23 +172,52 @@ def chunked_gram(
 
     n = len(x)
     outs: dict = {}
+
+    def put(r0: int, c0: int, blocks) -> None:
+        for key, block in blocks.items() if isinstance(blocks, dict) else [(None, blocks)]:
+            out = outs.setdefault(key, np.full((n, n), np.nan))
+            out[r0 : r0 + block.shape[0], c0 : c0 + block.shape[1]] = block
+            if c0 != r0:  # a square is a symmetric call's whole (mirrored) result
+                out[c0 : c0 + block.shape[1], r0 : r0 + block.shape[0]] = block.T
+
+    def result(grams: dict):
+        return grams[None] if list(grams) == [None] else grams
+
     # boundaries with equal upper-triangle work: rows i..n cost (n - i); cumulative ~ n^2 - (n-i)^2
     bounds = sorted({int(round(n - n * np.sqrt(1 - t / n_chunks))) for t in range(n_chunks + 1)})
     total = n * (n + 1) / 2
     done = 0.0
-    for i0, i1 in zip(bounds[:-1], bounds[1:], strict=True):
+    # groups of rows whose squares are computed first (diagonal_first) or with their block
+    step = max(1, -(-n // (4 * n_chunks))) if diagonal_first else n
+    edges = zip(bounds[:-1], bounds[1:], strict=True)
+    groups = [[(a, min(a + step, i1)) for a in range(i0, i1, step)] for i0, i1 in edges]
+    if diagonal_first:
+        for block in groups:
+            if ctx is not None:
+                ctx.check()
+            for a, b in block:
+                with ENGINE_LOCK:
+                    put(a, a, block_fn(x[a:b], None))
+                done += (b - a) * (b - a + 1) / 2
+            if ctx is not None:
+                ctx.progress(done / total)
+        if on_block is not None:
+            on_block(0, result(outs))
+    for block in groups:
         if ctx is not None:
             ctx.check()
-        with ENGINE_LOCK:
-            blocks = block_fn(x[i0:i1], x[i0:])
-        for key, block in blocks.items() if isinstance(blocks, dict) else [(None, blocks)]:
-            out = outs.setdefault(key, np.empty((n, n)))
-            out[i0:i1, i0:] = block
-            out[i0:, i0:i1] = block.T
-        done += sum(n - i for i in range(i0, i1))
+        for a, b in block:
+            with ENGINE_LOCK:
+                if not diagonal_first:
+                    put(a, a, block_fn(x[a:b], None))
+                if b < n:
+                    put(a, b, block_fn(x[a:b], x[b:]))
+            done += (b - a) * (n - b) + (0 if diagonal_first else (b - a) * (b - a + 1) / 2)
         if ctx is not None:
             ctx.progress(done / total)
-    return outs[None] if list(outs) == [None] else outs
+        if on_block is not None:
+            on_block(block[-1][1], result(outs))
+    return result(outs)
 
 
 def check_labels(labels, n: int, class_names=None) -> np.ndarray:
@@ -231,220 +255,3 @@ def check_nonzero_images(images: np.ndarray) -> None:
             f"images: {len(zero)} all-zero image(s) ({which}): their kernel with every image is 0, so the "
             "normalised kernel is undefined; drop them"
         )
-
-
-class KernelExplorerModel(JobModel):
-    """Normalised kernel matrix and spectrum of a fixed, class-sorted image set for a chosen spec.
-
-    Parameters
-    ----------
-    images : float ``[n, H, W, C]`` preprocessed NHWC images; ``labels`` int ``[n]``.
-        They are stably sorted by label (``self.order`` maps back to the input order).
-    architecture : the :class:`ArchitectureModel` to follow (observed; a change triggers a compute).
-    backend : engine backend for :func:`cntk_core.network_kernel` (``None``: automatic).
-    dtype : engine arithmetic, ``"float64"`` (default, exact) or ``"float32"`` (about 1.5-2x faster
-        on CPU; plenty for a picture).
-    synchronous : compute in the caller's thread (tests, scripts); else one worker thread.
-    cache_size : LRU entries kept (keyed by spec; at least 1). Changing ``dtype`` or ``backend``
-        afterwards empties the cache.
-    kernel_fn : optional ``kernel_fn(spec, images, ctx) -> raw [n, n]`` replacing the engine
-        (tests inject blocking or failing functions here).
-
-    Listeners: ``on_change(callback(event, model))`` with events ``"start"``, ``"progress"``,
-    ``"result"``, ``"error"``, ``"cancelled"`` (:meth:`cancel`, or an interrupted synchronous
-    compute: ``cancelled`` holds the reason) and ``"closed"``. State: ``result`` (latest
-    :class:`KernelResult` or None), ``error`` (str or None), ``progress`` (0..1), ``busy``,
-    ``closed``, ``cache_hits``, ``cache_misses``.
-    """
-
-    def __init__(
-        self,
-        images,
-        labels,
-        class_names: tuple[str, ...] | None = None,
-        *,
-        architecture: ArchitectureModel | None = None,
-        backend: str | None = None,
-        dtype: str = "float64",
-        synchronous: bool = False,
-        cache_size: int = 32,
-        kernel_fn: Callable[[NetworkSpec, np.ndarray, JobContext], np.ndarray] | None = None,
-        autostart: bool = True,
-    ):
-        from cntk_core.validation import as_images
-
-        images = as_images(images, "images")
-        labels = check_labels(labels, len(images), class_names)
-        check_nonzero_images(images)
-        self.order = np.argsort(labels, kind="stable")
-        self.images = images[self.order]
-        self.labels = labels[self.order]
-        n_classes = int(self.labels.max()) + 1
-        self.class_names = tuple(class_names) if class_names is not None else tuple(str(c) for c in range(n_classes))
-        self.cache: OrderedDict[NetworkSpec, KernelResult] = OrderedDict()
-        self.backend = backend
-        self.dtype = dtype
-        self.cache_size = cache_size
-        self.architecture = architecture or ArchitectureModel()
-        self.kernel_fn = kernel_fn
-        self.cache_hits = 0
-        self.cache_misses = 0
-        self.result: KernelResult | None = None
-        self._start_runner("cntk-explorer", synchronous, self._publish)
-        self.architecture.observe(self._on_spec)
-        if autostart:
-            self.compute()
-
-    # -- public API ---------------------------------------------------------------------------
-    @property
-    def spec(self) -> NetworkSpec:
-        return self.architecture.spec
-
-    @property
-    def dtype(self) -> str:
-        """Engine arithmetic (``"float64"`` or ``"float32"``); setting it empties the cache."""
-        return self._dtype
-
-    @dtype.setter
-    def dtype(self, value) -> None:
-        from cntk_core.validation import check_dtype
-
-        name = check_dtype(value).name
-        if name != getattr(self, "_dtype", name):
-            self.cache.clear()
-        self._dtype = name
-
-    @property
-    def backend(self) -> str | None:
-        """Engine backend (``None``: automatic); checked when set, and setting it empties the cache."""
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str | None) -> None:
-        from cntk_core import resolve_backend
-
-        resolve_backend(value)  # unknown or unusable backends raise here, not at the first compute
-        if value != getattr(self, "_backend", value):
-            self.cache.clear()
-        self._backend = value
-
-    @property
-    def cache_size(self) -> int:
-        """LRU entries kept (an integer >= 1)."""
-        return self._cache_size
-
-    @cache_size.setter
-    def cache_size(self, value: int) -> None:
-        self._cache_size = setting_int(value, "cache_size", 1)
-        self._trim_cache()
-
-    @property
-    def busy(self) -> bool:
-        return self._runner.busy
-
-    @property
-    def generation(self) -> int:
-        return self._runner.generation
-
-    @property
-    def dropped(self) -> int:
-        """Number of stale computations that completed and whose result was not shown."""
-        return self._runner.dropped
-
-    def compute(self, spec: NetworkSpec | None = None):
-        """Compute (or fetch from the cache) the kernel of ``spec`` (default: the current one).
-
-        Raises ``RuntimeError`` after :meth:`close`.
-        """
-        spec = spec or self.spec
-        self.cancelled = None
-        hit = self.cache.get(spec)
-        if hit is not None:
-            self.cache.move_to_end(spec)
-            self.cache_hits += 1
-            self._runner.publish(replace(hit, cached=True, seconds=0.0))
-            return None
-        self.cache_misses += 1
-        return self._runner.submit(lambda ctx: self._job(spec, ctx))
-
-    def wait(self, timeout: float | None = 120.0) -> KernelResult | None:
-        """Block until the newest computation is done; return :attr:`result`."""
-        self._runner.wait(timeout)
-        return self.result
-
-    def _before_close(self) -> None:
-        self.architecture.unobserve(self._on_spec)  # close() stops following the architecture
-
-    # -- internals ----------------------------------------------------------------------------
-    def _on_spec(self, spec: NetworkSpec) -> None:
-        self.compute(spec)
-
-    def _job(self, spec: NetworkSpec, ctx: JobContext) -> KernelResult:
-        import time
-
-        t0 = time.perf_counter()
-        if self.kernel_fn is not None:
-            raws = {spec: np.asarray(self.kernel_fn(spec, self.images, ctx), dtype=np.float64)}  # test hook
-        elif self._multi_depth(spec):
-            # depth d's recurrence passes through every shallower depth: read them all out on the way
-            # (same cost), so moving the depth slider down afterwards is a cache hit
-            lo = 3 if spec.kind == "ntk" and spec.fix_first and spec.fix_last else 2
-            opts = dict(readout=spec.readout, fix_first=spec.fix_first, fix_last=spec.fix_last, kind=spec.kind)
-
-            def all_depths(rows, cols):
-                return kernel_matrices(
-                    rows,
-                    cols,
-                    depths=range(lo, spec.depth + 1),
-                    backend="numba",
-                    dtype=self.dtype,
-                    progress=False,
-                    **opts,
-                )
-
-            grams = chunked_gram(None, self.images, kind=spec.kind, backend=None, ctx=ctx, block_fn=all_depths)
-            raws = {replace(spec, depth=d): k for d, k in grams.items()}
-        else:
-            raws = {
-                spec: chunked_gram(
-                    spec.network(), self.images, kind=spec.kind, backend=self.backend, ctx=ctx, dtype=self.dtype
-                )
-            }
-        seconds = time.perf_counter() - t0
-        results = {key: self._result(key, raw, seconds if key == spec else 0.0) for key, raw in raws.items()}
-        return results[spec]
-
-    def _multi_depth(self, spec: NetworkSpec) -> bool:
-        """Whether one pass can give every depth up to ``spec.depth`` (the fused CPU engine)."""
-        from cntk_core import resolve_backend
-
-        return not spec.pool and resolve_backend(self.backend) == "numba"
-
-    def _result(self, spec: NetworkSpec, raw: np.ndarray, seconds: float) -> KernelResult:
-        """Normalise, take the spectrum, and cache (LRU) the result of one spec."""
-        n = len(self.images)
-        if raw.shape != (n, n) or not np.isfinite(raw).all():
-            raise ValueError(f"kernel computation returned a {raw.shape} matrix with non-finite entries or bad shape")
-        from cntk_core.regression import eigenspectrum, normalized_gram
-
-        zero = np.flatnonzero(np.diag(raw) <= 0)
-        if len(zero):
-            which = ", ".join(f"#{i}" for i in sorted(self.order[zero][:5]))
-            raise ValueError(
-                f"{spec.title}: image(s) {which} (input order) have a zero kernel with themselves, so the "
-                "normalised kernel is undefined: their pixels are too small and underflowed; rescale the "
-                "images (e.g. standardise them)"
-            )
-        normalized = normalized_gram(raw)
-        result = KernelResult(spec, raw, normalized, eigenspectrum(normalized, normalize=False), seconds)
-        self.cache[spec] = result
-        self.cache.move_to_end(spec)
-        self._trim_cache()
-        return result
-
-    def _trim_cache(self) -> None:
-        while len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
-
-    def _publish(self, result: KernelResult) -> None:
-        self._set_state(result=result, progress=1.0, error=None, event="result")

@@ -1,35 +1,34 @@
 """Plain-Python model of the regression lab: CNTK kernel regression on a small balanced subset.
 
-The recipe is the paper's (``cntk-math.md``): pixels / scale, per-channel standardisation with
+The recipe is the paper's (``docs/math.md``, section 6): pixels / scale, per-channel standardisation with
 training statistics, targets 0.9 / -0.1, ``(K_train + ridge * mean(diag K_train) * I) alpha = Y``,
 prediction ``argmax K_test,train alpha``. ``ridge = 0`` is the paper's plain solve.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from cntk_core import data as _data
 from cntk_core.validation import check_real
 
 from .jobs import ENGINE_LOCK, JobContext, JobModel
 from .models import ArchitectureModel, NetworkSpec, chunked_gram, setting_int
 
-DATASETS = ("digits", "cifar10-subset")
+DATASETS = _data.DATASETS  # the one vocabulary: ("digits", "cifar10-subset", "cifar10")
 MIN_IMAGE_SIDE = 4  # downsampling below this many pixels per side is refused (the kernel sees almost nothing)
 
 
 def available_datasets() -> tuple[str, ...]:
-    """``("digits",)`` plus ``"cifar10-subset"`` when its files are found (see ``cntk_core.data``)."""
-    from cntk_core.data import default_subset_dir
-    from cntk_core.data._sources import SUBSET_FILES
-
-    folder = default_subset_dir()
-    return DATASETS if all((folder / f).is_file() for f in SUBSET_FILES) else DATASETS[:1]
+    """The data sets whose files are present without a download (always ``"digits"``; see
+    :func:`cntk_core.data.available_datasets`: ``"cifar10"`` once its tarball is in the cache)."""
+    return _data.available_datasets()
 
 
 def max_downsample(height: int, width: int) -> int:
@@ -40,6 +39,17 @@ def max_downsample(height: int, width: int) -> int:
 def default_downsample(height: int, width: int) -> int:
     """A sensible ``downsample`` for a data set: images of about 8 px per side (CIFAR 32 -> 4, digits 8 -> 1)."""
     return max(1, min(height, width) // 8)
+
+
+#: how :meth:`RegressionLabModel.control_changes` names a setting (as the lab's controls do)
+_LABELS = {
+    "n_per_class": "train/class",
+    "n_test_per_class": "test/class",
+    "fix_first": "fix first layer",
+    "fix_last": "fix last layer",
+    "pool": "AvgPool",
+    "dataset": "data",
+}
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,11 @@ class RegressionLabModel(JobModel):
     ``"result"`` (also after each run of a sweep: ``progress`` < 1 until the sweep ends),
     ``"history"``, ``"error"``, ``"settings"`` (after :meth:`set`), ``"cancelled"`` and ``"closed"``.
     ``notice`` holds a note about the latest submission (e.g. depths a sweep skipped) or None.
+
+    The architecture and settings follow each shown result (after ``sweep(depths=[3, 6])`` they say
+    depth 6; a ``"settings"`` event and the architecture's observers report it), so controls bound to
+    them show what the figures show; if the user changed them while the job ran they are left alone
+    and :meth:`control_changes` lists the differences.
     """
 
     def __init__(
@@ -164,9 +179,9 @@ class RegressionLabModel(JobModel):
         self.notice: str | None = None
         self._datasets: dict[str, Any] = {}
         self._limits: dict[str, dict] = {}
-        self._start_runner(
-            "cntk-regression", synchronous, lambda r: self._set_state(result=r, progress=1.0, event="result")
-        )
+        self._follow: tuple | None = None  # (spec, settings) the controls must still hold for results to move them
+        self._follow_lock = threading.Lock()
+        self._start_runner("cntk-regression", synchronous, lambda r: self._publish(r, progress=1.0))
 
     def set(self, **fields) -> LabSettings:
         """Change settings (validated first: a bad value raises and changes nothing); emits ``"settings"``."""
@@ -246,6 +261,7 @@ class RegressionLabModel(JobModel):
         """Start one run with the current architecture and settings."""
         spec, settings = self.architecture.spec, self.settings
         self.notice = self.cancelled = None
+        self._follow = (spec, settings)
         return self._runner.submit(lambda ctx: self._one(spec, settings, ctx, 0.0, 1.0))
 
     def sweep(
@@ -278,13 +294,15 @@ class RegressionLabModel(JobModel):
             raise ValueError("empty sweep" + (": skipped " + "; ".join(skipped) if skipped else ""))
         self.notice = "sweep skips " + "; ".join(skipped) if skipped else None
         self.cancelled = None
+        self._follow = (base_spec, base)
 
         def job(ctx: JobContext):
             result = None
             for i, (spec, settings) in enumerate(plan):
                 result = self._one(spec, settings, ctx, i / len(plan), (i + 1) / len(plan))
                 if i < len(plan) - 1:
-                    self._set_state(result=result, event="result")
+                    ctx.check()  # a superseded sweep publishes nothing more
+                    self._publish(result)
             return result
 
         return self._runner.submit(job)
@@ -293,7 +311,30 @@ class RegressionLabModel(JobModel):
         self._runner.wait(timeout)
         return self.result
 
+    def control_changes(self) -> list[str]:
+        """How the current architecture and settings differ from the shown :attr:`result`, e.g.
+        ``["depth 5 (shown: 3)"]``; ``[]`` when they match (or nothing is shown yet)."""
+        r = self.result
+        if r is None:
+            return []
+        now = {**asdict(self.architecture.spec), **asdict(self.settings)}
+        shown = {**asdict(r.spec), **asdict(r.settings)}
+        return [f"{_LABELS.get(k, k)} {now[k]} (shown: {shown[k]})" for k in now if now[k] != shown[k]]
+
     # -- internals ----------------------------------------------------------------------------
+    def _publish(self, result: RegressionResult, **state) -> None:
+        """Show ``result``. The controls follow it (architecture and settings become the result's, so
+        what they say is what the figures show, e.g. depth 8 after a depth sweep) unless the user changed
+        them since the job started: then :meth:`control_changes` names the differences instead."""
+        with self._follow_lock:
+            follow = self._follow is not None and self._follow == (self.architecture.spec, self.settings)
+            if follow:
+                self._follow = (result.spec, result.settings)
+        if follow:
+            self.architecture.set(**asdict(result.spec))
+            self.set(**asdict(result.settings))
+        self._set_state(result=result, event="result", **state)
+
     def _one(self, spec: NetworkSpec, settings: LabSettings, ctx: JobContext, lo: float, hi: float):
         from cntk_core import network_kernel
 

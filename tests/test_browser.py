@@ -1,7 +1,17 @@
-"""Real-browser tests: notebook 2 in JupyterLab and in Voila, driven by Playwright in headless Chromium.
+"""Real-browser tests: the Voila classroom page and notebooks 01-03 in JupyterLab, driven by Playwright in
+headless Chromium at 1280 x 800 and 1920 x 1080 (one server per page type, resized between checks).
 
-Every request that is not to 127.0.0.1/localhost is blocked (and recorded): the lab must work offline.
-Screenshots and the blocked list go to ``benchmarks/screenshots/``.
+What they assert, per page: no error output, no console error or uncaught page error, no request
+beyond this machine (the lab works offline), no overlap of the named plot elements (bounding boxes of
+titles, axis titles, colour bars, legends and tick-label bands; see :mod:`browser_support`), no
+picture cut off at the window's edge; and what each page is for: the explorer's picture follows its
+depth slider and a clicked heatmap cell, the classroom page's second load (a new kernel) comes from
+the disk cache within seconds, and the regression lab's controls match the shown result after a sweep.
+
+Data: the bundled digits for notebooks 01-02; for the classroom page and notebook 03 a fake CIFAR-10
+tarball made here (official format, :mod:`cifar_fake`), extracted into a folder and passed to the
+launcher with ``--cifar10``. Screenshots go to pytest's temporary folder (printed with ``-s``); the
+README pictures come from ``benchmarks/screenshots.py``, run on purpose.
 
 Needs Debian's ``/usr/bin/chromium`` (or ``CNTK_CHROMIUM``) and the ``playwright`` package (never
 ``playwright install``). Without them the tests skip locally, and FAIL when ``CI=true`` or
@@ -10,30 +20,41 @@ Needs Debian's ``/usr/bin/chromium`` (or ``CNTK_CHROMIUM``) and the ``playwright
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
+import re
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
+from browser_support import (
+    VIEWPORTS,
+    LabData,
+    click_heatmap_cell,
+    explorer_state,
+    find_chromium,
+    layout_problems,
+    make_cifar10_folder,
+    open_browser,
+    open_notebook,
+    playwright_available,
+    plot_overlaps,
+    press_depth,
+    run_all,
+    screenshot,
+    start_jupyterlab,
+    start_voila,
+    wait_explorer,
+    wait_for,
+)
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
-SHOTS = ROOT / "benchmarks" / "screenshots"
-NOTEBOOK = "02_cntk_explorer.ipynb"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-BLOCKED: dict[str, list[str]] = {}
+N_PER_CLASS = 3  # 30 images: quick kernels on 2 cores
+#: the classroom page's second load (a new kernel): every picture from the disk cache, shown within this
+#: many seconds of the page's load event (Voila fires it once the kernel has run the page's cells) ...
+FROM_CACHE_S = 5.0
+#: ... and the whole load (a new kernel: start, imports, cells) within this many seconds
+SECOND_LOAD_S = 45.0
 
 
 def _required() -> bool:
@@ -48,257 +69,433 @@ def _missing(what: str):
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    path = os.environ.get("CNTK_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
+    path = find_chromium()
+    if path is None:
         _missing("Chromium is not installed (apt-get install -y --no-install-recommends chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
+    if not playwright_available():
         _missing("the playwright package is not installed (pip install playwright; no `playwright install`)")
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def playwright(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
 
 
-class Server:
-    """A Jupyter/Voila server in its own session, with isolated Jupyter dirs; killed on ``stop``."""
-
-    def __init__(self, cmd: list[str], env: dict, log: Path, cwd: Path):
-        self.log = log
-        self._fh = open(log, "wb")
-        self.proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def wait_http(self, url: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    return
-            except urllib.error.HTTPError as exc:  # any HTTP answer means the server is up
-                if exc.code < 500:
-                    return
-                time.sleep(0.3)
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError(f"server not ready after {timeout} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(10)
-            except Exception:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self._fh.close()
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("screenshots")
+    yield folder
+    print(f"\nbrowser screenshots: {folder}")
 
 
-def _copy_notebooks(tmp: Path) -> Path:
-    """Serve a copy: JupyterLab autosaves executed notebooks, and the committed ones stay output-free."""
-    dest = tmp / "notebooks"
-    shutil.copytree(NOTEBOOKS, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    return dest
+@pytest.fixture(scope="module")
+def cifar10(tmp_path_factory) -> Path:
+    """A fake CIFAR-10 tarball made here, extracted: 20 training and 20 test images per class (notebook 03
+    uses 20 of each)."""
+    return make_cifar10_folder(tmp_path_factory.mktemp("fake-cifar10"))
 
 
-def _env(tmp: Path) -> dict:
-    env = dict(os.environ)
-    for var in ("JUPYTER_CONFIG_DIR", "JUPYTER_RUNTIME_DIR", "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR"):
-        d = tmp / var.lower()
-        d.mkdir()
-        env[var] = str(d)
-    notify = Path(env["JUPYTERLAB_SETTINGS_DIR"]) / "@jupyterlab" / "apputils-extension"
-    notify.mkdir(parents=True)
-    (notify / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    env["CNTK_LAB_DATASET"] = "digits"
-    env["CNTK_LAB_N_PER_CLASS"] = "3"  # 30 images: quick kernels
-    env.pop("CNTK_BACKEND", None)
-    return env
+def _clean(log, what: str) -> list[str]:
+    """No console error, no uncaught page error, no request beyond this machine (as sentences)."""
+    problems = [f"{what}: {p}" for p in log.problems()]
+    if log.blocked:
+        problems.append(f"{what}: the page asked for non-local resources (blocked): {sorted(set(log.blocked))}")
+    log.console_errors.clear(), log.page_errors.clear(), log.blocked.clear()
+    return problems
 
 
-def _browser(p, chromium: str, tmp: Path, name: str):
-    ctx = p.chromium.launch_persistent_context(
-        user_data_dir=str(tmp / f"chromium-{name}"),
-        executable_path=chromium,
-        headless=True,
-        viewport={"width": 1280, "height": 1000},
-        args=[
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ],
+def _check_layout(page, widgets: list[str], scope: str, shots: Path, name: str) -> list[str]:
+    """At each viewport: a screenshot of the window and of each of ``widgets`` (CSS selectors), then
+    the overlaps of named plot elements and the clipped pictures anywhere under ``scope`` (sentences)."""
+    problems = []
+    page.mouse.move(1, 1)  # no hover effects (plotly's mode bar) in the pictures
+    for width, height in VIEWPORTS:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(800)  # widgets re-lay out on resize
+        for widget in widgets:
+            if page.locator(widget).count():
+                page.locator(widget).first.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+                page.wait_for_timeout(300)
+                screenshot(page, shots / f"{name}_{width}x{height}_{widget.strip('.').split(',')[0]}.png", widget)
+        screenshot(page, shots / f"{name}_{width}x{height}.png")
+        problems += [f"{name} at {width}x{height}: {p}" for p in layout_problems(page, scope)]
+    page.set_viewport_size({"width": VIEWPORTS[0][0], "height": VIEWPORTS[0][1]})
+    return problems
+
+
+def _report(problems: list[str], shots: Path) -> None:
+    """Fail with every problem found (layout, console) at once."""
+    assert not problems, f"{len(problems)} problem(s) (screenshots in {shots}):\n" + "\n".join(problems)
+
+
+# -- the overlap checker itself ----------------------------------------------------------------------
+BAD_FIGURE = """<html><head><script>{plotly}</script></head><body>
+<div id="bad" style="width:760px;height:470px"></div><div id="good" style="width:760px;height:470px"></div>
+<script>
+const z = [[1, 0.5], [0.5, 1]];
+const traces = (cbx) => [
+  {type: 'heatmap', z, colorbar: {x: cbx, title: {text: 'K'}}},
+  {type: 'scatter', x: [1, 2], y: [1, 0.1], xaxis: 'x2', yaxis: 'y2', name: 'a long legend entry name'},
+  {type: 'scatter', x: [1, 2], y: [2, 0.2], xaxis: 'x2', yaxis: 'y2', name: 'another long legend entry'}];
+const layout = (spectrum, legend) => ({width: 760, height: 470, title: {text: 'kernel'}, showlegend: legend,
+  xaxis: {domain: [0, 0.45], title: {text: 'image'}}, yaxis: {title: {text: 'image'}},
+  xaxis2: {domain: spectrum, anchor: 'y2', title: {text: 'eigenvalue number'}},
+  yaxis2: {anchor: 'x2', type: 'log', title: {text: 'eigenvalue'}}, legend: {x: 0.5, y: 0.5}});
+// the issue's picture: the colour bar's labels under the spectrum's axis title, a legend over both
+Plotly.newPlot('bad', traces(0.47), layout([0.55, 1], true));
+Plotly.newPlot('good', traces(0.47), layout([0.69, 1], false));
+</script></body></html>"""
+
+
+def test_overlap_checker_sees_the_issue_picture(playwright, chromium):
+    """The checker flags the overlaps of the issue (colour-bar labels under the spectrum's axis title,
+    a legend over the plots) on real plotly output, and passes the fixed layout."""
+    import plotly
+    from browser_support import PLOTLY_BOXES
+
+    js = (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text()
+    browser, ctx, log = open_browser(playwright, chromium)
+    try:
+        page = ctx.new_page()
+        page.set_content(BAD_FIGURE.replace("{plotly}", js))
+        page.wait_for_selector("#good .main-svg")
+        bad = plot_overlaps(page.evaluate(PLOTLY_BOXES, "#bad"))
+        good = plot_overlaps(page.evaluate(PLOTLY_BOXES, "#good"))
+        assert any("colorbar" in p and "y2title" in p for p in bad), bad
+        assert any("legend" in p and "plot-area" in p for p in bad), bad
+        assert good == [], good
+        assert not _clean(log, "overlap checker page")
+    finally:
+        browser.close()
+
+
+# -- Voila: the classroom page -------------------------------------------------------------------------
+def _kernel_id(page) -> str | None:
+    return page.evaluate(
+        "() => { const e = document.getElementById('jupyter-config-data');"
+        " return e ? JSON.parse(e.textContent).kernelId : null; }"
     )
-    blocked = BLOCKED.setdefault(name, [])
-    ctx.on("console", lambda m: m.type == "error" and print(f"[{name} console] {m.text[:300]}"))
-
-    def route(r):
-        host = urlparse(r.request.url).hostname or ""
-        if r.request.url.startswith(("data:", "blob:")) or host in LOCAL_HOSTS:
-            r.continue_()
-        else:
-            blocked.append(r.request.url)
-            r.abort()
-
-    ctx.route("**/*", route)
-    return ctx
 
 
-def _record_blocked() -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for name, urls in sorted(BLOCKED.items()):
-        lines.append(f"# {name}: {len(urls)} blocked non-local request(s)")
-        lines += sorted(set(urls))
-    (SHOTS / "blocked_requests.txt").write_text("\n".join(lines) + "\n")
+FINDINGS_SHOWN = """() => { const c = document.querySelector('.cntk-comparison');
+  return !!c && c.querySelectorAll('.cntk-findings li').length > 0 && !!c.querySelector('.cntk-heatmaps')
+    && !!c.querySelector('svg.cntk-chart'); }"""
 
 
-PLOT_STATE = """(root) => {
-  const ex = document.querySelector(root);
-  if (!ex) return null;
-  const plot = ex.querySelector('.js-plotly-plot');
-  if (!plot || !plot.data || !plot.data.length) return null;
-  const title = plot.querySelector('.gtitle');
-  const slider = ex.querySelector('.widget-slider .widget-readout, .widget-slider input');
-  let readout = null;
-  if (slider) readout = slider.value !== undefined && slider.value !== '' ? slider.value : slider.textContent;
-  return {z: plot.data[0].z, title: title ? title.textContent : '', readout: readout};
+def _student_page_checks(page) -> None:
+    """What a student sees: no code, no traceback or error text, no developer prints."""
+    code = ".jp-CodeCell .jp-InputArea:visible, .jp-CodeMirrorEditor:visible, .jp-InputArea-editor:visible"
+    assert page.locator(code).count() == 0, "Voila shows code"
+    assert (
+        page.locator(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], "
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']"
+        ).count()
+        == 0
+    ), "the page shows error output"
+    body = page.locator("body").inner_text()
+    for bad in ("Traceback", "Error", "import ", "classroom_explorer(", "Dataset(", "DATASET"):
+        assert bad not in body, f"the classroom page shows {bad!r}"
+
+
+def test_voila_classroom(playwright, chromium, cifar10, shots, tmp_path):
+    data = LabData("cifar10", N_PER_CLASS, cifar10)
+    server, base = start_voila(tmp_path, data)
+    browser = None
+    try:
+        browser, ctx, log = open_browser(playwright, chromium, VIEWPORTS[0])
+        page = ctx.new_page()
+        t0 = time.monotonic()
+        page.goto(base, timeout=180_000)  # Voila runs the notebook before it serves the page
+        first = wait_explorer(
+            page, lambda s: "CNTK-GAP-3" in s["title"] and s["sum"] > 0, "the first picture", timeout=180
+        )
+        t_first = time.monotonic() - t0
+        assert first["n"] == 10 * N_PER_CLASS and first["depth"] == "3"
+        # the status line says what the picture shows (a "computing …" left beside a drawn picture is a
+        # widget update the page lost)
+        wait_explorer(page, lambda s: "CNTK-GAP-3: 30 images, computed in" in s["text"], "the status line", timeout=30)
+        wait_for(page, FINDINGS_SHOWN, what="the comparison's findings", timeout=300)
+        t_findings = time.monotonic() - t0
+        print(f"\nclassroom, first load: picture {t_first:.1f} s, findings {t_findings:.1f} s after the request")
+        _student_page_checks(page)
+
+        # the depth slider: the heatmap changes and its title says the slider's depth
+        press_depth(page, 1)
+        deeper = wait_explorer(
+            page, lambda s: "CNTK-GAP-4" in s["title"] and s["depth"] == "4", "the depth-4 picture", timeout=120
+        )
+        assert deeper["z"] != first["z"], "the heatmap did not change with the depth slider"
+        # a click on a heatmap cell selects that pair (caption: two images, their K value)
+        before = wait_explorer(page, lambda s: "K̂ =" in (s["caption"] or ""), "the pair caption")["caption"]
+        click_heatmap_cell(page, 0.9, 0.1)
+        after = wait_explorer(
+            page, lambda s: s["caption"] != before and "K̂ =" in (s["caption"] or ""), "the clicked pair", timeout=30
+        )
+        assert re.search(r"image #\d+, class \w+\s*image #\d+, class \w+\s*K̂ = [\d.]+", after["caption"]), after[
+            "caption"
+        ]
+
+        problems = _check_layout(page, [".cntk-explorer", ".cntk-comparison"], "body", shots, "voila_classroom")
+        problems += _clean(log, "classroom page, first load")
+        kernels = [_kernel_id(page)]
+        for visit in (2, 3):  # the next loads: new kernels, every picture from the disk cache, within seconds
+            page.close(run_before_unload=True)  # as a closed tab: Voila's page asks the server to stop its kernel
+            deadline = time.monotonic() + 15
+            while f"Kernel shutdown: {kernels[-1]}" not in server.tail(50_000) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert f"Kernel shutdown: {kernels[-1]}" in server.tail(50_000), "closing the page left its kernel running"
+            page = ctx.new_page()
+            t0 = time.monotonic()
+            page.goto(base, timeout=120_000)
+            t_page = time.monotonic() - t0
+            again = wait_explorer(
+                page, lambda s: "CNTK-GAP-3" in s["title"] and s["sum"] > 0, "the picture", timeout=SECOND_LOAD_S
+            )
+            wait_for(page, FINDINGS_SHOWN, what=f"the findings on load {visit}", timeout=SECOND_LOAD_S)
+            t_shown = time.monotonic() - t0
+            print(
+                f"classroom, load {visit} (new kernel): page loaded {t_page:.1f} s, pictures and findings shown "
+                f"{t_shown:.1f} s after the request"
+            )
+            kernels.append(_kernel_id(page))
+            assert kernels[-1] not in kernels[:-1], "a new page visit should run in a new kernel"
+            assert "from the disk cache" in again["text"] or "from the disk cache" in explorer_state(page)["text"], (
+                explorer_state(page)["text"][-400:]
+            )
+            assert again["z"] == first["z"], "the cached picture differs from the computed one"
+            assert t_shown - t_page < FROM_CACHE_S, f"pictures shown {t_shown - t_page:.1f} s after the page loaded"
+            assert t_shown < SECOND_LOAD_S, f"load {visit} took {t_shown:.1f} s"
+            _student_page_checks(page)
+            problems += _clean(log, f"classroom page, load {visit}")
+        screenshot(page, shots / "voila_classroom_cached_load.png")
+        _report(problems, shots)
+    finally:
+        if browser is not None:
+            browser.close()
+        server.stop()
+
+
+# -- JupyterLab: notebooks 01-03 ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def lab_digits(tmp_path_factory):
+    """JupyterLab (as the launcher starts it) with the digits: notebooks 01 and 02."""
+    server, base = start_jupyterlab(tmp_path_factory.mktemp("lab-digits"), LabData("digits", N_PER_CLASS))
+    yield server, base
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def lab_cifar(tmp_path_factory, cifar10):
+    """JupyterLab with the fake CIFAR-10 (``--cifar10 FOLDER``): notebook 03."""
+    data = LabData("cifar10", N_PER_CLASS, cifar10)
+    server, base = start_jupyterlab(tmp_path_factory.mktemp("lab-cifar"), data, notebook="03_cifar10_regression.ipynb")
+    yield server, base
+    server.stop()
+
+
+def _run_notebook(playwright, chromium, lab, notebook: str):
+    """Open ``notebook``, Run All, check: no error or stderr output. Returns ``(browser, page, log)``."""
+    server, base = lab
+    browser, ctx, log = open_browser(playwright, chromium, VIEWPORTS[0])
+    page = ctx.new_page()
+    open_notebook(page, server, base, notebook)
+    t0 = time.monotonic()
+    state = run_all(page, timeout=420)
+    print(f"\n{notebook}: Run All {time.monotonic() - t0:.1f} s ({state['total']} code cells)")
+    assert not state["stderr"], f"{notebook} wrote to stderr:\n" + "\n".join(state["stderr"])[:3000]
+    assert state["errorNodes"] == 0, f"{notebook} shows error output"
+    return browser, page, log
+
+
+def _shutdown(page, shots: Path, name: str) -> None:
+    """A last screenshot (what the page showed when the test ended, passed or failed); stop the
+    notebook's kernel (its background work must not slow the next notebook)."""
+    try:
+        screenshot(page, shots / f"{name}_end.png")
+        page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        page.wait_for_timeout(300)
+    except Exception as exc:  # the page may be gone already; the server stops its kernels at the end
+        print(f"kernel shutdown: {exc}")
+
+
+FINITE_WIDTH_DRAWN = """() => { const w = document.querySelector('.cntk-finite-width');
+  if (!w) return false;
+  const plots = [...w.querySelectorAll('.js-plotly-plot')];
+  return plots.length === 4 && plots.every((p) => p.data && p.data.some((t) => t.x && t.x.length > 0))
+    && w.innerText.includes('NTK error at the widest width'); }"""
+
+STATIC_FIGURES = """() => [...document.querySelectorAll('.jp-Notebook .jp-OutputArea-output.js-plotly-plot')]
+  .filter((p) => !p.closest('.cntk-finite-width, .cntk-explorer, .cntk-regression')).length"""
+
+
+def test_jupyterlab_notebook_01(playwright, chromium, lab_digits, shots):
+    browser, page, log = _run_notebook(playwright, chromium, lab_digits, "01_from_ntk_to_cntk.ipynb")
+    try:
+        wait_for(page, FINITE_WIDTH_DRAWN, what="the finite-width widget's four panels", timeout=180)
+        assert page.evaluate(STATIC_FIGURES) >= 3, "notebook 01's static figures are not shown"
+        problems = _check_layout(page, [".cntk-finite-width"], ".jp-Notebook", shots, "lab_01")
+        _report(problems + _clean(log, "notebook 01"), shots)
+    finally:
+        _shutdown(page, shots, "lab_01")
+        browser.close()
+
+
+def test_jupyterlab_notebook_02(playwright, chromium, lab_digits, shots):
+    browser, page, log = _run_notebook(playwright, chromium, lab_digits, "02_cntk_explorer.ipynb")
+    try:
+        # the notebook's last explorer cell sets depth 6; its comparison cells show findings
+        six = wait_explorer(page, lambda s: "CNTK-GAP-6" in s["title"] and s["depth"] == "6", "the depth-6 picture")
+        assert page.locator(".jp-Notebook .cntk-findings li").count() > 0, "the findings are not shown"
+        assert page.locator(".jp-Notebook .cntk-heatmaps").count(), "the comparison's heatmaps are not shown"
+        assert page.locator(".jp-Notebook svg.cntk-chart").count(), "the comparison's spectra are not shown"
+        press_depth(page, 1)
+        seven = wait_explorer(page, lambda s: "CNTK-GAP-7" in s["title"] and s["depth"] == "7", "the depth-7 picture")
+        assert seven["z"] != six["z"], "the heatmap did not change with the depth slider"
+        n = len(seven["z"])
+        assert n == 10 * N_PER_CLASS, n
+        assert all(abs(seven["z"][i][i] - 1) < 1e-6 for i in range(n)), "K̂ should have a unit diagonal"
+        before = seven["caption"]
+        click_heatmap_cell(page, 0.85, 0.2)
+        wait_explorer(page, lambda s: s["caption"] != before, "the clicked pair", timeout=30)
+        problems = _check_layout(page, [".cntk-explorer", ".cntk-heatmaps"], ".jp-Notebook", shots, "lab_02")
+        _report(problems + _clean(log, "notebook 02"), shots)
+    finally:
+        _shutdown(page, shots, "lab_02")
+        browser.close()
+
+
+#: the regression lab's controls and its result line, as the page shows them
+REGRESSION_STATE = r"""() => {
+  const lab = document.querySelector('.cntk-regression');
+  if (!lab) return null;
+  const readout = (label) => {
+    for (const w of lab.querySelectorAll('.widget-slider, .widget-hslider')) {
+      const l = w.querySelector('.widget-label');
+      if (l && l.textContent.trim() === label) {
+        const r = w.querySelector('.widget-readout');
+        return r ? (r.value !== undefined && r.value !== '' ? r.value : r.textContent).trim() : null;
+      }
+    }
+    return null;
+  };
+  const toggle = (label) => {
+    for (const w of lab.querySelectorAll('.widget-toggle-buttons')) {
+      const l = w.querySelector('.widget-label');
+      if (l && l.textContent.trim() === label) {
+        const b = w.querySelector('button.mod-active');
+        return b ? b.textContent.trim() : null;
+      }
+    }
+    return null;
+  };
+  const checkbox = (label) => {
+    for (const w of lab.querySelectorAll('.widget-checkbox')) {
+      const l = w.querySelector('.widget-label-basic');
+      if (l && l.textContent.trim() === label) return w.querySelector('input').checked;
+    }
+    return null;
+  };
+  const dropdown = (label) => {
+    for (const w of lab.querySelectorAll('.widget-dropdown')) {
+      const l = w.querySelector('.widget-label');
+      if (l && l.textContent.trim() === label) {
+        const s = w.querySelector('select');
+        return s && s.selectedIndex >= 0 ? s.options[s.selectedIndex].textContent.replace(/\s+/g, ' ').trim() : null;
+      }
+    }
+    return null;
+  };
+  const result = [...lab.querySelectorAll('.widget-html')].map((h) => h.innerText)
+    .find((t) => t.includes('test accuracy'));
+  const progress = lab.querySelector('.progress-bar');
+  return {
+    depth: readout('depth'), train: readout('train/class'), test: readout('test/class'), ridge: readout('ridge'),
+    readout: toggle('readout'), kind: toggle('kernel'), fixFirst: checkbox('fix first layer'),
+    fixLast: checkbox('fix last layer'), pool: checkbox('AvgPool(2) after block 1'), ridgeOn: checkbox('ridge on'),
+    downsample: dropdown('downsample'), data: dropdown('data'), result: result || '',
+    progressDone: !!progress && progress.classList.contains('progress-bar-success'),
+  };
 }"""
 
-
-def _wait_plot(page, predicate, what: str, timeout: float = 90.0, root: str = ".cntk-explorer"):
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        state = page.evaluate(PLOT_STATE, root)
-        if state and predicate(state):
-            return state
-        page.wait_for_timeout(250)
-    debug = Path(os.environ.get("TMPDIR", "/tmp")) / "cntk_browser_timeout.png"
-    page.screenshot(path=str(debug))
-    raise AssertionError(
-        f"(screenshot: {debug}) timed out waiting for {what}; last state: title={state and state['title']!r}"
-    )
+RESULT_LINE = re.compile(
+    r"(?P<title>CNN-GP|CNTK)-(?P<readout>GAP|V)-(?P<depth>\d+)"
+    r"(?P<extra>(?:, fixed [a-z &]+)?(?:, AvgPool\(2\))?),"
+    r" (?P<data>\S+) (?P<h>\d+)x(?P<w>\d+) px(?: \(downsample (?P<down>\d+)\))?, (?P<n_train>\d+) training images,"
+    r" ridge (?P<ridge>[\d.e+-]+): test accuracy (?P<acc>[\d.]+) % \((?P<n_test>\d+) test images"
+)
 
 
-def _z_sum(state) -> float:
-    return float(sum(sum(v for v in row if v is not None) for row in state["z"]))
+def _controls_match_result(state: dict) -> list[str]:
+    """Differences between the regression lab's controls and its result line (``[]``: they match)."""
+    m = RESULT_LINE.search(state["result"])
+    if not m:
+        return [f"no result line in {state['result']!r}"]
+    fixed = m["extra"] or ""
+    expect = {
+        "depth": m["depth"],
+        "readout": "GAP" if m["readout"] == "GAP" else "vanilla",
+        "kind": "NTK" if m["title"] == "CNTK" else "NNGP",
+        "fixFirst": "first" in fixed,
+        "fixLast": "last" in fixed,
+        "pool": "AvgPool" in fixed,
+        "train": str(int(m["n_train"]) // 10),
+        "test": str(int(m["n_test"]) // 10),
+        "data": m["data"],
+        "ridgeOn": float(m["ridge"]) > 0,
+    }
+    diffs = [f"{k}: control {state[k]!r}, result {v!r}" for k, v in expect.items() if state[k] != v]
+    down = m["down"] or "1"
+    if not (state["downsample"] or "").startswith(f"{down}:"):
+        diffs.append(f"downsample: control {state['downsample']!r}, result {down}")
+    if (
+        float(m["ridge"]) > 0
+        and not state["ridge"]
+        or (
+            float(m["ridge"]) > 0
+            and abs(float(state["ridge"]) - float(m["ridge"])) > 1e-9 * max(1.0, float(m["ridge"]))
+        )
+    ):
+        diffs.append(f"ridge: control {state['ridge']!r}, result {m['ridge']}")
+    if "controls changed since this run" in state["result"]:
+        diffs.append("the result line warns that the controls changed")
+    return diffs
 
 
-def _drive_explorer(page, name: str) -> None:
-    """Wait for the heatmap of depth 6 (the notebook's last setting), move the depth slider to 8 by
-    keyboard, check that the plotted data changed."""
-    page.wait_for_selector(".cntk-explorer .widget-slider .noUi-handle", timeout=120_000)
-    before = _wait_plot(page, lambda s: "CNTK-GAP-6" in s["title"] and _z_sum(s) > 0, "the depth-6 heatmap")
-    handle = page.locator(".cntk-explorer .widget-slider .noUi-handle").first
-    handle.focus()
-    for _ in range(2):
-        page.keyboard.press("ArrowRight")
-        page.wait_for_timeout(150)
-    # an intermediate value (7) may be sent: wait for the final one, not just "changed"
-    after = _wait_plot(page, lambda s: "CNTK-GAP-8" in s["title"], "the depth-8 heatmap")
-    assert str(after["readout"]).strip() == "8", after["readout"]
-    assert after["z"] != before["z"], "the heatmap data did not change after moving the depth slider"
-    n = len(after["z"])
-    assert n == 30 and all(abs(after["z"][i][i] - 1.0) < 1e-9 for i in range(n)), "normalised kernel has unit diagonal"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.locator(".cntk-explorer").first.screenshot(path=str(SHOTS / f"{name}_explorer.png"))
-    text = page.locator(".cntk-explorer .cntk-picker").first.text_content()
-    assert "[Conv 3x3, ReLU] x 7" in text
-
-
-def test_jupyterlab_explorer(chromium, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    token = secrets.token_hex(16)
-    port = _free_port()
-    served = _copy_notebooks(tmp_path)
-    cmd = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        f"--port={port}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--IdentityProvider.token={token}",
-        "--ServerApp.password=",
-        "--ServerApp.allow_root=True",
-        "--ServerApp.port_retries=0",
-        f"--ServerApp.root_dir={served}",
-        "--LabApp.expose_app_in_browser=True",
-        "--LabApp.news_url=None",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    server = Server(cmd, _env(tmp_path), tmp_path / "lab.log", served)
-    base = f"http://127.0.0.1:{port}"
+def test_jupyterlab_notebook_03(playwright, chromium, lab_cifar, shots):
+    browser, page, log = _run_notebook(playwright, chromium, lab_cifar, "03_cifar10_regression.ipynb")
     try:
-        server.wait_http(f"{base}/api/status?token={token}")
-        with sync_playwright() as p:
-            ctx = _browser(p, chromium, tmp_path, "jupyterlab")
-            page = ctx.new_page()
-            page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", timeout=90_000)
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
-            page.locator(".jp-Notebook .jp-Cell").first.click()
-            page.wait_for_function(
-                """() => { const app = window.jupyterapp; const w = app && app.shell.currentWidget;
-                   const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-                   return !!k && k.status === 'idle' && app.commands.isEnabled('notebook:run-all-cells'); }""",
-                timeout=90_000,
-            )
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            _drive_explorer(page, "jupyterlab")
-            page.screenshot(path=str(SHOTS / "jupyterlab_page.png"))
-            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-            tracebacks = [t for t in errors.all_text_contents() if "Traceback" in t or "Error" in t]
-            assert not tracebacks, tracebacks
-            ctx.close()
+        state = wait_for(
+            page,
+            f"() => {{ const s = ({REGRESSION_STATE})(); return s && s.progressDone && s.result ? s : null; }}",
+            what="the regression lab's result",
+            timeout=120,
+        )
+        # after the notebook's sweep cells (the last: CNTK-GAP, fixed first & last, its deepest depth)
+        assert "cifar10" in state["result"], state["result"]
+        assert not _controls_match_result(state), _controls_match_result(state)
+        assert "-GAP-" in state["result"] and "fixed first & last" in state["result"], state["result"]
+
+        # a sweep from the page: vanilla readout, then "sweep depth"; the controls follow the last result
+        lab = page.locator(".cntk-regression")
+        lab.locator(".widget-toggle-buttons button", has_text="vanilla").first.click()
+        page.wait_for_timeout(300)
+        lab.locator("button", has_text="sweep depth").click()
+        state = wait_for(
+            page,
+            f"() => {{ const s = ({REGRESSION_STATE})(); "
+            "return s && s.progressDone && /CNTK-V-/.test(s.result) && !/controls changed/.test(s.result) "
+            "? s : null; }",
+            what="the result of the page's depth sweep",
+            timeout=180,
+        )
+        assert not _controls_match_result(state), _controls_match_result(state)
+        problems = _check_layout(page, [".cntk-regression"], ".jp-Notebook", shots, "lab_03")
+        _report(problems + _clean(log, "notebook 03"), shots)
     finally:
-        server.stop()
-        _record_blocked()
-    print("blocked requests (jupyterlab):", BLOCKED.get("jupyterlab"))
-
-
-def test_voila_explorer(chromium, tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    port = _free_port()
-    served = _copy_notebooks(tmp_path)
-    cmd = [
-        sys.executable,
-        "-m",
-        "voila",
-        NOTEBOOK,
-        "--no-browser",
-        f"--port={port}",
-        "--Voila.ip=127.0.0.1",
-        "--Voila.port_retries=0",
-    ]
-    server = Server(cmd, _env(tmp_path), tmp_path / "voila.log", served)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        server.wait_http(f"{base}/voila/static/", timeout=60)
-        with sync_playwright() as p:
-            ctx = _browser(p, chromium, tmp_path, "voila")
-            page = ctx.new_page()
-            page.goto(base, timeout=150_000)  # Voila executes the notebook before serving the page
-            _drive_explorer(page, "voila")
-            body = page.locator("body").inner_text()
-            assert "import numpy" not in body and "balanced_subset(" not in body, "Voila must not show code"
-            page.screenshot(path=str(SHOTS / "voila_page.png"))
-            ctx.close()
-    finally:
-        server.stop()
-        _record_blocked()
-    print("blocked requests (voila):", BLOCKED.get("voila"))
-    # the only expected non-local requests are the FontAwesome CSS of Voila's template
-    assert all("fontawesome" in u for u in BLOCKED.get("voila", [])), BLOCKED["voila"]
+        _shutdown(page, shots, "lab_03")
+        browser.close()

@@ -269,13 +269,15 @@ def test_main_command_finds_notebooks(capsys):
     out = capsys.readouterr().out
     assert "jupyterlab 02_cntk_explorer.ipynb" in out and "--port=8899" in out and "--no-browser" in out
     assert main(["--print-command", "--voila"]) == 0
+    assert "voila classroom.ipynb" in capsys.readouterr().out  # the student page
+    assert main(["--print-command", "--voila", "--notebook", "02_cntk_explorer.ipynb"]) == 0
     assert "voila 02_cntk_explorer.ipynb" in capsys.readouterr().out
     assert main(["--print-command", "--notebook", "nope.ipynb"]) == 2
 
 
 def test_one_pass_fills_the_cache_for_every_shallower_depth(images):
     """On the fused CPU engine depth d's pass reads out every depth < d: moving the slider down is free."""
-    from cntk_widgets.models import KernelExplorerModel
+    from cntk_widgets import KernelExplorerModel
 
     x, y = images
     arch = ArchitectureModel(depth=5, readout="gap", fix_first=True, fix_last=True)
