@@ -350,7 +350,10 @@ class KernelExplorer(W.VBox):
         """The part of the requested kernel computed so far (blank cells where it is not yet), on the
         fixed 0–1 scale, titled as unfinished; the spectrum waits for the whole matrix."""
         with self.heatmap.batch_update():
-            self.heatmap.data[0].z = block_means(part.normalized, self.cell)
+            z = block_means(part.normalized, self.cell)
+            # not-yet-computed cells as None (JSON null: blank cells); NaN is not valid JSON and
+            # jupyter_client would warn on stderr for every message
+            self.heatmap.data[0].z = np.where(np.isnan(z), None, z).tolist()
             self.heatmap.data[0].zmin, self.heatmap.data[0].zmax = 0.0, 1.0
             self.heatmap.layout.title.text = f"{part.spec.title}: computing ({100 * part.fraction:.0f} %) …"
 

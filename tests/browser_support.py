@@ -621,13 +621,17 @@ def explorer_state(page, root: str = ".cntk-explorer") -> dict | None:
     return page.evaluate(EXPLORER_STATE, root)
 
 
-def wait_explorer(page, predicate, what: str, *, root: str = ".cntk-explorer", timeout: float = 120.0) -> dict:
-    """Wait until the explorer's state satisfies ``predicate`` (its picture drawn, etc.)."""
+def wait_explorer(
+    page, predicate, what: str, *, root: str = ".cntk-explorer", timeout: float = 120.0, finished: bool = True
+) -> dict:
+    """Wait until the explorer's state satisfies ``predicate`` (its picture drawn, etc.). With
+    ``finished`` (default) only a finished picture counts, not the row blocks drawn while it is
+    computed (their title says "computing")."""
     deadline = time.monotonic() + timeout
     state = None
     while time.monotonic() < deadline:
         state = explorer_state(page, root)
-        if state and state["n"] and predicate(state):
+        if state and state["n"] and not (finished and "computing" in state["title"]) and predicate(state):
             return state
         page.wait_for_timeout(200)
     short = state and {k: v for k, v in state.items() if k != "z"}
