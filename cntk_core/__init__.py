@@ -5,20 +5,28 @@
 >>> K = cntk_core.kernel_matrix(x, depth=3, readout="gap", fix=True)   # CNTK-GAP-3, [4, 4]
 """
 
-from .backend import resolve_backend
+from .architecture import KINDS, READOUTS, Architecture
+from .backend import BACKENDS, resolve_backend
 from .gram import kernel_matrices, kernel_matrix, network_kernel
-from .layers import AvgPool, CanonicalSpec, Conv, Dense, Flatten, GlobalAvgPool, Layer, Network, ReLU
+from .layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer, Network, ReLU
 from .presets import cntk
+from .validation import DTYPES, ParameterError, ParameterTypeError
 
 __all__ = [
+    "Architecture",
     "AvgPool",
-    "CanonicalSpec",
+    "BACKENDS",
+    "DTYPES",
+    "KINDS",
+    "READOUTS",
     "Conv",
     "Dense",
     "Flatten",
     "GlobalAvgPool",
     "Layer",
     "Network",
+    "ParameterError",
+    "ParameterTypeError",
     "ReLU",
     "cntk",
     "kernel_matrices",

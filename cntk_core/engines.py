@@ -12,7 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from . import recurrence as R
-from .layers import CanonicalSpec, Network
+from .architecture import Architecture
+from .layers import Network
 
 
 class Engine(Protocol):
@@ -45,7 +46,7 @@ class NumbaEngine:
     #: one pass gives the kernels of several depths (every layer's readout is on the way)
     multi_depth = True
 
-    def __init__(self, spec: CanonicalSpec, shape: tuple, kind: str, dtype: np.dtype, depths=None):
+    def __init__(self, spec: Architecture, shape: tuple, kind: str, dtype: np.dtype, depths=None):
         from . import cpu_planes
 
         self._cp = cpu_planes

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .layers import CanonicalSpec
+from .architecture import Architecture
 
 #: rough GPU/CPU-core speed ratio: ``pair_cost`` is divided by it so that the Gram driver (which
 #: sizes its calls for one CPU core) hands the GPU a few thousand GAP pairs per call
@@ -144,7 +144,7 @@ class FusedGPUEngine:
 
     def __init__(
         self,
-        spec: CanonicalSpec,
+        spec: Architecture,
         shape: tuple,
         kind: str,
         dtype,
@@ -399,7 +399,7 @@ def emulate_tile(xa, xb, va, vb, gi, gj, n_conv, fix_first, fix_last, ntk, recor
     return total
 
 
-def emulate_matrix(x1, x2, spec: CanonicalSpec, kind: str = "ntk", dtype="float64") -> np.ndarray:
+def emulate_matrix(x1, x2, spec: Architecture, kind: str = "ntk", dtype="float64") -> np.ndarray:
     """``[n1, n2]`` kernel from :func:`emulate_tile` over all tiles (small inputs only: CPU tests)."""
     dt = np.dtype(dtype)
     x1 = np.asarray(x1, dt)

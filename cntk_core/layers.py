@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from . import recurrence as R
+from .architecture import Architecture
 from .validation import check_flag, check_int
 
 VarianceSource = Callable[[int, object], tuple]
@@ -157,19 +157,6 @@ class Dense(Layer):
         return "Dense (fixed)" if self.fixed else "Dense"
 
 
-class CanonicalSpec(NamedTuple):
-    """The paper's architecture, the shape the fused fast paths run."""
-
-    n_conv: int
-    readout: str  # "gap" or "vanilla"
-    fix_first: bool
-    fix_last: bool
-
-    @property
-    def depth(self) -> int:
-        return self.n_conv + 1
-
-
 class Network(tuple):
     """An immutable sequence of layers. ``Network([Conv(), ReLU(), GlobalAvgPool(), Dense()])``."""
 
@@ -211,8 +198,9 @@ class Network(tuple):
     def n_relu(self) -> int:
         return sum(isinstance(layer, ReLU) for layer in self)
 
-    def canonical(self) -> CanonicalSpec | None:
-        """The :class:`CanonicalSpec` if this is the paper's CNTK shape, else ``None``."""
+    def canonical(self) -> Architecture | None:
+        """The :class:`~cntk_core.architecture.Architecture` if this is the paper's CNTK shape (the
+        one the fused engines run), else ``None``."""
         layers = list(self)
         if len(layers) < 4 or not isinstance(layers[-1], Dense):
             return None
@@ -226,7 +214,7 @@ class Network(tuple):
                 return None
             if k > 0 and conv.fixed:
                 return None
-        return CanonicalSpec(len(body) // 2, readout, body[0].fixed, layers[-1].fixed)
+        return Architecture(len(body) // 2 + 1, readout, body[0].fixed, layers[-1].fixed)
 
     def forward(self, sigma, variances: VarianceSource, ntk: bool = True):
         """Run the per-layer rules on input covariances ``sigma`` ``(B, P, Q, P, Q)``.

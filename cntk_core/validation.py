@@ -10,8 +10,32 @@ from numbers import Integral, Real
 
 import numpy as np
 
+#: the kernels: the CNTK (``"ntk"``) or the CNN-GP (``"nngp"``, the network at initialisation)
 KINDS = ("ntk", "nngp")
+#: arithmetic precisions of the engines
 DTYPES = ("float32", "float64")
+
+
+class ParameterError(ValueError):
+    """A bad value for one named parameter. ``param`` is its name as the Python API spells it
+    (``"depth"``, ``"block_size"``); front ends (the CLI) map it to their own spelling."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
+class ParameterTypeError(TypeError):
+    """A value of the wrong type for one named parameter; ``param`` as in :class:`ParameterError`."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
+def _param(name: str) -> str:
+    """The parameter a message's subject names: ``"depths[2]"`` -> ``"depths"``."""
+    return name.split("[")[0].split(" ")[0]
 
 
 class ChannelsFirstWarning(UserWarning):
@@ -30,28 +54,30 @@ def as_images(x, name: str = "x1") -> np.ndarray:
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name}: cannot be read as an array of images ({exc})") from None
+        raise ParameterTypeError(_param(name), f"{name}: cannot be read as an array of images ({exc})") from None
     if arr.dtype == object:
-        raise TypeError(f"{name}: cannot be read as an array of images (ragged or object input)")
+        raise ParameterTypeError(_param(name), f"{name}: cannot be read as an array of images (ragged or object input)")
     if arr.ndim != 4:
         hint = " (a single image? use x[None])" if arr.ndim == 3 else ""
-        raise ValueError(
+        raise ParameterError(
+            _param(name),
             f"{name}: expected a batch of NHWC images of rank 4 (n, height, width, channels), "
-            f"got shape {arr.shape}{hint}"
+            f"got shape {arr.shape}{hint}",
         )
     if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(
+        raise ParameterTypeError(
+            _param(name),
             f"{name}: integer images ({arr.dtype}) are not accepted, because the kernel depends on "
             "the pixel scale; convert to float and preprocess first (e.g. x / 255 and standardise, "
-            "see cntk_core.data.preprocess)"
+            "see cntk_core.data.preprocess)",
         )
     if not np.issubdtype(arr.dtype, np.floating):
-        raise TypeError(f"{name}: expected real floating-point pixels, got dtype {arr.dtype}")
+        raise ParameterTypeError(_param(name), f"{name}: expected real floating-point pixels, got dtype {arr.dtype}")
     n, h, w, c = arr.shape
     if n == 0:
-        raise ValueError(f"{name}: empty batch (0 images)")
+        raise ParameterError(_param(name), f"{name}: empty batch (0 images)")
     if h == 0 or w == 0 or c == 0:
-        raise ValueError(f"{name}: images of shape {arr.shape[1:]} have no pixels or no channels")
+        raise ParameterError(_param(name), f"{name}: images of shape {arr.shape[1:]} have no pixels or no channels")
     if looks_channels_first(arr.shape):
         warnings.warn(
             f"{name}: shape {arr.shape} looks channels-first (NCHW): read as NHWC it is {n} images of "
@@ -63,7 +89,9 @@ def as_images(x, name: str = "x1") -> np.ndarray:
     bad = ~np.isfinite(arr)
     if bad.any():
         first = int(np.argwhere(bad.reshape(n, -1).any(axis=1))[0, 0])
-        raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN or inf), first in image {first}")
+        raise ParameterError(
+            _param(name), f"{name}: {int(bad.sum())} non-finite values (NaN or inf), first in image {first}"
+        )
     return np.ascontiguousarray(arr)
 
 
@@ -116,7 +144,7 @@ def check_flag(value, name: str, allow_none: bool = False):
         return bool(value)
     allowed = "True or False" + (" (or None)" if allow_none else "")
     hint = ' (write fix=True or fix=False; the official code\'s "--fix yes" is fix=True)' if name == "fix" else ""
-    raise TypeError(f"{name} must be {allowed}, got {value!r}{hint}")
+    raise ParameterTypeError(_param(name), f"{name} must be {allowed}, got {value!r}{hint}")
 
 
 def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
@@ -129,9 +157,11 @@ def check_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
     if is_real(value) and not isinstance(value, Integral) and math.isfinite(value) and value % 1 == 0:
         value = int(value)  # exact: value is a whole number in its own type (not rounded through float)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer >= {minimum}{hint}, got {value!r} ({type(value).__name__})")
+        raise ParameterTypeError(
+            _param(name), f"{name} must be an integer >= {minimum}{hint}, got {value!r} ({type(value).__name__})"
+        )
     if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{hint}, got {value}")
+        raise ParameterError(_param(name), f"{name} must be an integer >= {minimum}{hint}, got {value}")
     return int(value)
 
 
@@ -146,9 +176,9 @@ def check_real(value, name: str, what: str = "a real number", finite: bool = Tru
     parsed), ``[0.1]``; ``ValueError`` for NaN or inf."""
     value = _scalar(value, "iuf")
     if not is_real(value):
-        raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
+        raise ParameterTypeError(_param(name), f"{name} must be {what}, got {value!r} ({type(value).__name__})")
     if finite and not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise ParameterError(_param(name), f"{name} must be finite, got {value!r}")
     return value
 
 
@@ -156,7 +186,7 @@ def check_positive(value, name: str):
     """``value`` if it is a finite real number > 0 (see :func:`check_real`; 0-d arrays give their item), else raise."""
     value = check_real(value, name, "a real number > 0")
     if not value > 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise ParameterError(_param(name), f"{name} must be a finite number > 0, got {value!r}")
     return value
 
 
@@ -169,32 +199,39 @@ def as_real_array(
     try:
         raw = np.asarray(value)
     except (TypeError, ValueError) as exc:  # ragged nested lists and the like
-        raise TypeError(f"{name}: cannot be read as {what} ({exc})") from None
+        raise ParameterTypeError(_param(name), f"{name}: cannot be read as {what} ({exc})") from None
     if raw.dtype.kind not in ("iufb" if bools else "iuf"):
         kinds = {"c": "complex", "b": "boolean", "U": "string", "S": "bytes", "O": "object"}
         hint = "; take .real explicitly if the imaginary part is round-off" if raw.dtype.kind == "c" else ""
-        raise TypeError(
-            f"{name}: expected {what}, got {kinds.get(raw.dtype.kind, 'non-numeric')} dtype {raw.dtype}{hint}"
+        raise ParameterTypeError(
+            _param(name),
+            f"{name}: expected {what}, got {kinds.get(raw.dtype.kind, 'non-numeric')} dtype {raw.dtype}{hint}",
         )
     arr = raw.astype(np.float64, copy=False)
     if finite:
         bad = ~np.isfinite(arr)
         if bad.any():
-            raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN or inf)")
+            raise ParameterError(_param(name), f"{name}: {int(bad.sum())} non-finite values (NaN or inf)")
     return arr
 
 
 def check_pair(x1: np.ndarray, x2: np.ndarray) -> None:
     if x1.shape[1:] != x2.shape[1:]:
-        raise ValueError(
-            f"x1 and x2 must have the same image shape (height, width, channels): {x1.shape[1:]} vs {x2.shape[1:]}"
+        raise ParameterError(
+            "x2",
+            f"x1 and x2 must have the same image shape (height, width, channels): {x1.shape[1:]} vs {x2.shape[1:]}",
         )
 
 
+def check_choice(value, name: str, choices: tuple[str, ...], what: str = "") -> str:
+    """``value`` if it is one of ``choices`` (a vocabulary tuple), else :class:`ParameterError`."""
+    if not isinstance(value, str) or value not in choices:
+        raise ParameterError(_param(name), f"{name}{what} must be one of {choices}, got {value!r}")
+    return value
+
+
 def check_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS} (CNTK or CNN-GP), got {kind!r}")
-    return kind
+    return check_choice(kind, "kind", KINDS, " (CNTK or CNN-GP)")
 
 
 def check_dtype(dtype) -> np.dtype:
@@ -203,5 +240,5 @@ def check_dtype(dtype) -> np.dtype:
     except TypeError:
         dt = None
     if dt is None or dt.name not in DTYPES:
-        raise ValueError(f"dtype (the arithmetic precision) must be one of {DTYPES}, got {dtype!r}")
+        raise ParameterError("dtype", f"dtype (the arithmetic precision) must be one of {DTYPES}, got {dtype!r}")
     return dt

@@ -349,7 +349,7 @@ def test_layer_api_avgpool_network_matches_written_out_reference():
 def test_preset_is_a_plain_layer_list_and_dispatches_to_the_fused_path():
     net = cntk_core.cntk(4, "vanilla", fix=True)
     assert list(net) == [Conv(3, fixed=True), ReLU(), Conv(3), ReLU(), Conv(3), ReLU(), Flatten(), Dense(fixed=True)]
-    assert net.canonical() == cntk_core.CanonicalSpec(3, "vanilla", True, True)
+    assert net.canonical() == cntk_core.Architecture(4, "vanilla", True, True)
     assert "[Conv 3x3, ReLU] x 2" in net.describe()
     rng = np.random.default_rng(13)
     x = images(rng, 3, 5, 5, 2)
