@@ -9,7 +9,7 @@ images it prints, per configuration:
   the interpreter); f32: the same with ``dtype="float32"`` arithmetic (float64 sums, <= 1e-4);
   fix: the same with ``fix=True`` (the paper's CNTK-GAP setting: less work, since the first layer
   needs no Theta and the readout layer no K; GAP only, shown for information, not compared);
-* ref: entries/s of the slow 4-D reference of ``tests/reference.py`` on one pair (``fix=False``),
+* ref: entries/s of the slow 4-D reference of ``cntk_core.testing`` on one pair (``fix=False``),
   and the ratio;
 * nt: neural-tangents' float64 CNTK (``jax_enable_x64``; 6-7x faster than its float32 on this CPU)
   when ``--nt-python`` names a Python with neural-tangents 0.6.5 (jax 0.4.23, numpy 1.26; it needs
@@ -44,7 +44,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
 
 CONFIGS = [(32, "vanilla", d) for d in (3, 11, 21)] + [(32, "gap", d) for d in (3, 11, 21)]
 CONFIGS += [(16, "vanilla", d) for d in (3, 11, 21)] + [(16, "gap", d) for d in (3, 11, 21)]
@@ -96,7 +95,7 @@ def run_ours_in_subprocess(size, readout, depth, seconds, dtype="float64", fix=F
 
 def measure_reference(size: int, readout: str, depth: int) -> float:
     """Entries per second of the 4-D reference (one pair, fix=False like ours in the table)."""
-    from reference import reference_kernel
+    from cntk_core.testing import reference_kernel
 
     x = images(2, size, 3)
     t = time.perf_counter()

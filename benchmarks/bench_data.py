@@ -14,6 +14,7 @@ real file (stored deflate blocks), so "before" is a lower bound there.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -30,6 +31,15 @@ t = time.perf_counter()
 ds = d.load_dataset("cifar10", expected_md5=sys.argv[1] or None, decoded_cache=sys.argv[2] == "1", progress=False)
 print(time.perf_counter() - t, ds.x_train.shape[0] + ds.x_test.shape[0])
 """
+
+
+def _make_fake_cifar10(folder: Path):
+    """``tests/cifar_fake.py``'s official-format writer, imported by path (``tests/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location("cifar_fake", ROOT / "tests" / "cifar_fake.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cifar_fake"] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module.make_fake_cifar10(folder, n_per_batch=10_000, n_test=10_000)
 
 
 def timed_load(env: dict, md5: str, cached: bool) -> float:
@@ -50,11 +60,8 @@ def main() -> None:
         if args.tarball:
             tarball, md5 = Path(args.tarball).resolve(), ""
         else:
-            sys.path.insert(0, str(ROOT / "tests"))
-            from cifar_fake import make_fake_cifar10
-
             t = time.perf_counter()
-            fake = make_fake_cifar10(tmp / "src", n_per_batch=10_000, n_test=10_000)
+            fake = _make_fake_cifar10(tmp / "src")
             tarball, md5 = fake.path, fake.md5
             print(f"fake tarball: {tarball.stat().st_size / 1e6:.0f} MB, written in {time.perf_counter() - t:.1f} s")
         env = dict(os.environ, CNTK_CIFAR10=str(tarball), CNTK_DATA_DIR=str(tmp / "cache"), PYTHONPATH=str(ROOT))

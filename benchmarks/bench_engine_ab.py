@@ -5,7 +5,7 @@ so two separate benchmark runs cannot resolve them. This script loads ``cntk_cor
 as it is now and as it was at a git revision (``git show REV:cntk_core/cpu_planes.py``, imported
 from a temporary directory under its own name), then calls both versions' ``pair_sums`` on the
 same symmetric Gram of random images, alternating, and prints per configuration the median time
-per (pair, shift tile) of each, the median and quartiles of the per-round ratios base / now (> 1:
+per (pair, shift block) of each, the median and quartiles of the per-round ratios base / now (> 1:
 the current version is faster; a round's two calls are seconds apart, so drift mostly cancels in
 its ratio) and the largest relative difference of the results (0 when the change is bit-exact).
 
@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from cntk_core import DTYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,15 +56,16 @@ def load_version(rev: str, tmp: Path):
 
 def run_pairs(cp, x, p, maps, rows, cols, layers, c):
     """One ``pair_sums`` call of version ``cp`` (GAP, NTK, fix=False): its (n_pairs, 1) sums."""
-    tiles = cp.all_tiles(p, p, "gap")
-    # versions from before per-tile weights (self pairs' half tiles) take no weights argument
-    weights = (np.ones(len(tiles)),) if "weights" in inspect.signature(cp.pair_sums.py_func).parameters else ()
-    return cp.pair_sums(x, x, maps, maps, p, rows, cols, tiles, *weights, layers, False, False, True, c)
+    # versions before the rename of shift tiles to shift blocks call the list all_tiles
+    blocks = (cp.shift_blocks if hasattr(cp, "shift_blocks") else cp.all_tiles)(p, p, "gap")
+    # versions from before per-block weights (self pairs' half sums) take no weights argument
+    weights = (np.ones(len(blocks)),) if "weights" in inspect.signature(cp.pair_sums.py_func).parameters else ()
+    return cp.pair_sums(x, x, maps, maps, p, rows, cols, blocks, *weights, layers, False, False, True, c)
 
 
 def compare(versions, size: int, depth: int, n_images: int, rounds: int, dtype=np.float64, seed: int = 0) -> dict:
     """Time each version's ``pair_sums`` on an ``n_images`` Gram, alternating calls: ``ns``, the median
-    ns per (pair, tile) of each; ``ratio`` and ``quartiles`` of the per-round ratios base / now
+    ns per (pair, shift block) of each; ``ratio`` and ``quartiles`` of the per-round ratios base / now
     (versions[1] / versions[0]); ``diff``, the largest relative difference of their results."""
     x = np.random.default_rng(seed).standard_normal((n_images, 3, size * size)).astype(dtype)
     rows, cols = (idx.astype(np.int64) for idx in np.triu_indices(n_images))
@@ -79,7 +82,7 @@ def compare(versions, size: int, depth: int, n_images: int, rounds: int, dtype=n
             t0 = time.perf_counter()
             run_pairs(cp, x, size, maps, rows, cols, layers, c)
             times[i].append(time.perf_counter() - t0)
-    calls = len(rows) * size * size  # (pair, shift tile) evaluations per call
+    calls = len(rows) * size * size  # (pair, shift block) evaluations per call
     ratios = np.array(times[1]) / np.array(times[0])  # per round: drift cancels within a round
     return {
         "ns": [float(np.median(t)) / calls * 1e9 for t in times],
@@ -97,7 +100,7 @@ def main(argv=None) -> None:
     ap.add_argument("--images", type=int, default=32, help="images in the Gram (pairs: n(n+1)/2)")
     ap.add_argument("--rounds", type=int, default=9, help="alternating timed calls of each version")
     ap.add_argument("--threads", type=int, default=0, help="Numba threads (0: Numba's default)")
-    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="arithmetic dtype")
+    ap.add_argument("--dtype", choices=DTYPES, default="float64", help="arithmetic dtype")
     args = ap.parse_args(argv)
     sizes = [int(v) for v in args.sizes.split(",")]
     depths = [int(v) for v in args.depths.split(",")]

@@ -1,10 +1,10 @@
 """Symmetric GAP Grams with and without the self-pair shortcut, in one process.
 
-A symmetric Gram's self pairs (x, x) need only shift tiles 0 .. PQ/2 (``cpu_planes.self_pair_tiles``):
+A symmetric Gram's self pairs (x, x) need only shift blocks 0 .. PQ/2 (``cpu_planes.self_pair_shift_blocks``):
 n of its n(n+1)/2 pairs cost half, so the whole Gram should take ``1 - 1/(n+1)`` of the time.
 This script times ``cntk_core.kernel_matrix(x)`` (Numba backend, float64, GAP, ``fix=False``) on
-random images with the shortcut and with it switched off (the engine's ``self_tiles`` set to None,
-i.e. every pair summed over all PQ tiles), alternating, and prints the medians, the measured
+random images with the shortcut and with it switched off (the engine's ``self_blocks`` set to None,
+i.e. every pair summed over all PQ shift blocks), alternating, and prints the medians, the measured
 speed-up and the expected one. Allocates the Gram and the engine's usual buffers.
 
 Usage: python benchmarks/bench_self_pairs.py [--rounds 5]
@@ -36,8 +36,10 @@ def main() -> None:
 
     def patched_init(self, *a, **k):
         init(self, *a, **k)
+        if not hasattr(self, "self_blocks"):
+            raise SystemExit("cntk_core.engines.NumbaEngine has no self_blocks: this script needs updating")
         if not use_shortcut["on"]:
-            self.self_tiles = None
+            self.self_blocks = None
 
     engines.NumbaEngine.__init__ = patched_init
     print(f"# bench_self_pairs  {time.strftime('%Y-%m-%d %H:%M')}  float64 GAP fix=False, medians of {args.rounds}")

@@ -6,9 +6,9 @@ Run (one command, under 5 minutes on an H100; needs CuPy and a CUDA device):
 
 1. Equality checks (a compact version of tests/test_gpu.py), each printed PASS/FAIL: the fused
    engine (float32 and float64) and the per-layer CuPy baseline against the float64 references
-   (tests/reference.py on tiny images, the Numba engine on 32x32 and 40x40), vanilla float32
+   (cntk_core.testing on tiny images, the Numba engine on 32x32 and 40x40), vanilla float32
    self-kernel relative error <= 1e-6, results independent of the launch size, the OOM
-   halve-and-retry path, and float64 at 40x40, whose blocks need more than 48 KB of shared memory
+   halve-and-retry path, and float64 at 40x40, whose thread blocks need more than 48 KB of shared memory
    (also after a second engine with a smaller such need was built). ``--threads`` applies to every
    fused engine here, the Gram checks included (through ``CNTK_GPU_THREADS``).
    Tolerances (relative to the largest entry): fused float32 2e-6, float64 1e-7. The float32 one is
@@ -50,18 +50,14 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-import cntk_core  # noqa: E402
-from cntk_core.backend import gpu_status  # noqa: E402
+import cntk_core
+from cntk_core.backend import gpu_status
 
 PEAK_TFLOPS = [("H100 PCIe", 51.0), ("H100", 67.0), ("H200", 67.0), ("A100", 19.5)]
 #: fused engine, and the per-layer CuPy baseline (see the module docstring)
 TOL = {"float32": 2e-6, "float64": 1e-7}
 TOL_PER_LAYER = {"float32": 1e-5, "float64": 1e-7}
-#: (shape, depth, readout, fix, kind) of the checks against tests/reference.py
+#: (shape, depth, readout, fix, kind) of the checks against cntk_core.testing
 TINY = [
     ((8, 8, 3), 3, "gap", True, "ntk"),
     ((9, 13, 3), 4, "gap", False, "nngp"),
@@ -102,7 +98,7 @@ def per_layer_matrix(x1, x2, depth, readout, fix, kind, dtype):
     eng = PerLayerEngine(cntk_core.cntk(depth, readout, fix), x1.shape[1:], kind, np.dtype(dtype), xp=cupy)
     s1, s2 = eng.prepare(x1), eng.prepare(x2)
     r, c = np.meshgrid(np.arange(len(x1)), np.arange(len(x2)), indexing="ij")
-    return eng.pairs(x1, x2, s1, s2, r.ravel(), c.ravel()).reshape(len(x1), len(x2))
+    return eng.pairs(s1, s2, r.ravel(), c.ravel()).reshape(len(x1), len(x2))
 
 
 def apply_threads(threads) -> None:
@@ -114,9 +110,8 @@ def apply_threads(threads) -> None:
 
 
 def equality_checks(checks: Checks, threads):
-    from reference import reference_matrix
-
     from cntk_core.gpu import FusedGPUEngine
+    from cntk_core.testing import reference_matrix
 
     apply_threads(threads)
     tol, tol_layer = TOL, TOL_PER_LAYER
@@ -142,7 +137,7 @@ def equality_checks(checks: Checks, threads):
 
     grams = [(32, 21, "gap", True, ("float32", "float64")), (32, 3, "gap", False, ("float32", "float64"))]
     grams += [(32, 21, "vanilla", False, ("float32", "float64"))]
-    grams += [(40, 3, "gap", False, ("float64",)), (40, 11, "vanilla", False, ("float64",))]  # > 48 KB per block
+    grams += [(40, 3, "gap", False, ("float64",)), (40, 11, "vanilla", False, ("float64",))]  # > 48 KB per thread block
     for size, depth, readout, fix, dtypes in grams:
         x = rng.standard_normal((3, size, size, 3))
         ref = cntk_core.kernel_matrix(x, depth=depth, readout=readout, fix=fix, backend="numba")
@@ -162,11 +157,11 @@ def equality_checks(checks: Checks, threads):
         big = FusedGPUEngine(spec, xs.shape[1:], "ntk", np.dtype("float64"), threads=threads)
         st = big.prepare(xs)
         r, c = np.triu_indices(4)
-        first = big.pairs(xs, xs, st, st, r, c)
+        first = big.pairs(st, st, r, c)
         FusedGPUEngine(spec, (39, 39, 3), "ntk", np.dtype("float64"), threads=threads)  # needs less, > 48 KB
-        again = big.pairs(xs, xs, st, st, r, c)
+        again = big.pairs(st, st, r, c)
         same = np.array_equal(first, again) and bool(np.isfinite(first).all())
-        return same, f"{big.smem} B per block, bit-identical after a 39x39 engine was built"
+        return same, f"{big.smem} B per thread block, bit-identical after a 39x39 engine was built"
 
     checks.run("float64 40x40 keeps its > 48 KB shared memory", shared_memory_kept)
 
@@ -189,7 +184,7 @@ def equality_checks(checks: Checks, threads):
     def launch_size():
         a, b = engine(max_pairs=7), engine()
         sa, sb = a.prepare(xs), b.prepare(xs)
-        same = np.array_equal(a.pairs(xs, xs, sa, sa, rows, cols), b.pairs(xs, xs, sb, sb, rows, cols))
+        same = np.array_equal(a.pairs(sa, sa, rows, cols), b.pairs(sb, sb, rows, cols))
         return same, "bit-identical with 7 and all pairs per launch"
 
     def oom_retry():
@@ -197,7 +192,7 @@ def equality_checks(checks: Checks, threads):
 
         eng = engine(max_pairs=64)
         st = eng.prepare(xs)
-        want = eng.pairs(xs, xs, st, st, rows, cols)
+        want = eng.pairs(st, st, rows, cols)
         real, raised = eng._launch, []
 
         def flaky(*args):
@@ -207,7 +202,7 @@ def equality_checks(checks: Checks, threads):
             return real(*args)
 
         eng._launch = flaky
-        got = eng.pairs(xs, xs, st, st, rows, cols)
+        got = eng.pairs(st, st, rows, cols)
         return bool(raised) and eng.max_pairs == 32 and np.array_equal(got, want), f"batch 64 -> {eng.max_pairs}"
 
     checks.run("values independent of launch size", launch_size)
@@ -215,7 +210,7 @@ def equality_checks(checks: Checks, threads):
 
 
 def _threads_used(x) -> int:
-    """Threads per block of the fused engine that ``kernel_matrix`` builds for ``x``."""
+    """Threads per thread block of the fused engine that ``kernel_matrix`` builds for ``x``."""
     from cntk_core.gpu import _threads, threads_for
 
     return int(_threads(None) or threads_for(x.shape[1], x.shape[2]))
@@ -226,7 +221,7 @@ def _time_pairs(eng, state, n_images, n_pairs, rng) -> tuple[float, int, bool]:
     rows = rng.integers(0, n_images, n_pairs)
     cols = rng.integers(0, n_images, n_pairs)
     t0 = time.perf_counter()
-    values = eng.pairs(None, None, state, state, rows, cols)
+    values = eng.pairs(state, state, rows, cols)
     return time.perf_counter() - t0, n_pairs, bool(np.isfinite(values).all())
 
 
@@ -277,7 +272,7 @@ def _timing_row(name, depth, readout, fix, x, threads, rng) -> dict:
         eng = FusedGPUEngine(net.canonical(), x.shape[1:], "ntk", f32, threads=threads)
         first = 4096 if readout == "vanilla" else 64
         fused, ok_fused = rate(eng, x, first, 3.0, 2_000_000 if readout == "vanilla" else 200_000, rng)
-        k = eng._tile_kernel
+        k = eng._shift_block_kernel
         kinfo = {"regs": int(k.num_regs), "local_bytes": int(k.local_size_bytes), "smem_dynamic": eng.smem}
         base_eng = PerLayerEngine(net, x.shape[1:], "ntk", f32, xp=cupy)
         base, ok_base = rate(base_eng, x[:64], 8, 1.0, 256, rng)
@@ -319,7 +314,7 @@ def device_info(override: float | None) -> tuple[str, float | None, str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peak-tflops", type=float, default=None, help="FP32 peak of this card (TFLOP/s)")
-    ap.add_argument("--threads", type=int, default=None, help="threads per block of every fused engine")
+    ap.add_argument("--threads", type=int, default=None, help="threads per thread block of every fused engine")
     ap.add_argument("--budget", type=float, default=270.0, help="seconds after which timings are skipped")
     ap.add_argument("--skip-checks", action="store_true", help="timings only")
     ap.add_argument("--size", type=int, default=32, help="image side for the timings (default 32: CIFAR-10)")

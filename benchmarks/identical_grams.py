@@ -39,19 +39,25 @@ def cases():
         x1, x2 = _images(10 + s, 5, shape), _images(20 + s, 3, shape)
         depth = 3 if readout == "gap" else 4
         kw = dict(depth=depth, readout=readout, kind=kind, dtype=dtype, backend=backend, **fx)
-        tag = f"{backend}-{dtype}-{readout}-{kind}-{'x'.join(map(str, shape))}-" + "-".join(f"{k}{v}" for k, v in fx.items())
+        tag = f"{backend}-{dtype}-{readout}-{kind}-{'x'.join(map(str, shape))}-" + "-".join(
+            f"{k}{v}" for k, v in fx.items()
+        )
         yield f"sym-{tag}", lambda x1=x1, kw=kw: cntk_core.kernel_matrix(x1, **kw)
         yield f"cross-{tag}", lambda x1=x1, x2=x2, kw=kw: cntk_core.kernel_matrix(x1, x2, **kw)
     for backend, dtype in itertools.product(("numba", "numpy"), ("float64", "float32")):
         x = _images(31, 6, (6, 6, 3))
         for readout in ("gap", "vanilla"):
-            yield f"multi-{backend}-{dtype}-{readout}", lambda x=x, b=backend, d=dtype, r=readout: tuple(
-                cntk_core.kernel_matrices(x, depths=[2, 3, 5], readout=r, fix=True, dtype=d, backend=b).values()
+            yield (
+                f"multi-{backend}-{dtype}-{readout}",
+                lambda x=x, b=backend, d=dtype, r=readout: tuple(
+                    cntk_core.kernel_matrices(x, depths=[2, 3, 5], readout=r, fix=True, dtype=d, backend=b).values()
+                ),
             )
         for scale in (1e-30, 1e12, 1e150):
             xs = _images(41, 4, (6, 6, 3), scale)
-            yield f"scaled-{backend}-{dtype}-{scale:g}", lambda xs=xs, b=backend, d=dtype: cntk_core.kernel_matrix(
-                xs, depth=3, dtype=d, backend=b
+            yield (
+                f"scaled-{backend}-{dtype}-{scale:g}",
+                lambda xs=xs, b=backend, d=dtype: cntk_core.kernel_matrix(xs, depth=3, dtype=d, backend=b),
             )
     x = _images(51, 4, (6, 6, 2))
     pooled = [Conv(3, fixed=True), ReLU(), AvgPool(2), Conv(3), ReLU(), GlobalAvgPool(), Dense()]
@@ -72,9 +78,12 @@ def _regression_cases():
     kt = rng.standard_normal((7, 12)) @ f.T / 12
     yield "reg-kernel_regression", lambda: reg.kernel_regression(k, y, kt, ridge=0.01)
     yield "reg-ridge-path", lambda: reg.ridge_path_alphas(k, reg.one_hot_targets(y), [0.0, 0.1, 1.0])
-    yield "reg-select_ridge-cv", lambda: (
-        np.array([reg.select_ridge(k, y, n_folds=3).ridge]),
-        reg.select_ridge(k, y, n_folds=3).accuracy,
+    yield (
+        "reg-select_ridge-cv",
+        lambda: (
+            np.array([reg.select_ridge(k, y, n_folds=3).ridge]),
+            reg.select_ridge(k, y, n_folds=3).accuracy,
+        ),
     )
     yield "reg-select_ridge-holdout", lambda: np.array([reg.select_ridge(k, y, validation=0.3).ridge])
     yield "reg-eigenspectrum", lambda: reg.eigenspectrum(k)

@@ -15,7 +15,7 @@ CPU it is impractical at 32x32.
 Usage::
 
     python benchmarks/reproduce_table1.py --quick          # smoke run: 200 train / 100 test, depths 3, 4
-    python benchmarks/reproduce_table1.py                  # the full CNTK-V-2K column (CPU: see README timings)
+    python benchmarks/reproduce_table1.py                  # the full CNTK-V-2K column (timing: benchmarks/RESULTS.md)
     python benchmarks/reproduce_table1.py --gap            # also CNTK-GAP-2K (GPU)
     python benchmarks/reproduce_table1.py --depths 3,6 --save-kernels /tmp/k --json results.json
 
@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cntk_core import DTYPES
+from cntk_core.data import STATS
+
 #: Table 1 of the paper, CIFAR-10 test accuracy in % (docs/math.md)
 PAPER = {
     "CNTK-V-2K": {3: 40.94, 4: 42.54, 6: 43.43, 11: 43.42, 21: 42.53},
@@ -51,10 +54,10 @@ def _parse(argv):
     p.add_argument("--depths", default=None, help="comma-separated depths (default 3,4,6,11,21)")
     p.add_argument("--n-train", type=int, default=None, help="first N training images (default 2000)")
     p.add_argument("--n-test", type=int, default=None, help="first N test images (default 1000)")
-    p.add_argument("--stats", choices=("all", "used"), default="all", help="standardisation statistics (see doc)")
+    p.add_argument("--stats", choices=STATS, default="all", help="standardisation statistics (see doc)")
     p.add_argument("--folds", type=int, default=5, help="folds of the ridge CV")
     p.add_argument("--backend", default=None, help="numba | numpy | cupy (default: automatic)")
-    p.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    p.add_argument("--dtype", default="float64", choices=DTYPES)
     p.add_argument("--data-path", default=None, help="folder of the CIFAR-10 subset (default: CNTK_CIFAR10_SUBSET)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--save-kernels", default=None, metavar="DIR", help="save each K_train / K_test as .npy")

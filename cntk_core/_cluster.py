@@ -12,12 +12,12 @@ import re
 import signal
 import threading
 
-from .validation import check_flag
+from .validation import ParameterError, ParameterTypeError, check_flag
 
 #: a Dask scheduler address: [scheme://]host:port (the port optional with a scheme), host a name,
 #: an IPv4 address or a bracketed IPv6 address (with an optional %zone); or inproc://anything
 _HOST = r"([^\s:/\[\]%]+|\[[0-9A-Fa-f:.]+(%\w+)?\])"
-_ADDRESS = rf"[a-z0-9+]+://{_HOST}(:\d+)?/?|{_HOST}:\d+|inproc://\S+"
+ADDRESS_PATTERN = rf"[a-z0-9+]+://{_HOST}(:\d+)?/?|{_HOST}:\d+|inproc://\S+"
 #: how long a scheduler address may take to answer before the job fails (with nothing created)
 CONNECT_TIMEOUT = "30s"
 #: loggers silenced while a Ctrl-C tears a cluster down (their warnings would bury the one-line note)
@@ -36,17 +36,20 @@ def check_progress(progress) -> None:
     try:
         check_flag(progress, "progress", allow_none=True)
     except TypeError:
-        raise TypeError(f"progress must be True, False, None or a callable (done, total), got {progress!r}") from None
+        raise ParameterTypeError(
+            "progress", f"progress must be True, False, None or a callable (done, total), got {progress!r}"
+        ) from None
 
 
 def check_scheduler(scheduler) -> None:
     """Type of ``scheduler``, the form of an address and, for ``"cuda"``, that dask-cuda is importable
     (before any work: a mistyped name must not leave a half-created store behind)."""
     if isinstance(scheduler, str) and scheduler not in ("synchronous", "cuda"):
-        if not re.fullmatch(_ADDRESS, scheduler):
-            raise ValueError(
+        if not re.fullmatch(ADDRESS_PATTERN, scheduler):
+            raise ParameterError(
+                "scheduler",
                 "scheduler must be 'synchronous', 'cuda' or the address of a running Dask scheduler such as "
-                f"'tcp://host:8786', got {scheduler!r}"
+                f"'tcp://host:8786', got {scheduler!r}",
             )
     if scheduler is None or isinstance(scheduler, str):
         if scheduler == "cuda" and importlib.util.find_spec("dask_cuda") is None:
@@ -60,9 +63,10 @@ def check_scheduler(scheduler) -> None:
     except ImportError:  # pragma: no cover - distributed is a dependency
         Client = ()
     if not isinstance(scheduler, Client):
-        raise TypeError(
+        raise ParameterTypeError(
+            "scheduler",
             "scheduler must be None (LocalCluster), 'cuda', 'synchronous', a scheduler address string or a "
-            f"distributed.Client, got {type(scheduler).__name__}"
+            f"distributed.Client, got {type(scheduler).__name__}",
         )
 
 

@@ -108,6 +108,11 @@ class Architecture:
 
     def title(self, kind: str = "ntk") -> str:
         """The paper's name: ``CNTK-GAP-3``, ``CNTK-V-11``, ``CNN-GP-GAP-5`` (``kind="nngp"``)."""
-        check_choice(kind, "kind", KINDS)
-        name = ("CNTK" if kind == "ntk" else "CNN-GP") + ("-GAP" if self.readout == "gap" else "-V")
-        return f"{name}-{self.depth}"
+        return f"{family_name(self.readout, kind)}-{self.depth}"
+
+
+def family_name(readout: str, kind: str = "ntk") -> str:
+    """The name of a family of depths: ``CNTK-GAP``, ``CNTK-V``, ``CNN-GP-GAP``, ``CNN-GP-V``."""
+    check_choice(readout, "readout", READOUTS)
+    check_choice(kind, "kind", KINDS)
+    return ("CNTK" if kind == "ntk" else "CNN-GP") + ("-GAP" if readout == "gap" else "-V")

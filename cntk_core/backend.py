@@ -10,6 +10,10 @@ from __future__ import annotations
 import functools
 import os
 
+import numpy as np
+
+from .validation import ParameterError, ParameterTypeError
+
 BACKENDS = ("numba", "numpy", "cupy")
 
 
@@ -62,7 +66,7 @@ def initialise_numba() -> bool:
 def resolve_backend(backend: str | None = None) -> str:
     """Name of the backend to use; raises ``ValueError`` for an unknown or unusable request."""
     if backend is not None and not isinstance(backend, str):
-        raise TypeError(f"backend must be a string such as 'numba' or None, got {backend!r}")
+        raise ParameterTypeError("backend", f"backend must be a string such as 'numba' or None, got {backend!r}")
     source = "backend" if backend else "the environment variable CNTK_BACKEND"
     requested = backend or os.environ.get("CNTK_BACKEND") or "auto"
     requested = requested.strip().lower()
@@ -71,9 +75,20 @@ def resolve_backend(backend: str | None = None) -> str:
             return "cupy"
         return "numba" if numba_available() else "numpy"
     if requested not in BACKENDS:
-        raise ValueError(f"unknown backend {requested!r} (from {source}); choose one of {BACKENDS + ('auto',)}")
+        raise ParameterError(
+            "backend", f"unknown backend {requested!r} (from {source}); choose one of {BACKENDS + ('auto',)}"
+        )
     if requested == "cupy" and not gpu_status()[0]:
         raise RuntimeError(f"backend 'cupy' requested but unusable: {gpu_status()[1]}")
     if requested == "numba" and not numba_available():
         raise RuntimeError("backend 'numba' requested but numba is not installed (pip install numba)")
     return requested
+
+
+def to_host(a) -> np.ndarray:
+    """``a`` as a NumPy array on the host: a CuPy array is copied (``.get()``), anything else goes
+    through ``np.asarray`` (no copy for a NumPy array). The dtype is kept: callers that need
+    float64 convert themselves. Tells CuPy arrays by their type's module, without importing CuPy."""
+    if type(a).__module__.startswith("cupy"):
+        return a.get()
+    return np.asarray(a)

@@ -22,12 +22,13 @@ import contextlib
 import json
 import math
 import os
-import re
 import sys
-from pathlib import Path
 
 from . import cli_data, cli_gram
-from .data import DATASETS
+from .architecture import READOUTS
+from .backend import BACKENDS
+from .data import DATASETS, STATS, SUBSETS
+from .validation import DTYPES, KINDS
 
 RESULT_PREFIX = "RESULT "
 
@@ -76,11 +77,11 @@ def _ridge(text: str):
 def _kernel_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kernel")
     g.add_argument("--depth", type=_depth, default=3, help="the paper's depth d = conv layers + 1 (default 3)")
-    g.add_argument("--readout", choices=("gap", "vanilla"), default="gap", help="GAP (CNTK-GAP) or vanilla (CNTK-V)")
+    g.add_argument("--readout", choices=READOUTS, default="gap", help="GAP (CNTK-GAP) or vanilla (CNTK-V)")
     g.add_argument("--fix", action="store_true", help="the official --fix: first and last layer not trained")
-    g.add_argument("--kind", choices=("ntk", "nngp"), default="ntk", help="CNTK (ntk) or CNN-GP (nngp)")
-    g.add_argument("--dtype", choices=("float64", "float32"), default="float64", help="arithmetic precision")
-    g.add_argument("--backend", choices=("auto", "numba", "numpy", "cupy"), default="auto")
+    g.add_argument("--kind", choices=KINDS, default="ntk", help="CNTK (ntk) or CNN-GP (nngp)")
+    g.add_argument("--dtype", choices=DTYPES[::-1], default="float64", help="arithmetic precision")
+    g.add_argument("--backend", choices=("auto", *BACKENDS), default="auto")
     g.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: long runs)"
     )
@@ -98,7 +99,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-path", default=None, help="folder/tarball for cifar10-subset or cifar10")
     g.add_argument(
         "--stats",
-        choices=("all", "used"),
+        choices=STATS,
         default="all",
         help="per-channel standardisation statistics from all training images (default) or the used ones",
     )
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--per-class", action="store_true", help="--n-train/--n-test count images per class (balanced)")
     r.add_argument(
         "--subset",
-        choices=("balanced", "first", "random"),
+        choices=SUBSETS,
         default="balanced",
         help="how N images are drawn: balanced (default: N / classes of each class, seeded; N a multiple of the "
         "number of classes), first (the first N, the paper's '-2K' setting) or random",
@@ -167,53 +168,45 @@ def _progress(args) -> bool | None:
 
 
 #: run_experiment's parameter names as the command line spells them, for its error messages
-_CLI_SPELLING = {
-    r"\bper_class=True\b": "--per-class",
-    r"\bridge=1e-6 \* mean\(diag\(K\)\)": "--ridge 1e-6",  # the command line's ridge is relative
-    r"\bridge='(\w+)'": r"--ridge \1",
-    r"\bsubset='(\w+)'": r"--subset \1",
-    r"\bkind='(\w+)'": r"--kind \1",
-    r"\bfix=False\b": "no --fix",
-    r"\bfix=True\b": "--fix",
-    r"\bn_train\b": "--n-train",
-    r"\bn_test\b": "--n-test",
-    r"\bn_folds\b": "--folds",
-    r"\bscheduler must be 'synchronous', 'cuda'": "--scheduler must be 'local', 'synchronous', 'cuda'",
-    r"\(scheduler=None or 'cuda'\)": "(--scheduler local or cuda)",
-    r"\bn_workers\b": "--n-workers",
-    r"\btile_size\b": "--tile-size",
-    r"\bseed must be\b": "--seed must be",
-    r"\bor pass path=": "or pass --data-path",
+#: the library's parameter names (``ParameterError.param``) as this command line spells them
+OPTION_NAMES = {
+    "depth": "--depth",
+    "readout": "--readout",
+    "fix": "--fix",
+    "fix_first": "--fix",
+    "fix_last": "--fix",
+    "kind": "--kind",
+    "dtype": "--dtype",
+    "backend": "--backend",
+    "progress": "--progress",
+    "dataset": "--dataset",
+    "path": "--data-path",
+    "stats": "--stats",
+    "n_train": "--n-train",
+    "n_test": "--n-test",
+    "per_class": "--per-class",
+    "subset": "--subset",
+    "seed": "--seed",
+    "ridge": "--ridge",
+    "n_folds": "--folds",
+    "tile_size": "--tile-size",
+    "n_workers": "--n-workers",
+    "scheduler": "--scheduler",
+    "store": "--store",
+    "out": "--out",
 }
 
 
 @contextlib.contextmanager
 def _cli_names(args):
-    """Re-raise ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` as a usage error naming the
-    command-line options; the paths the user gave (``--store``, ``--out``, ``--data-path``) are
-    left as they are, whatever they contain."""
+    """Re-raise ``ValueError`` / ``TypeError`` / ``FileNotFoundError`` as a usage error. A
+    :class:`~cntk_core.validation.ParameterError` names its parameter: the message is prefixed with
+    the option that sets it (``--n-train: n_train must be ...``); the text itself is not rewritten."""
     try:
         yield
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        # split around the user's paths (longest first, so that a path's own prefix cannot split it):
-        # the odd parts are those paths, kept as they are; only the text between them is rewritten
-        paths = _user_paths(args)
-        parts = re.split("(" + "|".join(map(re.escape, paths)) + ")", str(exc)) if paths else [str(exc)]
-        for k in range(0, len(parts), 2):
-            for pattern, option in _CLI_SPELLING.items():
-                parts[k] = re.sub(pattern, option, parts[k])
-        raise _UsageError("".join(parts)) from exc
-
-
-def _user_paths(args) -> list[str]:
-    """The path options as given and as the library may print them (expanded, absolute), longest first."""
-    paths = set()
-    for name in ("store", "out", "data_path"):
-        text = getattr(args, name, None)
-        if text:
-            path = Path(text).expanduser()
-            paths |= {text, str(path), str(path.absolute())}
-    return sorted(paths, key=len, reverse=True)
+        option = OPTION_NAMES.get(getattr(exc, "param", None))
+        raise _UsageError(f"{option}: {exc}" if option else str(exc)) from exc
 
 
 def cmd_regress(args) -> int:

@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .architecture import Architecture
+
 
 def add_parser(
     sub,
@@ -44,6 +46,7 @@ def add_parser(
     g.add_argument("--store", default=None, help="zarr store directory: compute via cntk_core.distributed")
     g.add_argument(
         "--scheduler",
+        type=_scheduler,
         default=None,
         help="with --store: 'local' (a LocalCluster, default), 'synchronous', 'cuda' or a Dask scheduler address",
     )
@@ -93,6 +96,25 @@ def npy_path(text: str, store: str | None, usage_error: type[Exception]) -> Path
     return path
 
 
+def _scheduler(text: str) -> str:
+    """``--scheduler``: ``local``, ``synchronous``, ``cuda`` or a Dask scheduler address."""
+    import re
+
+    from ._cluster import ADDRESS_PATTERN
+
+    if text in ("local", "synchronous", "cuda") or re.fullmatch(ADDRESS_PATTERN, text):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected local, synchronous, cuda or the address of a running Dask scheduler such as "
+        f"tcp://host:8786, got {text!r}"
+    )
+
+
+def _n_workers_need_a_local_cluster(args) -> None:
+    if args.n_workers is not None and args.scheduler not in (None, "local", "cuda"):
+        raise ValueError("--n-workers applies only to a cluster started here (--scheduler local or cuda)")
+
+
 def cmd_gram(args) -> int:
     """Run ``cntk-lab gram``; returns the exit code (errors raise, :func:`cntk_core.cli.main` reports)."""
     from ._atomic import save_npy_atomic
@@ -104,6 +126,7 @@ def cmd_gram(args) -> int:
     store_only = (args.scheduler, args.n_workers, args.tile_size) != (None, None, None) or not args.verify
     if args.store is None and store_only:
         raise _UsageError("--scheduler, --n-workers, --tile-size and --no-verify need --store")
+    _n_workers_need_a_local_cluster(args)
     out_path = None if args.out is None else npy_path(args.out, args.store, _UsageError)  # before hours of computing
     with _cli_names(args):
         ds = _load(args)
@@ -120,25 +143,27 @@ def cmd_gram(args) -> int:
     else:
         x = standardize(ds, *raw, stats="all")
     x1, x2 = x[0], (x[1] if len(x) > 1 else None)
-    kw = dict(depth=args.depth, readout=args.readout, fix=args.fix, kind=args.kind, dtype=args.dtype)
+    arch = Architecture.from_options(args.depth, args.readout, args.fix)
+    kw = dict(kind=args.kind, dtype=args.dtype)
     t0 = time.perf_counter()
     info: dict = {}
     K = None
     if args.store is not None:
-        store = _run_store(args, x1, x2, kw, _cli_names, _backend(args), _progress(args))
+        store = _run_store(args, x1, x2, {**arch.to_dict(), **kw}, _cli_names, _backend(args), _progress(args))
         shape = store.shape
         if out_path is not None:  # the whole matrix only when it is to be written (a store may exceed memory)
             K = store.load()
         run = store.last_run
         info = {"tiles_repaired": run.tiles_repaired, "inputs_repaired": run.inputs_repaired}
     else:
-        from .gram import kernel_matrix
+        from .gram import network_kernel
 
-        K = kernel_matrix(x1, x2, **kw, backend=_backend(args), progress=_progress(args))
+        K = network_kernel(arch, x1, x2, **kw, backend=_backend(args), progress=_progress(args))
         shape = K.shape
     seconds = time.perf_counter() - t0
     out = None if out_path is None else str(save_npy_atomic(out_path, K))
-    info = {"shape": list(shape), "seconds": round(seconds, 3), "out": out, "store": args.store, **info}
+    info = {"kernel": arch.title(args.kind), "shape": list(shape), "seconds": round(seconds, 3), "out": out,
+            "store": args.store, **info}  # fmt: skip
     print(f"Gram {shape[0]} x {shape[1]} in {seconds:.2f} s -> {out or args.store}", file=sys.stderr)
     print(RESULT_PREFIX + json.dumps(info))
     return 0

@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._cluster import check_backend, check_progress, check_scheduler, client_for, is_remote, label_of, make_progress
-from .presets import cntk
+from .architecture import Architecture
 from .store import FORMAT, IDENTITY_KEYS, CorruptStoreError, GramStore, fingerprint, store_path, tile_bounds
 from .store_create import metadata_blocks, open_or_create
 from .store_verify import marker_count, read_block
-from .validation import as_images, check_dtype, check_flag, check_int, check_kind, check_pair
+from .validation import ParameterError, as_images, check_dtype, check_flag, check_int, check_kind, check_pair
 
 #: tile size of a new store when none is given (512 KiB per float64 tile)
 DEFAULT_TILE_SIZE = 256
@@ -241,15 +241,12 @@ def _compute_tile(params: dict, i: int, j: int, digests: tuple[str, str], force:
 
 
 def _tile_kernel(params: dict, xa, xb) -> np.ndarray:
-    from .gram import kernel_matrix
+    from .gram import network_kernel
 
-    return kernel_matrix(
+    return network_kernel(
+        Architecture.from_dict(params["architecture"]),
         xa,
         xb,
-        depth=params["depth"],
-        readout=params["readout"],
-        fix_first=params["fix_first"],
-        fix_last=params["fix_last"],
         kind=params["kind"],
         dtype=params["dtype"],
         backend=params["backend"],
@@ -319,8 +316,7 @@ def _run_on_client(client, params: dict, tasks: list, bar, repair: set, counts: 
 
 # -- inputs and metadata --------------------------------------------------------------------------
 def _validate(x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, tile_size, backend, n_workers, scheduler):
-    network = cntk(depth, readout, fix, fix_first=fix_first, fix_last=fix_last)  # checks depth / readout
-    spec = network.canonical()
+    arch = Architecture.from_options(depth, readout, fix, fix_first, fix_last)
     check_kind(kind)
     dt = check_dtype(dtype)
     x1 = as_images(x1, "x1")
@@ -332,17 +328,14 @@ def _validate(x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, til
         n_workers = check_int(n_workers, "n_workers", 1, " (or None)")
     _check_scheduler(scheduler)
     if n_workers is not None and scheduler not in (None, "cuda"):
-        raise ValueError("n_workers applies only to a cluster started here (scheduler=None or 'cuda')")
+        raise ParameterError("n_workers", "n_workers applies only to a cluster started here (scheduler=None or 'cuda')")
     if backend is not None:
         from .backend import BACKENDS
 
         if str(backend).lower() not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS} or None")
+            raise ParameterError("backend", f"unknown backend {backend!r}; choose one of {BACKENDS} or None")
     params = {
-        "depth": int(depth),
-        "readout": readout,
-        "fix_first": bool(spec.fix_first),
-        "fix_last": bool(spec.fix_last),
+        "architecture": arch.to_dict(),
         "kind": kind,
         "dtype": dt.name,
         "backend": backend,
@@ -367,7 +360,8 @@ def _metadata(params: dict, x1: np.ndarray, x2: np.ndarray | None) -> dict:
     from . import __version__
 
     data = {"x1": fingerprint(x1), "x2": None if x2 is None else fingerprint(x2)}
-    network = {k: params[k] for k in ("depth", "readout", "fix_first", "fix_last", "kind")}
+    arch = Architecture.from_dict(params["architecture"])
+    network = {**arch.to_dict(), "kind": params["kind"]}  # the store's record of the network
     meta = {
         "format": FORMAT,
         "network": network,
@@ -377,9 +371,7 @@ def _metadata(params: dict, x1: np.ndarray, x2: np.ndarray | None) -> dict:
         "tile_size": params["tile_size"],
         "shape": params["shape"],
         "symmetric": params["symmetric"],
-        "description": cntk(
-            params["depth"], params["readout"], fix_first=params["fix_first"], fix_last=params["fix_last"]
-        ).describe(),
+        "description": arch.network().describe(),
         "blocks": metadata_blocks(x1, x2, params["tile_size"]),
     }
     return meta

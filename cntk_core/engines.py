@@ -13,6 +13,7 @@ import numpy as np
 
 from . import recurrence as R
 from .architecture import Architecture
+from .backend import to_host
 from .layers import Network
 
 
@@ -24,7 +25,7 @@ class Engine(Protocol):
 
     def prepare(self, x: np.ndarray): ...
 
-    def pairs(self, x1, x2, state1, state2, rows: np.ndarray, cols: np.ndarray) -> np.ndarray: ...
+    def pairs(self, state1, state2, rows: np.ndarray, cols: np.ndarray) -> np.ndarray: ...
 
 
 #: images per side of the blocks in which :class:`NumbaEngine` visits vanilla pairs
@@ -36,9 +37,9 @@ class NumbaEngine:
 
     ``pairs`` returns ``(n_pairs, len(depths))``: one column per requested depth (default: the
     network's own). Self pairs of a symmetric Gram (the same prepared state on both sides and
-    ``rows == cols``) sum half of the GAP shift tiles (:func:`cpu_planes.self_pair_tiles`), equal
+    ``rows == cols``) sum half of the GAP shift blocks (:func:`cpu_planes.self_pair_shift_blocks`), equal
     to the full sum up to its rounding. Allocates per block of images their variance maps
-    ``(n, L, 2, 2PQ)`` in the arithmetic dtype, and per pair batch ``n_pairs * n_tiles *
+    ``(n, L, 2, 2PQ)`` in the arithmetic dtype, and per pair batch ``n_pairs * n_shift_blocks *
     len(depths)`` float64 partial sums; each work item uses eight rows of about PQ entries (masks
     and scratch).
     """
@@ -58,11 +59,11 @@ class NumbaEngine:
         self.dtype = dtype
         p, q = shape[0], shape[1]
         self.p = p
-        self.tiles = cpu_planes.all_tiles(p, q, spec.readout)
-        self.weights = np.ones(len(self.tiles))
-        # a GAP self pair (x, x) is symmetric: half of its tiles stand for the other half
-        self.self_tiles = cpu_planes.self_pair_tiles(p, q) if len(self.tiles) > 1 else None
-        self.scale = 1.0 if spec.readout == "vanilla" else 1.0 / (p * q) ** 2
+        self.shift_blocks = cpu_planes.shift_blocks(p, q, spec.readout)
+        self.weights = np.ones(len(self.shift_blocks))
+        # a GAP self pair (x, x) is symmetric: half of its shift blocks stand for the other half
+        self.self_blocks = cpu_planes.self_pair_shift_blocks(p, q) if len(self.shift_blocks) > 1 else None
+        self.scale = 1.0 if spec.readout == "vanilla" else R.gap_scale(p, q)
         plane_entries = p * q if spec.readout == "vanilla" else (p * q) ** 2  # all planes together
         self.pair_cost = float(plane_entries * spec.n_conv)
 
@@ -71,26 +72,26 @@ class NumbaEngine:
         x = np.ascontiguousarray(np.asarray(x, dtype=self.dtype).transpose(0, 3, 1, 2)).reshape(n, ch, p * q)
         return x, self._cp.image_maps(x, p, self.spec.n_conv, self._cp.constants(self.dtype))
 
-    def pairs(self, x1, x2, state1, state2, rows, cols):
+    def pairs(self, state1, state2, rows, cols):
         rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
-        same = rows == cols if state1 is state2 and self.self_tiles is not None else None
+        same = rows == cols if state1 is state2 and self.self_blocks is not None else None
         if same is None or not same.any():
-            return self._pairs(state1, state2, rows, cols, self.tiles, self.weights)
-        # self pairs (x, x) of a symmetric Gram's diagonal tile: half the shift tiles, see
-        # cpu_planes.self_pair_tiles (equal to the full sum up to its rounding)
+            return self._pairs(state1, state2, rows, cols, self.shift_blocks, self.weights)
+        # self pairs (x, x) of a symmetric Gram's diagonal tile: half the shift blocks, see
+        # cpu_planes.self_pair_shift_blocks (equal to the full sum up to its rounding)
         out = np.empty((len(rows), len(self.out_layers)))
-        out[same] = self._pairs(state1, state2, rows[same], cols[same], *self.self_tiles)
+        out[same] = self._pairs(state1, state2, rows[same], cols[same], *self.self_blocks)
         if not same.all():
-            out[~same] = self._pairs(state1, state2, rows[~same], cols[~same], self.tiles, self.weights)
+            out[~same] = self._pairs(state1, state2, rows[~same], cols[~same], self.shift_blocks, self.weights)
         return out
 
-    def _pairs(self, state1, state2, rows, cols, tiles, weights):
+    def _pairs(self, state1, state2, rows, cols, blocks, weights):
         (xa, va), (xb, vb) = state1, state2
         s = self.spec
         # Vanilla pairs are cheap (one plane), so reading the two images' maps dominates unless
         # pairs come in small blocks of images whose maps stay in cache: visit the pairs in
         # 8 x 8 image blocks (the results do not depend on the order).
-        order = np.lexsort((cols, rows, cols // _CACHE_BLOCK, rows // _CACHE_BLOCK)) if len(tiles) == 1 else None
+        order = np.lexsort((cols, rows, cols // _CACHE_BLOCK, rows // _CACHE_BLOCK)) if len(blocks) == 1 else None
         if order is not None:
             rows, cols = rows[order], cols[order]
         sums = self._cp.pair_sums(
@@ -101,7 +102,7 @@ class NumbaEngine:
             self.p,
             np.ascontiguousarray(rows),
             np.ascontiguousarray(cols),
-            tiles,
+            blocks,
             weights,
             self.out_layers,
             s.fix_first,
@@ -150,7 +151,7 @@ class PerLayerEngine:
             self.network.forward(R.input_covariance(xb, xb), own_diagonal)
         return xs, [self.xp.concatenate(m) for m in maps]
 
-    def pairs(self, x1, x2, state1, state2, rows, cols):
+    def pairs(self, state1, state2, rows, cols):
         (xa, va), (xb, vb) = state1, state2
         out = np.empty(len(rows))
         for start in range(0, len(rows), self.batch):
@@ -160,12 +161,8 @@ class PerLayerEngine:
                 R.input_covariance(xa[r], xb[c]), lambda k, _s, r=r, c=c: (va[k][r], vb[k][c])
             )
             value = theta if self.ntk else sigma
-            out[start : start + len(rows[start : start + self.batch])] = _to_host(value)
+            out[start : start + len(rows[start : start + self.batch])] = to_host(value)
         return out
-
-
-def _to_host(a) -> np.ndarray:
-    return a.get() if hasattr(a, "get") else np.asarray(a, dtype=np.float64)
 
 
 def make_engine(backend: str, network: Network, shape: tuple, kind: str, dtype: np.dtype, depths=None) -> Engine:

@@ -1,26 +1,28 @@
-"""Fused GPU engine (CuPy): one thread block runs every layer of a tile of displacement planes on chip.
+"""Fused GPU engine (CuPy): one thread block runs every layer of a shift block of displacement planes on chip.
 
 The CUDA source is ``cntk_core/cuda/cntk_planes.cu`` (read with :mod:`importlib.resources`); its
-header explains the tiling. In short: a pair's ``(PQ)^2`` covariance entries split into ``P*Q``
-tiles of ``P*Q`` entries each, tile ``(gi, gj)`` being the entries ``[i, j, i', j']`` with
-``i = (i' + gi) mod P`` and ``j = (j' + gj) mod Q``: up to four displacement planes packed side by
-side, none mixing with another under ``tr3`` or the ReLU map. One block holds one tile in shared
-memory (2 buffers x (Sigma, Theta) x P*Q entries: 16 KB in float32 at 32x32), runs all ``L`` layers
-with one barrier per layer, and writes one float64 partial readout sum; a second kernel adds the
-partials of each pair in tile order (so a value never depends on the launch it was part of). The
-vanilla readout needs only tile ``(0, 0)``, the ``delta = 0`` plane.
+header explains the shift blocks. In short: a pair's ``(PQ)^2`` covariance entries split into
+``P*Q`` shift blocks of ``P*Q`` entries each, shift block ``(gi, gj)`` being the entries
+``[i, j, i', j']`` with ``i = (i' + gi) mod P`` and ``j = (j' + gj) mod Q``: up to four displacement
+planes packed side by side, none mixing with another under ``tr3`` or the ReLU map (the CPU engine,
+:mod:`cntk_core.cpu_planes`, cuts the same entries into shift blocks by one flat shift instead). One
+thread block holds one shift block in shared memory (2 buffers x (Sigma, Theta) x P*Q entries: 16 KB
+in float32 at 32x32), runs all ``L`` layers with one barrier per layer, and writes one float64
+partial readout sum; a second kernel adds the partials of each pair in shift-block order (so a value
+never depends on the launch it was part of). The vanilla readout needs only shift block ``(0, 0)``,
+the ``delta = 0`` plane.
 
-Per device: the kernels are compiled and loaded once per device (CuPy), and a block needing more
+Per device: the kernels are compiled and loaded once per device (CuPy), and a thread block needing more
 than 48 KB of shared memory needs the kernel's limit raised on that device. The limit belongs to
 the kernel, not to one engine, so it is only ever raised, to the largest any engine has launched
 with on that device (``_SMEM_SET``), right before a launch on the device that runs it. An engine
 launches where its prepared images live. Range: images go in with their largest |pixel| inside
-:func:`cntk_core.gram.exponent_window` (``kernel_matrix`` rescales the others exactly), and in
+:func:`cntk_core.scaling.exponent_window` (``kernel_matrix`` rescales the others exactly), and in
 float32 :meth:`FusedGPUEngine.prepare` refuses variance maps that flush-to-zero would empty.
 
 Nothing here imports CuPy at module import time: a machine without CUDA can import this module.
-:func:`emulate_tile` is a NumPy statement of exactly what one block computes (same indexing, same
-arccos formula), checked on the CPU against ``tests/reference.py``; ``tests/cuda_host.py`` builds
+``tests/gpu_emulator.py`` states in NumPy what one thread block computes (same indexing, same
+arccos formula), checked on the CPU against :mod:`cntk_core.testing`; ``tests/cuda_host.py`` builds
 the ``.cu`` itself for the CPU.
 """
 
@@ -35,6 +37,8 @@ from collections.abc import Callable
 import numpy as np
 
 from .architecture import Architecture
+from .recurrence import gap_scale
+from .validation import check_kind
 
 #: rough GPU/CPU-core speed ratio: ``pair_cost`` is divided by it so that the Gram driver (which
 #: sizes its calls for one CPU core) hands the GPU a few thousand GAP pairs per call
@@ -43,13 +47,13 @@ GPU_SPEEDUP = 1000.0
 MAX_PAIRS_PER_LAUNCH = 1 << 18
 #: fraction of the free GPU memory that one launch's partial sums may take
 MEMORY_FRACTION = 0.25
-#: CUDA's limit on blocks per launch (grid.x); a launch has pairs * n_tiles blocks
+#: CUDA's limit on thread blocks per launch (grid.x); a launch has pairs * n_shift_blocks of them
 MAX_BLOCKS = 2**31 - 1
 #: environment variable: threads per block of engines built without ``threads`` (e.g. gpu_check --threads)
 THREADS_ENV = "CNTK_GPU_THREADS"
 #: NVRTC options (CuPy adds ``-ftz=true`` and ``-arch``) and the template instances it compiles
 NVRTC_OPTIONS = ("-std=c++17",)
-NAME_EXPRESSIONS = ("cntk_tiles<float>", "cntk_tiles<double>")
+NAME_EXPRESSIONS = ("cntk_shift_blocks<float>", "cntk_shift_blocks<double>")
 _STATIC_SMEM_LIMIT = 48 * 1024
 _CTYPES = {"float32": "float", "float64": "double"}
 #: dynamic shared memory limit set so far per (device id, kernel name); only ever raised
@@ -61,8 +65,9 @@ def kernel_source() -> str:
     return importlib.resources.files("cntk_core").joinpath("cuda", "cntk_planes.cu").read_text()
 
 
-def tile_list(p: int, q: int, readout: str) -> np.ndarray:
-    """Tiles ``(gi, gj)`` to visit, int32 ``(n_tiles, 2)``: all ``P*Q`` for GAP, ``(0, 0)`` for vanilla.
+def shift_block_list(p: int, q: int, readout: str) -> np.ndarray:
+    """Shift blocks ``(gi, gj)`` to visit, int32 ``(n_shift_blocks, 2)``: all ``P*Q`` for GAP, ``(0, 0)``
+    for vanilla.
 
     The first row is always ``(0, 0)`` (the ``delta = 0`` plane), which the variance pass uses.
     """
@@ -73,7 +78,7 @@ def tile_list(p: int, q: int, readout: str) -> np.ndarray:
 
 
 def threads_for(p: int, q: int) -> int:
-    """Threads per block: the next power of two >= P*Q, between 32 and 256."""
+    """Threads per thread block: the next power of two >= P*Q, between 32 and 256."""
     n = 32
     while n < p * q and n < 256:
         n *= 2
@@ -129,17 +134,17 @@ def run_batched(n: int, batch: int, fn: Callable[[int, int], None], oom_errors: 
 
 
 class FusedGPUEngine:
-    """The paper's architecture on the GPU, one block per (pair, tile); see the module docstring.
+    """The paper's architecture on the GPU, one thread block per (pair, shift block); see the module docstring.
 
     Parameters: ``spec`` (from ``Network.canonical()``), ``shape`` = ``(P, Q, C)`` of the images,
     ``kind`` ``"ntk"`` | ``"nngp"``, ``dtype`` float32 (float arithmetic, float64 readout sums) or
-    float64. ``threads`` overrides the block size (a power of two, 32..1024; default
+    float64. ``threads`` overrides the thread block size (a power of two, 32..1024; default
     ``CNTK_GPU_THREADS`` or :func:`threads_for`); ``max_pairs`` the pairs per launch (default: from
-    free GPU memory; either way at most ``MAX_BLOCKS // n_tiles``).
+    free GPU memory; either way at most ``MAX_BLOCKS // n_shift_blocks``).
 
     Memory: ``prepare`` holds the images and their variance maps ``(n, L, P, Q)`` on the GPU; a
-    launch of B pairs allocates ``B * n_tiles`` float64 partial sums (8 KB per GAP pair at 32x32).
-    Shared memory per block: ``threads * 8 + 4 * P * Q * itemsize`` bytes.
+    launch of B pairs allocates ``B * n_shift_blocks`` float64 partial sums (8 KB per GAP pair at
+    32x32). Shared memory per thread block: ``threads * 8 + 4 * P * Q * itemsize`` bytes.
     """
 
     def __init__(
@@ -152,10 +157,7 @@ class FusedGPUEngine:
         threads: int | None = None,
         max_pairs: int | None = None,
     ):
-        if spec.n_conv < 1:
-            raise ValueError(f"the fused GPU path needs at least one conv layer (depth >= 2), got {spec.n_conv}")
-        if kind not in ("ntk", "nngp"):
-            raise ValueError(f"kind must be 'ntk' or 'nngp', got {kind!r}")
+        check_kind(kind)
         dt = np.dtype(dtype)
         if dt.name not in _CTYPES:
             raise ValueError(f"dtype must be float32 or float64, got {dt}")
@@ -167,10 +169,10 @@ class FusedGPUEngine:
         self.p, self.q, self.c = (int(s) for s in shape)
         if self.p * self.q * self.q >= 2**32:  # the kernel's r = e / Q by reciprocal is exact below
             raise ValueError(f"images of {self.p}x{self.q} are too large for the GPU kernel; use backend='numba'")
-        self.tiles = tile_list(self.p, self.q, spec.readout)
-        self.n_tiles = len(self.tiles)
-        self.scale = 1.0 if spec.readout == "vanilla" else 1.0 / (self.p * self.q) ** 2
-        entries = self.p * self.q * self.n_tiles  # covariance entries per pair
+        self.shift_blocks = shift_block_list(self.p, self.q, spec.readout)
+        self.n_shift_blocks = len(self.shift_blocks)
+        self.scale = 1.0 if spec.readout == "vanilla" else gap_scale(self.p, self.q)
+        entries = self.p * self.q * self.n_shift_blocks  # covariance entries per pair
         self.pair_cost = float(entries * spec.n_conv) / GPU_SPEEDUP
         #: flops per pair by the count of benchmarks/gpu_check.py (for reporting)
         self.flops_per_pair = float(entries) * flops_per_entry(spec.n_conv, self.c, self.ntk)
@@ -178,8 +180,8 @@ class FusedGPUEngine:
         if self.threads < 32 or self.threads > 1024 or self.threads & (self.threads - 1):
             raise ValueError(f"threads must be a power of two in [32, 1024], got {self.threads}")
         self.smem = self.threads * 8 + 4 * self.p * self.q * dt.itemsize
-        #: most pairs one launch may hold: grid.x = pairs * n_tiles <= MAX_BLOCKS
-        self.pair_cap = max(1, MAX_BLOCKS // self.n_tiles)
+        #: most pairs one launch may hold: grid.x = pairs * n_shift_blocks <= MAX_BLOCKS
+        self.pair_cap = max(1, MAX_BLOCKS // self.n_shift_blocks)
         if max_pairs is not None and (isinstance(max_pairs, bool) or int(max_pairs) != max_pairs or max_pairs < 1):
             raise ValueError(f"max_pairs must be a positive integer, got {max_pairs!r}")
 
@@ -187,15 +189,15 @@ class FusedGPUEngine:
 
         self._cp = cupy
         mod = _module()
-        self._name = f"cntk_tiles<{_CTYPES[dt.name]}>"
-        self._tile_kernel = mod.get_function(self._name)
+        self._name = f"cntk_shift_blocks<{_CTYPES[dt.name]}>"
+        self._shift_block_kernel = mod.get_function(self._name)
         self._reduce_kernel = mod.get_function("cntk_reduce")
-        self._tiles_dev: dict[int, object] = {}  # the tile list, per device id
+        self._shift_blocks_dev: dict[int, object] = {}  # the shift block list, per device id
         self._on_device()  # fails now if the current device cannot run it
         self.max_pairs = min(int(max_pairs), self.pair_cap) if max_pairs else self._pairs_from_memory()
 
     def _on_device(self):
-        """The tile list on the current device, where the kernel's shared-memory limit is now at least
+        """The shift block list on the current device, where the kernel's shared-memory limit is now at least
         ``self.smem`` (raised if needed; never lowered, since other engines launch the same kernel)."""
         cp = self._cp
         device = cp.cuda.Device()
@@ -209,35 +211,37 @@ class FusedGPUEngine:
                     f"{self.dtype}, more than GPU {dev}'s {limit}; use dtype='float32', smaller images, "
                     "or backend='numba'"
                 )
-            self._tile_kernel.max_dynamic_shared_size_bytes = self.smem
+            self._shift_block_kernel.max_dynamic_shared_size_bytes = self.smem
             _SMEM_SET[key] = self.smem
-        if dev not in self._tiles_dev:
-            self._tiles_dev[dev] = cp.asarray(self.tiles.ravel())
-        return self._tiles_dev[dev]
+        if dev not in self._shift_blocks_dev:
+            self._shift_blocks_dev[dev] = cp.asarray(self.shift_blocks.ravel())
+        return self._shift_blocks_dev[dev]
 
     def _pairs_from_memory(self) -> int:
         cp = self._cp
         free, _total = cp.cuda.runtime.memGetInfo()
         free += cp.get_default_memory_pool().free_bytes()
-        per_pair = 8 * self.n_tiles + 24
+        per_pair = 8 * self.n_shift_blocks + 24
         return int(max(1, min(MAX_PAIRS_PER_LAUNCH, MEMORY_FRACTION * free // per_pair, self.pair_cap)))
 
-    def _launch(self, xa, xb, va, vb, rows, cols, n_tiles: int, record: bool):
-        """Run the tile kernel on ``len(rows)`` pairs and reduce: float64 CuPy array ``(n_pairs,)``,
-        on the current device."""
+    def _launch(self, xa, xb, va, vb, rows, cols, n_blocks: int, record: bool):
+        """Run the shift-block kernel on ``len(rows)`` pairs x ``n_blocks`` shift blocks and reduce:
+        float64 CuPy array ``(n_pairs,)``, on the current device."""
         cp = self._cp
         i32 = np.int32
         n = int(len(rows))
-        if n * n_tiles > MAX_BLOCKS:
-            raise ValueError(f"{n} pairs x {n_tiles} tiles is more blocks than one launch can have ({MAX_BLOCKS})")
-        tiles_dev = self._on_device()
-        partial = cp.empty(n * n_tiles, cp.float64)
-        args = (xa, xb, va, vb, rows, cols, tiles_dev, i32(n_tiles), i32(self.p), i32(self.q), i32(self.c))
+        if n * n_blocks > MAX_BLOCKS:
+            raise ValueError(
+                f"{n} pairs x {n_blocks} shift blocks is more thread blocks than one launch can have ({MAX_BLOCKS})"
+            )
+        blocks_dev = self._on_device()
+        partial = cp.empty(n * n_blocks, cp.float64)
+        args = (xa, xb, va, vb, rows, cols, blocks_dev, i32(n_blocks), i32(self.p), i32(self.q), i32(self.c))
         args += (i32(self.spec.n_conv), i32(self.spec.fix_first), i32(self.spec.fix_last), i32(self.ntk))
         args += (i32(record), partial)
-        self._tile_kernel((n * n_tiles,), (self.threads,), args, shared_mem=self.smem)
+        self._shift_block_kernel((n * n_blocks,), (self.threads,), args, shared_mem=self.smem)
         out = cp.empty(n, cp.float64)
-        self._reduce_kernel(((n + 255) // 256,), (256,), (partial, i32(n), i32(n_tiles), np.float64(self.scale), out))
+        self._reduce_kernel(((n + 255) // 256,), (256,), (partial, i32(n), i32(n_blocks), np.float64(self.scale), out))
         return out
 
     def prepare(self, x):
@@ -245,12 +249,12 @@ class FusedGPUEngine:
         ``(n, L, P, Q)`` there (O(n)).
 
         Refuses (``ValueError``) images whose largest |pixel| is outside
-        :func:`cntk_core.gram.exponent_window` (``kernel_matrix`` scales those exactly), and in
+        :func:`cntk_core.scaling.exponent_window` (``kernel_matrix`` scales those exactly), and in
         float32 (``FloatingPointError``) maps whose largest variance at some layer is below
         :func:`ftz_floor`: ``-ftz=true`` would zero entries that matter (the kernel itself shrinks
         out of float32's range with depth, e.g. tiny images in deep networks; use float64).
         """
-        from .gram import exponent_window
+        from .scaling import exponent_window
 
         cp = self._cp
         x = np.asarray(x)
@@ -268,10 +272,10 @@ class FusedGPUEngine:
                 )
         xd = cp.asarray(np.ascontiguousarray(x, dtype=self.dtype))
         v = cp.zeros((n, self.spec.n_conv, self.p, self.q), self.dtype)
-        if n == 0:  # a launch of no blocks is an error in CUDA
+        if n == 0:  # a launch of no thread blocks is an error in CUDA
             return xd, v
         idx = cp.arange(n, dtype=cp.int32)
-        # the first tile is (0, 0): the self pair's delta = 0 plane, in record mode
+        # the first shift block is (0, 0): the self pair's delta = 0 plane, in record mode
         self._launch(xd, xd, v, v, idx, idx, 1, True)
         if self.dtype == np.float32:
             peak = v.reshape(n, self.spec.n_conv, -1).max(axis=2)
@@ -283,11 +287,11 @@ class FusedGPUEngine:
                 )
         return xd, v
 
-    def pairs(self, x1, x2, state1, state2, rows, cols) -> np.ndarray:
+    def pairs(self, state1, state2, rows, cols) -> np.ndarray:
         """Readout values of the pairs ``(block1[rows[k]], block2[cols[k]])``: float64 ``(n_pairs,)``.
 
-        ``state1``/``state2`` come from :meth:`prepare`; ``x1``/``x2`` are unused (kept for the
-        engine interface). Scaled like :class:`cntk_core.engines.NumbaEngine`.
+        ``state1``/``state2`` come from :meth:`prepare` of the two blocks of images. Scaled like
+        :class:`cntk_core.engines.NumbaEngine`.
         """
         cp = self._cp
         (xa, va), (xb, vb) = state1, state2
@@ -307,7 +311,7 @@ class FusedGPUEngine:
         def run(lo: int, hi: int) -> None:
             r = cp.asarray(rows[lo:hi].astype(np.int32))
             c = cp.asarray(cols[lo:hi].astype(np.int32))
-            out[lo:hi] = self._launch(xa, xb, va, vb, r, c, self.n_tiles, False).get()
+            out[lo:hi] = self._launch(xa, xb, va, vb, r, c, self.n_shift_blocks, False).get()
 
         def free_pool() -> None:
             cp.get_default_memory_pool().free_all_blocks()
@@ -328,100 +332,3 @@ def flops_per_entry(n_conv: int, channels: int, ntk: bool = True) -> float:
     relu = 14.0 if ntk else 11.0
     theta_box = 8.0 * (n_conv - 1) if ntk else 0.0
     return 2.0 * channels + 8.0 * n_conv + theta_box + relu * n_conv + 1.0
-
-
-# ---------------------------------------------------------------------------------------------
-# NumPy statement of one block (CPU-checkable copy of cntk_planes.cu:tile_thread)
-# ---------------------------------------------------------------------------------------------
-
-
-def _box3_tile(src, up, down, left, right):
-    """``box3`` of the .cu for every entry of a tile at once (neighbour masks per row/column)."""
-    p, q = src.shape
-    padded = np.zeros((p + 2, q + 2), src.dtype)
-    padded[1:-1, 1:-1] = src
-    rmask = {-1: up, 0: np.ones_like(up), 1: down}
-    cmask = {-1: left, 0: np.ones_like(left), 1: right}
-    acc = np.zeros_like(src)
-    for a in (-1, 0, 1):
-        for b in (-1, 0, 1):
-            acc += np.where(rmask[a] & cmask[b], padded[1 + a : 1 + a + p, 1 + b : 1 + b + q], 0)
-    return acc
-
-
-def _relu_dual_tile(s, prod):
-    """``relu_dual`` of the .cu, elementwise, with the cancellation-free arccos."""
-    t = s.dtype.type
-    pos = prod > 0
-    norm = np.where(pos, np.sqrt(np.where(pos, prod, 1)), t(0))
-    rho = np.clip(np.where(pos, s / np.where(pos, norm, 1), t(0)), t(-1), t(1))
-    angle = np.where(rho > t(0.5), t(2) * np.arcsin(np.sqrt((t(1) - rho) * t(0.5))), np.arccos(rho))
-    pi, inv9pi = t(math.pi), t(1.0 / (9.0 * math.pi))
-    k = norm * (rho * (pi - angle) + np.sqrt(t(1) - rho * rho)) * inv9pi
-    return k, (pi - angle) * inv9pi
-
-
-def emulate_tile(xa, xb, va, vb, gi, gj, n_conv, fix_first, fix_last, ntk, record=False) -> float:
-    """What one block of ``cntk_tiles`` computes: the float64 readout sum of tile ``(gi, gj)``.
-
-    xa, xb: ``(P, Q, C)`` images in the arithmetic dtype; va, vb: ``(L, P, Q)`` variance maps
-    (with ``record``, ``va`` receives the maps of the self pair ``xa == xb`` and ``vb`` is unused).
-    Tile entry ``[r, c]`` is covariance entry ``[i, j, r, c]``, ``i = (r + gi) % P``, ``j = (c + gj) % Q``.
-    """
-    p, q, _ = xa.shape
-    r = np.arange(p)[:, None]
-    c = np.arange(q)[None, :]
-    i = (r + gi) % p
-    j = (c + gj) % q
-    up, down = (r > 0) & (i > 0), (r < p - 1) & (i < p - 1)
-    left, right = (c > 0) & (j > 0), (c < q - 1) & (j < q - 1)
-    s_src = np.einsum("abk,abk->ab", xa[i, j], xb)  # S0
-    t_src = np.zeros_like(s_src)
-    total = 0.0
-    for h in range(1, n_conv + 1):
-        s = _box3_tile(s_src, up, down, left, right)
-        if h == 1:
-            t = np.zeros_like(s) if fix_first else s.copy()
-        else:
-            t = _box3_tile(t_src, up, down, left, right)
-        if record:
-            va[h - 1] = s
-            prod = s * s
-        else:
-            prod = va[h - 1][i, j] * vb[h - 1]
-        k, k_dot = _relu_dual_tile(s, prod)
-        t = k_dot * t
-        if not (fix_last and h == n_conv):
-            t = t + k
-        s_src, t_src = k, t
-        if h == n_conv:
-            total = float((t if ntk else k).astype(np.float64).sum())
-    return total
-
-
-def emulate_matrix(x1, x2, spec: Architecture, kind: str = "ntk", dtype="float64") -> np.ndarray:
-    """``[n1, n2]`` kernel from :func:`emulate_tile` over all tiles (small inputs only: CPU tests)."""
-    dt = np.dtype(dtype)
-    x1 = np.asarray(x1, dt)
-    x2 = np.asarray(x2, dt)
-    p, q = x1.shape[1], x1.shape[2]
-    tiles = tile_list(p, q, spec.readout)
-    scale = 1.0 if spec.readout == "vanilla" else 1.0 / (p * q) ** 2
-    L = spec.n_conv
-
-    def variances(x):
-        v = np.zeros((len(x), L, p, q), dt)
-        for n, img in enumerate(x):
-            emulate_tile(img, img, v[n], v[n], 0, 0, L, True, False, True, record=True)
-        return v
-
-    v1, v2 = variances(x1), variances(x2)
-    out = np.empty((len(x1), len(x2)))
-    for a in range(len(x1)):
-        for b in range(len(x2)):
-            parts = [
-                emulate_tile(x1[a], x2[b], v1[a], v2[b], gi, gj, L, spec.fix_first, spec.fix_last, kind == "ntk")
-                for gi, gj in tiles
-            ]
-            out[a, b] = sum(parts) * scale  # tile order, as cntk_reduce
-    return out

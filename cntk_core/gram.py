@@ -1,17 +1,44 @@
-"""Gram matrices in tiles: the public :func:`kernel_matrix` and :func:`network_kernel`."""
+"""Gram matrices in tiles: the public :func:`kernel_matrix`, :func:`kernel_matrices` and :func:`network_kernel`.
+
+A *tile* is a block of the Gram matrix: up to ``block_size`` rows times ``block_size`` columns of
+images (for a symmetric Gram only tiles on or above the diagonal). The driver prepares each tile's
+row and column images once (the engine's per-image state), then asks the engine for the tile's
+pairs in calls of bounded work; between two calls it reports progress and asks whether to stop.
+
+Hooks for front ends (the lab's widgets use them; a script passes ``progress=True``):
+
+- ``progress``: ``True`` / ``False`` / ``None`` (a tqdm bar, none, or one only for long calls), or
+  a callable ``progress(done, total)`` called after every engine call with the number of kernel
+  entries computed so far and in all (a symmetric Gram counts its upper triangle).
+- ``cancel``: a callable with no arguments, called before every engine call; a true result stops
+  the call with :class:`KernelCancelled` (it may also raise its own exception). Finished tiles stay
+  in ``out``.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import replace
 from numbers import Real
 
 import numpy as np
 
+from .architecture import Architecture
 from .backend import resolve_backend
 from .engines import make_engine
 from .layers import Network
-from .presets import cntk
-from .validation import as_images, check_dtype, check_flag, check_int, check_kind, check_pair, is_float64
+from .scaling import scaled_back, unit_scaled
+from .validation import (
+    ParameterError,
+    ParameterTypeError,
+    as_images,
+    check_dtype,
+    check_flag,
+    check_int,
+    check_kind,
+    check_pair,
+    is_float64,
+)
 
 #: work (layer-entries) per engine call; ~0.2-1 s on one CPU core, so progress and Ctrl-C stay live
 _WORK_PER_CALL = 4e7
@@ -20,14 +47,12 @@ _WORK_PER_CALL = 4e7
 _BLOCK = 256
 #: total work above which a progress bar is shown by default (~ a few seconds)
 _WORK_FOR_PROGRESS = 3e8
-#: images whose largest |pixel| lies outside [2^-_SAFE_EXPONENT, 2^_SAFE_EXPONENT] are scaled by a
-#: power of two before the engine sees them (their products would leave float32's range, or at
-#: 1e150 float64's, and give inf / NaN), and their kernel values scaled back; float32 narrows this
-#: window further (:func:`exponent_window`)
-_SAFE_EXPONENT = 32
-#: bits by which the largest variance of an image may shrink over the layers (measured: 2^-6.5 for
-#: one bright corner pixel of a 32x32 image at depth 21, 2^-7.4 for a 5x5 one), kept in float range
-_DEPTH_HEADROOM = 10
+Progress = bool | None | Callable[[int, int], object]
+Cancel = Callable[[], object] | None
+
+
+class KernelCancelled(Exception):
+    """Raised by the Gram driver when its ``cancel`` hook answers true; finished tiles are kept."""
 
 
 def kernel_matrix(
@@ -42,9 +67,10 @@ def kernel_matrix(
     fix_last: bool | None = None,
     dtype="float64",
     backend: str | None = None,
-    progress: bool | None = None,
+    progress: Progress = None,
     block_size: int | None = None,
     out: np.ndarray | None = None,
+    cancel: Cancel = None,
 ) -> np.ndarray:
     """CNTK (``kind="ntk"``) or CNN-GP (``kind="nngp"``) Gram matrix of the paper's network.
 
@@ -58,8 +84,10 @@ def kernel_matrix(
         set the two halves separately. NNGP values do not depend on fix.
     dtype : arithmetic precision, ``"float64"`` (default) or ``"float32"``; sums are float64.
     backend : ``"numba"`` | ``"numpy"`` | ``"cupy"`` | ``None`` (``CNTK_BACKEND`` or automatic).
-    progress : show a tqdm bar; ``None`` shows one only for long calls.
+    progress : show a tqdm bar; ``None`` shows one only for long calls; or a callable
+        ``progress(done, total)`` (kernel entries), see the module docstring.
     block_size : images per Gram tile side (default 256).
+    cancel : a callable asked before every engine call; true stops with :class:`KernelCancelled`.
     out : optional float64 ``[n1, n2]`` array (e.g. ``np.memmap``, a zarr array; either byte order)
         to write into. Checked before any work, without changing it: a call that fails before its
         first kernel values (a bad argument, an unusable backend) leaves ``out`` as it was. A call
@@ -73,36 +101,46 @@ def kernel_matrix(
     their variance maps (``block * depth * P * Q`` numbers each) and the engine's per-batch buffers
     (see :mod:`cntk_core.engines`); nothing grows with ``n1 * n2`` except the result itself.
     Images of extreme scale (largest |pixel| at or above 2^32, or below 2^-33; in float32 with 3
-    channels at or above 2^29, or below 2^-14: see :func:`exponent_window`) are computed on a copy
+    channels at or above 2^29, or below 2^-14: see :func:`cntk_core.scaling.exponent_window`) are computed on a copy
     scaled by a power of two, which is exact: the kernel is homogeneous, K(a x, b x') = a b K(x, x')
     for a, b > 0. So 1e150-scale pixels give their finite kernel instead of NaN; a kernel beyond
     float64's range (about 1e308) raises ``OverflowError``.
     """
-    network = cntk(depth, readout, fix, fix_first=fix_first, fix_last=fix_last)
+    arch = Architecture.from_options(depth, readout, fix, fix_first, fix_last)
     return network_kernel(
-        network, x1, x2, kind=kind, dtype=dtype, backend=backend, progress=progress, block_size=block_size, out=out
+        arch,
+        x1,
+        x2,
+        kind=kind,
+        dtype=dtype,
+        backend=backend,
+        progress=progress,
+        block_size=block_size,
+        out=out,
+        cancel=cancel,
     )
 
 
 def network_kernel(
-    network: Network,
+    network: Network | Architecture,
     x1,
     x2=None,
     *,
     kind: str = "ntk",
     dtype="float64",
     backend: str | None = None,
-    progress: bool | None = None,
+    progress: Progress = None,
     block_size: int | None = None,
     out: np.ndarray | None = None,
+    cancel: Cancel = None,
 ) -> np.ndarray:
-    """Gram matrix of any :class:`~cntk_core.layers.Network`; see :func:`kernel_matrix`.
+    """Gram matrix of an :class:`~cntk_core.architecture.Architecture` or of any
+    :class:`~cntk_core.layers.Network` (or list of layers); see :func:`kernel_matrix`.
 
     The paper's architecture runs on the fused path of the chosen backend; any other layer list
     runs on the per-layer path (full ``(P Q)^2`` tensors per pair: keep such images small).
     """
-    if not isinstance(network, Network):
-        network = Network(network)
+    network = as_network(network)
     if not network:
         raise ValueError(
             "the network has no layers; e.g. cntk_core.cntk(depth=3) or [Conv(3), ReLU(), GlobalAvgPool(), Dense()]"
@@ -114,8 +152,21 @@ def network_kernel(
     out = np.empty(shape) if out is None else _check_out(out, shape)
     engine = make_engine(resolve_backend(backend), network, x1.shape[1:], kind, dt)
     _probe_out(out)  # after every other check: nothing is written into out before the work starts
-    _fill(engine, x1, x2, symmetric, [out], progress, block_size)
+    _fill(engine, x1, x2, symmetric, [out], progress, block_size, cancel)
     return out
+
+
+def as_network(network) -> Network:
+    """``network`` as a :class:`Network`: an Architecture's layer list, or a list of layers."""
+    if isinstance(network, Architecture):
+        return network.network()
+    return network if isinstance(network, Network) else Network(network)
+
+
+def depths_in_one_pass(backend: str | None = None) -> bool:
+    """Whether :func:`kernel_matrices` on ``backend`` (``None``: the automatic choice) computes all
+    its depths in one pass at the cost of the deepest (the fused CPU engine), or one call per depth."""
+    return resolve_backend(backend) == "numba"
 
 
 def kernel_matrices(
@@ -130,33 +181,45 @@ def kernel_matrices(
     fix_last: bool | None = None,
     dtype="float64",
     backend: str | None = None,
-    progress: bool | None = None,
+    progress: Progress = None,
     block_size: int | None = None,
+    cancel: Cancel = None,
 ) -> dict[int, np.ndarray]:
     """``{depth: kernel_matrix(..., depth=depth)}`` for several depths, in one pass where possible.
 
     The recurrence of depth ``d`` is a prefix of that of any deeper network, so the fused CPU
     engine reads every requested depth out on the way to the deepest one: the cost is that of the
-    deepest network alone. Other backends loop over the depths. Allocates one float64
+    deepest network alone (:func:`depths_in_one_pass`). Other backends loop over the depths (a
+    ``progress`` callable then counts the entries of all depths). Allocates one float64
     ``[n1, n2]`` result per depth; otherwise as :func:`kernel_matrix`.
     """
     depths = _check_depths(depths)
-    network = cntk(depths[-1], readout, fix, fix_first=fix_first, fix_last=fix_last)
+    arch = Architecture.from_options(depths[-1], readout, fix, fix_first, fix_last)
     check_kind(kind)
     dt = check_dtype(dtype)
     name = resolve_backend(backend)
     x1, x2, symmetric = _inputs(x1, x2)
-    engine = make_engine(name, network, x1.shape[1:], kind, dt, depths=depths)
+    engine = make_engine(name, arch.network(), x1.shape[1:], kind, dt, depths=depths)
     if not getattr(engine, "multi_depth", False):
-        opts = dict(readout=readout, fix=fix, kind=kind, fix_first=fix_first, fix_last=fix_last, dtype=dtype)
         x2_arg = None if symmetric else x2
-        return {
-            d: kernel_matrix(x1, x2_arg, depth=d, backend=name, progress=progress, block_size=block_size, **opts)
-            for d in depths
-        }
+        results = {}
+        for k, d in enumerate(depths):
+            hook = _offset_progress(progress, k, len(depths))
+            results[d] = network_kernel(
+                replace(arch, depth=d), x1, x2_arg, kind=kind, dtype=dtype, backend=name, progress=hook,
+                block_size=block_size, cancel=cancel,
+            )  # fmt: skip
+        return results
     outs = [np.empty((len(x1), len(x2))) for _ in depths]
-    _fill(engine, x1, x2, symmetric, outs, progress, block_size)
+    _fill(engine, x1, x2, symmetric, outs, progress, block_size, cancel)
     return dict(zip(depths, outs, strict=True))
+
+
+def _offset_progress(progress: Progress, k: int, n: int) -> Progress:
+    """The ``k``-th of ``n`` equal calls' share of a ``progress`` callable (booleans unchanged)."""
+    if not callable(progress):
+        return progress
+    return lambda done, total: progress(k * total + done, n * total)
 
 
 def _check_out(out, shape: tuple[int, int]):
@@ -165,13 +228,13 @@ def _check_out(out, shape: tuple[int, int]):
     ``out[rows, cols] = values`` coordinate assignment, such as a zarr array; else ``ValueError``.
     Writes nothing (see :func:`_probe_out`)."""
     if not all(hasattr(out, a) for a in ("shape", "dtype", "__setitem__")):
-        raise ValueError(
-            f"out must be a float64 array of shape {shape} (NumPy, np.memmap, zarr), got {type(out).__name__}"
+        raise ParameterError(
+            "out", f"out must be a float64 array of shape {shape} (NumPy, np.memmap, zarr), got {type(out).__name__}"
         )
     if tuple(out.shape) != shape or not is_float64(out.dtype):
-        raise ValueError(f"out must be a float64 array of shape {shape}, got {out.dtype} {tuple(out.shape)}")
+        raise ParameterError("out", f"out must be a float64 array of shape {shape}, got {out.dtype} {tuple(out.shape)}")
     if isinstance(out, np.ndarray) and not out.flags.writeable:
-        raise ValueError("out is read-only (e.g. a memmap opened with mode='r'); pass a writeable array")
+        raise ParameterError("out", "out is read-only (e.g. a memmap opened with mode='r'); pass a writeable array")
     return out
 
 
@@ -186,9 +249,10 @@ def _probe_out(out) -> None:
             raise PermissionError("the array was opened read-only")
         out[empty, empty] = np.zeros(0)
     except Exception as exc:
-        raise ValueError(
+        raise ParameterError(
+            "out",
             f"out ({type(out).__name__}) cannot take out[rows, cols] = values ({type(exc).__name__}: {exc}); "
-            "pass a writeable NumPy array, np.memmap or zarr array"
+            "pass a writeable NumPy array, np.memmap or zarr array",
         ) from None
 
 
@@ -200,9 +264,11 @@ def _check_depths(depths) -> list[int]:
     try:
         items = list(depths)
     except TypeError:
-        raise TypeError(f"depths must be an integer or a list of integers >= 2, got {depths!r}") from None
+        raise ParameterTypeError(
+            "depths", f"depths must be an integer or a list of integers >= 2, got {depths!r}"
+        ) from None
     if not items:
-        raise ValueError("depths must name at least one depth")
+        raise ParameterError("depths", "depths must name at least one depth")
     return sorted({check_int(d, f"depths[{i}]", 2) for i, d in enumerate(items)})
 
 
@@ -216,41 +282,56 @@ def _inputs(x1, x2):
     return x1, x2, False
 
 
-def _fill(engine, x1, x2, symmetric: bool, outs: list, progress, block_size) -> None:
+def _fill(engine, x1, x2, symmetric: bool, outs: list, progress: Progress, block_size, cancel: Cancel) -> None:
     """Evaluate every needed pair tile by tile into ``outs`` (one array per engine output)."""
     if block_size is not None:
         block_size = check_int(block_size, "block_size", 1, " (images per tile side)")
-    progress = check_flag(progress, "progress", allow_none=True)
+    report = progress if callable(progress) else None
+    progress = None if report else check_flag(progress, "progress", allow_none=True)
+    if cancel is not None and not callable(cancel):
+        raise ParameterTypeError("cancel", f"cancel must be a callable with no arguments or None, got {cancel!r}")
     n1, n2 = len(x1), len(x2)
     dtype = getattr(engine, "dtype", np.float64)  # the engine's arithmetic sets the range window
-    x1, e1 = _unit_scaled(x1, dtype)
-    x2, e2 = (x1, e1) if symmetric else _unit_scaled(x2, dtype)
+    x1, e1 = unit_scaled(x1, dtype)
+    x2, e2 = (x1, e1) if symmetric else unit_scaled(x2, dtype)
     scaled = bool(e1.any() or e2.any())
-    tiles = _tiles(n1, n2, symmetric, block_size or _BLOCK)
+    tiles = _gram_tiles(n1, n2, symmetric, block_size or _BLOCK)
     n_pairs = n1 * (n1 + 1) // 2 if symmetric else n1 * n2
     per_call = max(1, int(_WORK_PER_CALL // engine.pair_cost))
-    show = progress if progress is not None else n_pairs * engine.pair_cost > _WORK_FOR_PROGRESS
+    show = progress if progress is not None else report is None and n_pairs * engine.pair_cost > _WORK_FOR_PROGRESS
     bar = _progress_bar(n_pairs, show, "kernel entries")
+    done = 0
     try:
         state_rows = None
         for r0, r1, c0, c1, rows, cols in tiles:
+            _check_cancel(cancel)
             if state_rows is None or state_rows[0] != (r0, r1):
                 state_rows = ((r0, r1), engine.prepare(x1[r0:r1]))
             state_cols = state_rows[1] if symmetric and (r0, r1) == (c0, c1) else engine.prepare(x2[c0:c1])
             for k in range(0, len(rows), per_call):
+                if k:
+                    _check_cancel(cancel)
                 rr, cc = rows[k : k + per_call], cols[k : k + per_call]
-                values = np.asarray(engine.pairs(x1, x2, state_rows[1], state_cols, rr, cc)).reshape(len(rr), -1)
+                values = np.asarray(engine.pairs(state_rows[1], state_cols, rr, cc)).reshape(len(rr), -1)
                 if not np.isfinite(values).all():  # before scaling back: that raises OverflowError
                     raise FloatingPointError(_NON_FINITE)
                 if scaled:
-                    values = _scaled_back(values, e1[r0 + rr] + e2[c0 + cc])
+                    values = scaled_back(values, e1[r0 + rr] + e2[c0 + cc])
                 for j, out in enumerate(outs):
                     out[r0 + rr, c0 + cc] = values[:, j]
                     if symmetric:
                         out[c0 + cc, r0 + rr] = values[:, j]
                 bar.update(len(rr))
+                done += len(rr)
+                if report is not None:
+                    report(done, n_pairs)
     finally:
         bar.close()
+
+
+def _check_cancel(cancel: Cancel) -> None:
+    if cancel is not None and cancel():
+        raise KernelCancelled("the kernel computation was cancelled; finished tiles are kept in out")
 
 
 _NON_FINITE = (
@@ -260,59 +341,7 @@ _NON_FINITE = (
 )
 
 
-def exponent_window(dtype, channels: int) -> tuple[int, int]:
-    """``(lo, hi)``: images whose largest |pixel| is ``m 2^e`` (1/2 <= m < 1) with ``lo <= e <= hi``
-    go to the engines unscaled in arithmetic ``dtype``; :func:`_unit_scaled` scales the others.
-
-    The one rule for every engine; the tightest is the GPU kernel (``cntk_core/cuda/cntk_planes.cu``),
-    which forms products of two variances, ``va * vb`` and ``s * s``. Every variance is at most
-    ``9 C peak^2`` (layer 1's 3x3 box sum of C-channel products; the ReLU map and the later box sums
-    never grow the largest one), so the products stay below ``81 C^2 2^(4e)``: ``hi`` keeps that
-    under half the dtype's largest number. At the small end, NVRTC's ``-ftz=true`` (CuPy always adds
-    it) flushes float32 products below the smallest normal number to zero, and the entry's K with
-    them; such an entry's K is below ``sqrt(tiny)``, while the image's largest layer-1 variance is
-    at least ``peak^2 >= 2^(2e - 2)``: ``lo`` keeps the flushed entries below ``2^-(digits +
-    _DEPTH_HEADROOM)`` of it, i.e. under the dtype's rounding after the shrinking over depth. Both
-    ends stay within ``[-_SAFE_EXPONENT, _SAFE_EXPONENT]``. float32 with 3 channels: ``(-13, 29)``;
-    float64: ``(-32, 32)``. Scaling by a power of two is exact, so the window never changes a value
-    that is inside the range.
-    """
-    info = np.finfo(dtype)
-    top, bottom = math.log2(float(info.max)), math.log2(float(info.tiny))
-    hi = math.floor((top - 1 - 2 * math.log2(9 * max(int(channels), 1))) / 4)
-    lo = math.ceil((bottom / 2 + info.nmant + 1 + _DEPTH_HEADROOM + 2) / 2)
-    return max(lo, -_SAFE_EXPONENT), max(0, min(hi, _SAFE_EXPONENT))
-
-
-def _unit_scaled(x: np.ndarray, dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
-    """``(x', e)``: x' = x * 2^-e per image, e (int32 ``[n]``) nonzero only for images whose largest
-    |pixel| has its exponent outside :func:`exponent_window` (float64: [2^-33, 2^32)); their largest
-    |pixel| becomes [1/2, 1). Returns ``x`` itself when no image needs it; else allocates one scaled
-    copy of ``x``. The peaks are found without a temporary copy (per-image max and min of a view)."""
-    flat = x.reshape(len(x), -1)
-    peak = np.maximum(flat.max(axis=1), -flat.min(axis=1))
-    exponent = np.frexp(peak)[1].astype(np.int32)  # peak = m 2^e, 1/2 <= m < 1 (e = 0 for 0)
-    lo, hi = exponent_window(dtype, x.shape[-1])
-    exponent[(exponent >= lo) & (exponent <= hi)] = 0
-    if not exponent.any():
-        return x, exponent
-    return np.ldexp(x, -exponent[:, None, None, None]), exponent
-
-
-def _scaled_back(values: np.ndarray, exponents: np.ndarray) -> np.ndarray:
-    """Kernel values of scaled images (:func:`_unit_scaled`) times 2^(e1 + e2), or ``OverflowError``."""
-    with np.errstate(over="ignore"):
-        values = np.ldexp(values, exponents[:, None])
-    if not np.isfinite(values).all():
-        raise OverflowError(
-            "kernel values exceed float64's range (~1.8e308): the images' pixels are too large for the "
-            "kernel itself to be a float64 number. Divide the images by a scale s and keep s apart: the "
-            "kernel is homogeneous, K(x / s, x' / s) = K(x, x') / s^2"
-        )
-    return values
-
-
-def _tiles(n1: int, n2: int, symmetric: bool, block: int):
+def _gram_tiles(n1: int, n2: int, symmetric: bool, block: int):
     """Yield ``(r0, r1, c0, c1, rows, cols)``: tile bounds and the pair indices inside the tile.
 
     For a symmetric Gram only tiles on or above the diagonal, and within diagonal tiles only

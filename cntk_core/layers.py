@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from . import recurrence as R
 from .architecture import Architecture
-from .validation import check_flag, check_int
+from .validation import ParameterError, check_flag, check_int
 
 VarianceSource = Callable[[int, object], tuple]
 
@@ -61,7 +61,9 @@ class Conv(Layer):
     def __post_init__(self):
         size = check_int(self.size, "Conv size", 1, " (odd)")
         if size % 2 == 0:
-            raise ValueError(f"Conv size must be a positive odd integer (SAME padding is symmetric), got {size}")
+            raise ParameterError(
+                "size", f"Conv size must be a positive odd integer (SAME padding is symmetric), got {size}"
+            )
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "fixed", check_flag(self.fixed, "Conv fixed"))
 
@@ -100,11 +102,9 @@ class AvgPool(Layer):
 
     def _pool(self, t):
         w = self.window
-        b, p, q = t.shape[0], t.shape[1] // w, t.shape[2] // w
-        if p == 0 or q == 0:
+        if t.shape[1] < w or t.shape[2] < w:
             raise ValueError(f"AvgPool({w}) does not fit a {t.shape[1]}x{t.shape[2]} feature map")
-        t = t[:, : p * w, : q * w, : p * w, : q * w]
-        return t.reshape(b, p, w, q, w, p, w, q, w).mean(axis=(2, 4, 6, 8))
+        return R.block_mean(t, w, (1, 2, 3, 4))
 
     def apply(self, sigma, theta, variances, relu_index):
         return self._pool(sigma), self._pool(theta)

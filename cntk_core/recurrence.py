@@ -35,24 +35,6 @@ def get_array_module(a):
     return np
 
 
-def box_sum(a, size: int = 3):
-    """Sum over ``size x size`` windows of the two trailing axes, zero padded ("SAME").
-
-    Shapes: ``(..., H, W) -> (..., H, W)``. The nine (or ``size**2``) shifted terms are added in a
-    fixed order (row shift outer, column shift inner) so that every backend rounds identically.
-    """
-    xp = get_array_module(a)
-    r = size // 2
-    h, w = a.shape[-2], a.shape[-1]
-    pad = [(0, 0)] * (a.ndim - 2) + [(r, r), (r, r)]
-    padded = xp.pad(a, pad)
-    out = xp.zeros_like(a)
-    for da in range(size):
-        for db in range(size):
-            out += padded[..., da : da + h, db : db + w]
-    return out
-
-
 def tr3(a, size: int = 3):
     """The paper's tr3 on a batch of covariance tensors ``(B, P, Q, P, Q) -> (B, P, Q, P, Q)``."""
     xp = get_array_module(a)
@@ -72,12 +54,36 @@ def input_covariance(x1, x2):
     return xp.einsum("bijc,bklc->bijkl", x1, x2)
 
 
+def arccos_j(rho, angle=None):
+    """The ReLU duals, stated once: ``(J1, J0)`` of a correlation ``rho``, elementwise.
+
+    With ``theta = arccos rho``: ``J1 = rho (pi - theta) + sqrt(1 - rho^2)`` and
+    ``J0 = pi - theta``, Cho and Saul's arc-cosine functions. For unit-variance jointly Gaussian
+    ``u, v`` of correlation ``rho``, ``2 E[relu(u) relu(v)] = J1 / pi`` and
+    ``2 E[step(u) step(v)] = J0 / pi`` (the normalised duals ``kappa1``, ``kappa0``). Every caller
+    applies its own normalisation to these two expressions (``relu_dual`` multiplies by
+    ``1 / (9 pi)``, the finite nets' closed forms divide by ``pi``), so that each path keeps its
+    rounding.
+
+    ``rho``: NumPy or CuPy float array already in ``[-1, 1]`` (the caller clips it and decides
+    what a zero variance means); ``pi`` is taken in ``rho``'s dtype. ``angle``: ``arccos(rho)``
+    when ``None``; an emulation of a kernel that forms the angle another way (the CUDA shift blocks'
+    cancellation-free ``2 arcsin(sqrt((1 - rho) / 2))`` above ``rho = 1/2``) passes its own.
+    """
+    xp = get_array_module(rho)
+    if angle is None:
+        angle = xp.arccos(rho)
+    pi = rho.dtype.type(math.pi)
+    return rho * (pi - angle) + xp.sqrt(1 - rho * rho), pi - angle
+
+
 def relu_dual(sigma, var1, var2):
     """``(K, K_dot)`` of one ReLU layer, elementwise; all three inputs broadcast together.
 
     ``var1 * var2`` is the product of the two positions' variances; ``rho`` is computed as
     ``sigma / sqrt(var1 * var2)`` with a single square root, so that an exact self pair gets
     ``rho == 1`` exactly (``sqrt(v*v) == v`` in IEEE arithmetic) and no arccos rounding.
+    ``K = sqrt(v v') J1(rho) / (9 pi)``, ``K_dot = J0(rho) / (9 pi)`` (:func:`arccos_j`).
     """
     xp = get_array_module(sigma)
     prod = var1 * var2
@@ -86,11 +92,9 @@ def relu_dual(sigma, var1, var2):
     rho = xp.where(positive, sigma / norm, 0)
     rho = xp.clip(rho, -1, 1)
     norm = xp.where(positive, norm, 0)
-    angle = xp.arccos(rho)
-    dtype = sigma.dtype.type
-    k = norm * (rho * (dtype(math.pi) - angle) + xp.sqrt(1 - rho * rho)) * dtype(INV_9PI)
-    k_dot = (dtype(math.pi) - angle) * dtype(INV_9PI)
-    return k, k_dot
+    j1, j0 = arccos_j(rho)
+    inv_9pi = sigma.dtype.type(INV_9PI)
+    return norm * j1 * inv_9pi, j0 * inv_9pi
 
 
 def diagonal(t):
@@ -102,6 +106,30 @@ def diagonal(t):
 def readout_vanilla(t):
     """CNTK-V readout (flatten + FC): ``sum_p t[p, p]`` for each pair, ``(B, P, Q, P, Q) -> (B,)``."""
     return diagonal(t).sum(axis=(1, 2))
+
+
+def block_mean(a, window: int, axes: tuple[int, ...]):
+    """Mean of ``a`` over non-overlapping ``window``-long blocks along each of ``axes`` (trailing
+    entries that fill no whole block are dropped): the one statement of average pooling, for
+    covariances (``AvgPool``: axes 1-4 of ``(B, P, Q, P, Q)``) and images (axes 1-2 of NHWC).
+    Each of ``axes`` shrinks to ``size // window``; ``ValueError`` if one would be empty."""
+    sizes = [a.shape[ax] // window for ax in axes]
+    if min(sizes) == 0:
+        raise ValueError(f"a {window}x{window} block does not fit a {a.shape[axes[0]]}x{a.shape[axes[1]]} map")
+    a = a[tuple(slice(0, a.shape[ax] // window * window) if ax in axes else slice(None) for ax in range(a.ndim))]
+    shape, reduce = [], []
+    for ax, n in enumerate(a.shape):
+        if ax in axes:
+            shape += [n // window, window]
+            reduce.append(len(shape) - 1)
+        else:
+            shape.append(n)
+    return a.reshape(shape).mean(axis=tuple(reduce))
+
+
+def gap_scale(p: int, q: int) -> float:
+    """The GAP readout's factor ``1 / (PQ)^2`` (:func:`readout_gap`), for engines that sum ``t`` themselves."""
+    return 1.0 / (p * q) ** 2
 
 
 def readout_gap(t):

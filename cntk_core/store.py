@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .validation import ParameterError, ParameterTypeError
+
 if TYPE_CHECKING:
     import dask.array
 
@@ -138,7 +140,9 @@ class GramStore:
 
         path = Path(path).expanduser()
         if mode not in ("r", "r+"):  # zarr's "w" / "w-" / "a" would create or wipe the store
-            raise ValueError(f"mode must be 'r' (read-only) or 'r+' (write to an existing store), got {mode!r}")
+            raise ParameterError(
+                "mode", f"mode must be 'r' (read-only) or 'r+' (write to an existing store), got {mode!r}"
+            )
         if not path.exists():
             raise FileNotFoundError(f"no Gram store at {str(path)!r}")
         try:
@@ -331,7 +335,9 @@ def store_path(store: str | os.PathLike | GramStore) -> Path:
     if isinstance(store, GramStore):
         return store.path
     if not isinstance(store, (str, os.PathLike)):
-        raise TypeError(f"store must be a path (str or os.PathLike) or a GramStore, got {type(store).__name__}")
+        raise ParameterTypeError(
+            "store", f"store must be a path (str or os.PathLike) or a GramStore, got {type(store).__name__}"
+        )
     return Path(store).expanduser()
 
 

@@ -34,8 +34,9 @@ class ParameterTypeError(TypeError):
 
 
 def _param(name: str) -> str:
-    """The parameter a message's subject names: ``"depths[2]"`` -> ``"depths"``."""
-    return name.split("[")[0].split(" ")[0]
+    """The parameter a message's subject names: ``"depths[2]"`` -> ``"depths"``, ``"Conv size"`` ->
+    ``"size"`` (a layer's argument, named after its layer in the message)."""
+    return name.split("[")[0].split(" ")[-1]
 
 
 class ChannelsFirstWarning(UserWarning):
@@ -242,3 +243,46 @@ def check_dtype(dtype) -> np.dtype:
     if dt is None or dt.name not in DTYPES:
         raise ParameterError("dtype", f"dtype (the arithmetic precision) must be one of {DTYPES}, got {dtype!r}")
     return dt
+
+
+def check_labels(
+    y,
+    n: int | None = None,
+    name: str = "y",
+    *,
+    n_classes: int | None = None,
+    floats: bool = True,
+    for_what: str | None = None,
+) -> np.ndarray:
+    """``y`` as int64 class indices ``[n]`` (``0 .. n_classes - 1``), or an error naming ``name``.
+
+    y: a 1-D array-like of class indices: integers of any NumPy width, and with ``floats`` also
+    floats with integral values (``[0.0, 2.0]``, as text files give). n: the number of labels
+    expected (``None``: any). n_classes: also require every label ``< n_classes``. for_what: what
+    the ``n`` labels belong to, for the length message (``"a kernel with 10 rows"``).
+
+    :class:`ParameterTypeError` for bool, string, object or complex labels (and floats unless
+    ``floats``); :class:`ParameterError` for a shape other than 1-D, a wrong length, non-integral or
+    non-finite floats, negative labels and labels ``>= n_classes``. An empty array passes.
+    """
+    param = _param(name)
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ParameterError(param, f"{name}: expected a 1-D array of integer class labels, got shape {arr.shape}")
+    if n is not None and len(arr) != n:
+        detail = f"for {for_what}" if for_what is not None else f"where {n} are expected"
+        raise ParameterError(param, f"{name}: {len(arr)} labels {detail}")
+    is_float = np.issubdtype(arr.dtype, np.floating)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or (is_float and floats)):
+        raise ParameterTypeError(param, f"{name}: labels must be integers 0..n_classes-1, got dtype {arr.dtype}")
+    if is_float:
+        if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise ParameterError(param, f"{name}: labels must be integers 0..n_classes-1")
+        arr = arr.astype(np.int64)
+    if len(arr) and arr.min() < 0:
+        raise ParameterError(param, f"{name}: labels must be >= 0, got {arr.min()}")
+    if n_classes is not None:
+        n_classes = check_int(n_classes, "n_classes", 1)
+        if len(arr) and arr.max() >= n_classes:
+            raise ParameterError(param, f"{name}: label {int(arr.max())} out of range for n_classes={n_classes}")
+    return arr.astype(np.int64)

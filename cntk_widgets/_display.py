@@ -8,6 +8,8 @@ from copy import deepcopy
 import ipywidgets as W
 import plotly.graph_objects as go
 
+from .jobs import error_name
+
 _ERROR_STYLE = "color:#b00020;background:#fdecea;padding:4px 8px;border-radius:4px;font-family:monospace"
 _NOTE_STYLE = "color:#7a4f00;background:#fff4e0;padding:4px 8px;border-radius:4px;font-family:monospace"
 
@@ -27,7 +29,7 @@ def sync_figure_state(fig: go.FigureWidget) -> None:
 def error_html(message: str | BaseException | None) -> str:
     """An error box for ``message``, or for an exception as ``"TypeName: message"``; ``""`` for none."""
     if isinstance(message, BaseException):
-        message = f"{type(message).__name__}: {message}"
+        message = f"{error_name(message)}: {message}"
     return "" if not message else f'<div class="cntk-error" style="{_ERROR_STYLE}">⚠ {html.escape(message)}</div>'
 
 

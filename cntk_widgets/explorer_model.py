@@ -3,32 +3,30 @@ class-sorted image set, for the architecture a user picks (no ipywidgets, no plo
 
 Where a kernel comes from, fastest first: the in-memory LRU cache (per spec), the on-disk cache
 (:mod:`cntk_widgets.kernel_cache`, shared by sessions and page loads), a background pass that is
-already computing it, or a new computation on the worker thread. The fused CPU engine computes
-every shallower depth on the way to the requested one, so one pass fills the cache for all of
-them; after a computed picture a *background pass* continues to ``prefetch_depth`` (the depth
-slider's end), so that every later depth of that architecture is a cache hit (a picture that such a
-pass follows is computed for its own depth alone, which is faster). A depth requested
-while the pass runs is served at the end of the pass's current row block: the rows done hold every
-depth, and the other rows are computed to the requested depth only; then the pass goes on.
-A computed picture arrives in row blocks (``"partial"`` events), the diagonal blocks first, so the
-heatmap can be drawn as it fills in.
+already computing it (:mod:`cntk_widgets.explorer_background`), or a new computation on the worker
+thread. A computed picture arrives in row blocks (``"partial"`` events), the diagonal blocks first,
+so the heatmap can be drawn as it fills in; progress moves and a cancel is seen within every block,
+through the engine's own hooks (:func:`cntk_widgets.jobs.engine_hooks`).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from cntk_core import kernel_matrices
+from cntk_core import kernel_matrices, network_kernel
+from cntk_core.gram import depths_in_one_pass
 
-from .jobs import JobContext, JobModel, Superseded
-from .kernel_cache import KernelDiskCache, entry_key, images_fingerprint
+from .explorer_background import BACKGROUND_CHUNKS, BackgroundDone, BackgroundPasses, family, lowest_depth
+from .jobs import JobContext, JobModel
+from .kernel_cache import KernelDiskCache, entry_key, images_fingerprint, open_disk_cache
 from .models import ArchitectureModel, NetworkSpec, check_labels, check_nonzero_images, chunked_gram, setting_int
 
 #: where a :class:`KernelResult` came from
@@ -63,49 +61,7 @@ class KernelPartial:
     fraction: float
 
 
-class _BackgroundDone:
-    """What a background pass returns to the runner (it publishes no picture of its own)."""
-
-
-#: row blocks of a background pass: a request that waits for the pass is served at the next block's end
-BACKGROUND_CHUNKS = 16
-
-
-class _Abandoned(Exception):
-    """The request a detour of the background pass computes for is no longer the one waiting."""
-
-
-class _Detour:
-    """Job context of a detour (:meth:`KernelExplorerModel._serve_pending`): stops when the pass is
-    stale or another request waits; reports no progress (the pass's own stays on screen)."""
-
-    def __init__(self, model: KernelExplorerModel, ctx: JobContext, want: NetworkSpec):
-        self.model, self.ctx, self.want = model, ctx, want
-
-    @property
-    def stale(self) -> bool:
-        return self.ctx.stale or self.model.pending != self.want
-
-    def check(self) -> None:
-        self.ctx.check()
-        if self.model.pending != self.want:
-            raise _Abandoned
-
-    def progress(self, fraction: float) -> None:
-        pass
-
-
-def family(spec: NetworkSpec) -> tuple:
-    """The architecture without its depth: specs of one family come out of one multi-depth pass."""
-    return (spec.readout, spec.fix_first, spec.fix_last, spec.kind, spec.pool)
-
-
-def lowest_depth(spec: NetworkSpec) -> int:
-    """The smallest depth :class:`NetworkSpec` allows for ``spec``'s family."""
-    return 3 if spec.kind == "ntk" and spec.fix_first and spec.fix_last else 2
-
-
-class KernelExplorerModel(JobModel):
+class KernelExplorerModel(BackgroundPasses, JobModel):
     """Normalised kernel matrix and spectrum of a fixed, class-sorted image set for a chosen spec.
 
     Parameters
@@ -124,7 +80,7 @@ class KernelExplorerModel(JobModel):
         ``kernel_fn`` is given.
     prefetch_depth : after a picture, continue in the background to this depth (the depth
         slider's end), so that later depths are cache hits; ``None``: no background pass. Only
-        with the fused CPU engine and not in synchronous mode.
+        where one pass gives every depth (the fused CPU engine) and not in synchronous mode.
     kernel_fn : optional ``kernel_fn(spec, images, ctx) -> raw [n, n]`` replacing the engine
         (tests inject blocking or failing functions here).
 
@@ -176,13 +132,7 @@ class KernelExplorerModel(JobModel):
         self.prefetch_depth = None if prefetch_depth is None else setting_int(prefetch_depth, "prefetch_depth", 2)
         self.architecture = architecture or ArchitectureModel()
         self.kernel_fn = kernel_fn
-        if disk_cache is None:
-            disk_cache = kernel_fn is None
-        if disk_cache is True:
-            disk_cache = KernelDiskCache()
-        elif disk_cache is not False and not isinstance(disk_cache, KernelDiskCache):
-            disk_cache = KernelDiskCache(disk_cache)
-        self.disk_cache: KernelDiskCache | None = disk_cache or None
+        self.disk_cache = open_disk_cache(disk_cache, default=kernel_fn is None)
         self._fingerprint = images_fingerprint(self.images) if self.disk_cache else ""
         self.cache_hits = self.cache_misses = self.disk_hits = 0
         self.result: KernelResult | None = None
@@ -243,12 +193,6 @@ class KernelExplorerModel(JobModel):
     @property
     def busy(self) -> bool:
         return self._runner.busy
-
-    @property
-    def background(self) -> bool:
-        """Whether a background pass is running (or queued)."""
-        bg = self._background
-        return bg is not None and not bg[2].done()
 
     @property
     def generation(self) -> int:
@@ -332,7 +276,7 @@ class KernelExplorerModel(JobModel):
         self.compute(spec)
 
     def _disk_key(self, spec: NetworkSpec) -> str:
-        return entry_key(self._fingerprint, {"gram": "raw", "spec": spec.as_dict(), "dtype": self.dtype})
+        return entry_key(self._fingerprint, {"gram": "raw", "spec": asdict(spec), "dtype": self.dtype})
 
     def _lookup(self, spec: NetworkSpec) -> KernelResult | None:
         """A cached result (memory, then disk) marked as such, or ``None``."""
@@ -365,63 +309,35 @@ class KernelExplorerModel(JobModel):
         between them)."""
         if self.kernel_fn is not None:
             return {spec: np.asarray(self.kernel_fn(spec, self.images, ctx), dtype=np.float64)}  # test hook
-        show = dict(diagonal_first=True, on_block=lambda rows, grams: self._show_partial(spec, ctx, rows, grams))
-        show = show if partial else {}
-        if not self._multi_depth(spec):
-            net = spec.network()
-            kw = dict(kind=spec.kind, backend=self.backend, ctx=ctx, dtype=self.dtype, **show)
-            return {spec: chunked_gram(net, self.images, **kw)}
-        opts = dict(readout=spec.readout, fix_first=spec.fix_first, fix_last=spec.fix_last, kind=spec.kind)
-        depths = [spec.depth] if alone else range(lowest_depth(spec), spec.depth + 1)
-
-        def all_depths(rows, cols):
-            return kernel_matrices(rows, cols, depths=depths, backend="numba", dtype=self.dtype, progress=False, **opts)
-
+        show = {}  # what happens after each row block: serve a waiting request, or draw the partial picture
         if background:
-            show = dict(
-                n_chunks=BACKGROUND_CHUNKS, on_block=lambda rows, grams: self._serve_pending(spec, ctx, rows, grams)
-            )
-        grams = chunked_gram(None, self.images, kind=spec.kind, backend=None, ctx=ctx, block_fn=all_depths, **show)
+            show = dict(n_chunks=BACKGROUND_CHUNKS, on_block=functools.partial(self._serve_pending, spec, ctx))
+        elif partial:
+            show = dict(diagonal_first=True, on_block=functools.partial(self._show_partial, spec, ctx))
+        one_pass = self._one_pass(spec) and not alone
+        depths = list(range(lowest_depth(spec), spec.depth + 1)) if one_pass else [spec.depth]
+        block_fn = self._block_fn(spec, depths)
+        grams = chunked_gram(
+            None, self.images, kind=spec.kind, backend=self.backend, ctx=ctx, block_fn=block_fn, **show
+        )
         return {replace(spec, depth=d): k for d, k in grams.items()}
 
-    def _serve_pending(self, top: NetworkSpec, ctx: JobContext, rows: int, grams: dict) -> None:
-        """Between two row blocks of the background pass to ``top``: give a request that waits for
-        the pass its kernel now. The pass's first ``rows`` rows hold every depth; the other rows are
-        computed to the requested depth only (a fraction of the pass's remaining work), and the pass
-        then goes on. A request that changes meanwhile is served next (the detour for the old one
-        stops at its next block)."""
-        n = len(self.images)
-        while rows < n and not ctx.stale:
-            want = self.pending
-            if want is None or family(want) != family(top) or want.depth > top.depth:
-                return
-            depths = [want.depth]  # the pass computes the others
-            opts = dict(readout=want.readout, fix_first=want.fix_first, fix_last=want.fix_last, kind=want.kind)
+    def _block_fn(self, spec: NetworkSpec, depths: list[int]) -> Callable:
+        """``block_fn(rows, cols, **hooks) -> {depth: block}`` for :func:`chunked_gram`: ``spec``'s
+        family at ``depths`` (:func:`cntk_core.kernel_matrices`; a pooled net, which is no
+        :class:`cntk_core.Architecture`, at its own depth by :func:`cntk_core.network_kernel`)."""
+        kw = dict(kind=spec.kind, backend=self.backend, dtype=self.dtype)
+        if spec.pool:
+            net = spec.network()
+            return lambda rows, cols, **hooks: {spec.depth: network_kernel(net, rows, cols, **kw, **hooks)}
+        arch = spec.architecture
+        kw.update(readout=arch.readout, fix_first=arch.fix_first, fix_last=arch.fix_last)
+        return lambda rows, cols, **hooks: kernel_matrices(rows, cols, depths=depths, **kw, **hooks)
 
-            def some_depths(r, c, depths=depths, opts=opts):
-                return kernel_matrices(r, c, depths=depths, backend="numba", dtype=self.dtype, progress=False, **opts)
-
-            detour = _Detour(self, ctx, want)
-            try:
-                rest = chunked_gram(
-                    None, self.images[rows:], kind=want.kind, backend=None, ctx=detour, block_fn=some_depths
-                )
-            except _Abandoned:
-                continue  # another request is waiting now (or none)
-            found = {}
-            for d, k in rest.items():
-                full = grams[d].copy()
-                full[rows:, rows:] = k
-                found[replace(want, depth=d)] = full
-            self._keep_quietly(found)
-            with self._lock:
-                if self.pending != want:
-                    continue
-                if want not in self.cache:  # not a valid kernel: the pass's end computes it alone and shows why
-                    return
-                self.pending, self._awaited = None, None
-            shown = replace(self.cache[want], cached=False, seconds=0.0, source="background")
-            self._set_state(result=shown, partial=None, error=None, event="result")
+    def _one_pass(self, spec: NetworkSpec) -> bool:
+        """Whether one pass gives every depth up to ``spec.depth`` at the cost of the deepest
+        (:func:`cntk_core.gram.depths_in_one_pass`; never for a pooled net)."""
+        return not spec.pool and depths_in_one_pass(self.backend)
 
     def _show_partial(self, spec: NetworkSpec, ctx: JobContext, rows: int, grams) -> None:
         """Emit ``"partial"`` with what is known of ``spec``'s normalised kernel (as :meth:`_result`
@@ -444,15 +360,6 @@ class KernelExplorerModel(JobModel):
         self._store(result)  # last: the most recently used entry
         return result
 
-    def _background_job(self, spec: NetworkSpec, ctx: JobContext) -> _BackgroundDone:
-        try:
-            self._keep_quietly(self._grams(spec, ctx, background=True))
-        except Superseded:
-            raise
-        except Exception as exc:  # the user asked for none of these: no error box, a note
-            self.background_error = f"{type(exc).__name__}: {exc}"
-        return _BackgroundDone()
-
     def _keep_quietly(self, grams: dict) -> None:
         """Cache every Gram that makes a valid result; skip the others (their own request will say why)."""
         for key, raw in grams.items():
@@ -460,12 +367,6 @@ class KernelExplorerModel(JobModel):
                 self._store(self._result(key, raw, 0.0, store=False))
             except ValueError:
                 pass
-
-    def _multi_depth(self, spec: NetworkSpec) -> bool:
-        """Whether one pass can give every depth up to ``spec.depth`` (the fused CPU engine)."""
-        from cntk_core import resolve_backend
-
-        return self.kernel_fn is None and not spec.pool and resolve_backend(self.backend) == "numba"
 
     def _result(self, spec: NetworkSpec, raw: np.ndarray, seconds: float, store: bool = True) -> KernelResult:
         """Normalise and take the spectrum of one spec's raw Gram; with ``store``, :meth:`_store` it."""
@@ -502,41 +403,9 @@ class KernelExplorerModel(JobModel):
             while len(self.cache) > self.cache_size:
                 self.cache.popitem(last=False)
 
-    def _publish(self, result: KernelResult | _BackgroundDone) -> None:
-        if isinstance(result, _BackgroundDone):
-            with self._lock:
-                pending, self.pending, self._background = self.pending, None, None
-            shown = self._lookup(pending) if pending is not None else None
-            if shown is not None:
-                shown = replace(shown, cached=False, source="background")
-                self._set_state(result=shown, partial=None, progress=1.0, error=None, event="result")
-            elif pending is not None:  # the pass could not make it: compute it on its own (shows its error)
-                self._awaited = self._runner.submit(lambda ctx: self._job(pending, ctx))
-                return
-            self._set_state(event="background-done")
+    def _publish(self, result: KernelResult | BackgroundDone) -> None:
+        if isinstance(result, BackgroundDone):
+            self._background_done()
             return
         self._set_state(result=result, partial=None, progress=1.0, error=None, event="result")
         self._maybe_prefetch(result.spec)
-
-    def _prefetch_follows(self, spec: NetworkSpec) -> bool:
-        """Whether a background pass will follow ``spec``'s computed picture. Then the picture's own
-        pass computes ``spec``'s depth alone: the readouts of the shallower depths cost time (40
-        CIFAR images, GAP-6 float32: depths 3-6 in 2.98 s, 6 alone in 2.37 s), and the background
-        pass computes them moments later anyway."""
-        target = self.prefetch_depth
-        return target is not None and target > spec.depth and not self._runner.synchronous
-
-    def _maybe_prefetch(self, spec: NetworkSpec) -> None:
-        """Start the background pass to ``prefetch_depth`` unless every depth is already cached."""
-        target = self.prefetch_depth
-        if target is None or self._runner.synchronous or self.closed or target <= spec.depth:
-            return
-        if not self._multi_depth(spec) or self.background:
-            return
-        depths = [replace(spec, depth=d) for d in range(lowest_depth(spec), target + 1)]
-        if all(s in self.cache or self._on_disk(s) for s in depths):
-            return
-        top = replace(spec, depth=target)
-        with self._lock:
-            future = self._runner.submit(lambda ctx: self._background_job(top, ctx))
-            self._background = (family(spec), target, future)

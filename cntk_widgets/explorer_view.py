@@ -21,7 +21,11 @@ MAX_HEATMAP_CELLS = 400
 
 def block_means(K: np.ndarray, size: int) -> np.ndarray:
     """Means of ``size x size`` blocks of consecutive rows and columns of ``K`` ``[n, n]`` (the last
-    block may be smaller): float64 ``[ceil(n / size)] * 2``; ``K`` itself when ``size == 1``."""
+    block may be smaller): float64 ``[ceil(n / size)] * 2``; ``K`` itself when ``size == 1``.
+
+    Not :func:`cntk_core.recurrence.block_mean` (average pooling), which drops the entries that fill
+    no whole block: a heatmap cell must stand for every image, so the last, ragged block is kept and
+    averaged over its own size."""
     if size == 1:
         return K
     n = len(K)

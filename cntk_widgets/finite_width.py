@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from cntk_core import Architecture
 from cntk_core.finite import (
     FiniteCNN,
     empirical_nngp,
     empirical_ntk_samples,
-    finite_cnn,
     kernel_regression_trajectory,
     learning_rate,
     ntk_change,
@@ -38,14 +38,17 @@ from cntk_core.finite import (
 
 from .models import setting_int
 
-DATASETS = ("digits", "random")
+#: where the finite-width view's small images come from (:func:`load_small_images`): scikit-learn's
+#: bundled digits or Gaussian noise; not a data set of :data:`cntk_core.data.DATASETS`
+IMAGE_SOURCES = ("digits", "random")
 
 
 @dataclass(frozen=True)
 class FiniteWidthConfig:
     """Settings of one run. ``widths``: channel counts compared; ``depth``: the paper's depth
     (convs + 1); ``steps``: full-batch GD steps at ``eta = lr_scale / lambda_max(exact NTK)``;
-    ``n_seeds``: initialisations averaged per width; images are ``image_size x image_size x 1``."""
+    ``n_seeds``: initialisations averaged per width; images are ``image_size x image_size x 1``, from
+    ``dataset`` (one of :data:`IMAGE_SOURCES`). :attr:`architecture` is the network without its width."""
 
     widths: tuple = (8, 32, 128)
     depth: int = 3
@@ -63,8 +66,13 @@ class FiniteWidthConfig:
     xp: object = None  # None: numpy; or the cupy module to run the nets on a GPU
     blas_threads: int | None = 1  # BLAS threads during a computation (small matmuls); None: library default
 
+    @property
+    def architecture(self) -> Architecture:
+        """The paper's network of ``depth``, ``readout`` and ``fix`` (both halves)."""
+        return Architecture.from_options(self.depth, self.readout, self.fix)
+
     def __post_init__(self):
-        from cntk_core.validation import check_flag, is_real
+        from cntk_core.validation import ParameterError, check_choice, check_flag, is_real
 
         widths = tuple(self.widths) if isinstance(self.widths, list | tuple | np.ndarray) else ()
         if not widths:
@@ -73,20 +81,23 @@ class FiniteWidthConfig:
             self, "widths", tuple(sorted(setting_int(w, f"widths[{i}]", 1) for i, w in enumerate(widths)))
         )
         object.__setattr__(self, "fix", check_flag(self.fix, "fix"))
-        finite_cnn(self.depth, 1, self.readout, self.fix)  # validates depth and readout
-        if self.depth == 2 and self.fix:
-            raise ValueError(
+        arch = Architecture.from_options(self.depth, self.readout, self.fix)  # checks depth and readout
+        object.__setattr__(self, "depth", arch.depth)
+        try:
+            arch.check_trainable("ntk")
+        except ValueError:  # the view has one fix checkbox and shows both kernels: say it in its words
+            raise ParameterError(
+                "fix",
                 "depth 2 with fix=True (first conv and last layer fixed) has no trained layer: its NTK is zero "
-                "(use depth >= 3 or fix=False)"
-            )
+                "(use depth >= 3 or fix=False)",
+            ) from None
         for name in ("seed", "steps", "n_seeds", "n_train", "n_test", "image_size", "n_nngp_inits"):
             object.__setattr__(
                 self, name, setting_int(getattr(self, name), name, 0 if name in ("seed", "steps") else 1)
             )
         if self.n_train < 2:
             raise ValueError(f"n_train must be >= 2, got {self.n_train}")
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        check_choice(self.dataset, "dataset", IMAGE_SOURCES)
         if not is_real(self.lr_scale):
             raise ValueError(f"lr_scale must be a number in (0, 2), got {self.lr_scale!r}")
         if not 0 < self.lr_scale < 2:
@@ -189,8 +200,7 @@ class FiniteWidthModel:
         return self.config.xp if self.config.xp is not None else np
 
     def net(self, width: int) -> FiniteCNN:
-        c = self.config
-        return finite_cnn(c.depth, int(width), c.readout, c.fix)
+        return FiniteCNN.from_architecture(self.config.architecture, int(width))
 
     def data(self):
         """``(x_train, y_train, x_test, y_test)`` NumPy arrays."""
@@ -202,8 +212,7 @@ class FiniteWidthModel:
 
     def exact(self, kind: str = "ntk"):
         """Exact kernels ``(K(train, train), K(test, train))`` for the current architecture."""
-        c = self.config
-        key = (kind, c.depth, c.readout, c.fix)
+        key = (kind, self.config.architecture)
         if key not in self._exact:
             xtr, _, xte, _ = self.data()
             net = self.net(1)
@@ -333,7 +342,7 @@ def inverse_sqrt_guide(widths, values) -> np.ndarray:
 from .finite_width_view import FiniteWidthView, finite_width_view  # noqa: E402
 
 __all__ = [
-    "DATASETS",
+    "IMAGE_SOURCES",
     "FiniteWidthConfig",
     "FiniteWidthModel",
     "FiniteWidthResults",

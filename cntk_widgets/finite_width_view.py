@@ -28,6 +28,8 @@ class FiniteWidthView:
         import ipywidgets as W
         import plotly.graph_objects as go
 
+        from cntk_core.architecture import MIN_DEPTH
+
         from .jobs import JobRunner
         from .picker import readout_toggle
 
@@ -36,7 +38,7 @@ class FiniteWidthView:
         self.results: FiniteWidthResults | None = None
         self._summary = ""  # the status line of the last successful Run
         self.width = W.SelectionSlider(options=list(c.widths), value=c.widths[0], description="width")
-        self.depth = W.IntSlider(value=c.depth, min=2, max=max(8, c.depth), description="depth")
+        self.depth = W.IntSlider(value=c.depth, min=MIN_DEPTH, max=max(8, c.depth), description="depth")
         self.readout = readout_toggle(c.readout)
         self.fix = W.Checkbox(value=c.fix, description="fix first/last layer")
         self.steps = W.IntSlider(value=c.steps, min=min(1, c.steps), max=max(500, c.steps), description="GD steps")
@@ -159,8 +161,9 @@ class FiniteWidthView:
 
     def _fail(self, exc: Exception) -> None:
         from ._display import error_html
+        from .jobs import error_name
 
-        self.status.value = error_html(f"{type(exc).__name__}: {exc}{self._previous()}")
+        self.status.value = error_html(f"{error_name(exc)}: {exc}{self._previous()}")
 
     def run(self) -> FiniteWidthResults | None:
         """Read the controls, run all experiments, redraw the four panels. A failure (bad setting or

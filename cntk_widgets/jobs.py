@@ -2,8 +2,9 @@
 
 A :class:`JobRunner` runs one job at a time on a single worker thread (the Numba engine is
 itself parallel, and its default threading layer must not be entered from two threads at once).
-Every :meth:`JobRunner.submit` bumps the generation: a job that is still running checks
-:meth:`JobContext.check` between chunks and stops; if it finishes anyway, its result is dropped.
+Every :meth:`JobRunner.submit` bumps the generation: a job that is still running stops at its next
+:meth:`JobContext.check` (the engine asks it before every call, through :func:`engine_hooks`);
+if it finishes anyway, its result is dropped.
 With ``synchronous=True`` jobs run inline in the caller's thread (for tests and scripts); there a
 ``KeyboardInterrupt`` (Jupyter's "interrupt kernel") or ``SystemExit`` reports ``on_cancel`` and is
 re-raised, so a loop over computations stops instead of carrying on with the previous result.
@@ -19,8 +20,25 @@ from typing import Any
 
 #: held around every engine call made by the lab's workers: Numba's default ("workqueue") threading
 #: layer aborts the process when two threads launch parallel kernels at once, and the explorer and
-#: the regression lab each have their own worker thread. Work is chunked, so waits are short.
+#: the regression lab each have their own worker thread. The lab's Grams are computed in row blocks
+#: (:func:`cntk_widgets.models.chunked_gram`), one locked call each, so waits are short.
 ENGINE_LOCK = threading.RLock()
+
+
+def engine_hooks(ctx, lo: float = 0.0, hi: float = 1.0) -> dict:
+    """The core's ``progress`` and ``cancel`` hooks (:mod:`cntk_core.gram`) for one engine call made
+    by a job: ``progress(done, total)`` (kernel entries) reports ``lo + (hi - lo) * done / total``
+    through ``ctx.progress``, and ``cancel`` is ``ctx.check``, which raises :class:`Superseded` (or a
+    sub-task's own exception) once the job is stale: the engine stops before its next call, within
+    about a second of work. ``ctx``: a :class:`JobContext`, a :class:`ScaledContext` or any object
+    with ``check()`` and ``progress(fraction)``; ``None`` gives no hooks (``progress=False``)."""
+    if ctx is None:
+        return {"progress": False}
+
+    def progress(done: int, total: int) -> None:
+        ctx.progress(lo + (hi - lo) * (done / total if total else 1.0))
+
+    return {"progress": progress, "cancel": ctx.check}
 
 
 class Superseded(Exception):
@@ -269,8 +287,19 @@ class JobModel:
             callback(event, self)
 
 
+def error_name(exc: BaseException) -> str:
+    """The exception's class name as the lab's error boxes show it: the core's parameter errors
+    (:class:`cntk_core.ParameterError`, :class:`cntk_core.ParameterTypeError`) as the built-in
+    ``ValueError`` / ``TypeError`` they are, every other exception by its own name."""
+    from cntk_core.validation import ParameterError, ParameterTypeError
+
+    if isinstance(exc, ParameterError | ParameterTypeError):
+        return "ValueError" if isinstance(exc, ValueError) else "TypeError"
+    return type(exc).__name__
+
+
 def format_error(exc: BaseException) -> str:
     """``"ValueError: message"`` plus the innermost frame, for an error box a user can read."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (in {frames[-1].name}, {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f"{error_name(exc)}: {exc}{where}"

@@ -63,6 +63,19 @@ def entry_key(images_sha256: str, what: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def open_disk_cache(value, default: bool = True) -> KernelDiskCache | None:
+    """A model's ``disk_cache`` argument as a cache or ``None`` (off): ``None`` means ``default``,
+    ``True`` the default folder (:func:`default_folder`), ``False`` off, a :class:`KernelDiskCache`
+    itself, anything else a folder."""
+    if value is None:
+        value = default
+    if value is True:
+        return KernelDiskCache()
+    if value is False:
+        return None
+    return value if isinstance(value, KernelDiskCache) else KernelDiskCache(value)
+
+
 class KernelDiskCache:
     """Kernel matrices on disk (see the module docstring for the format and its guarantees).
 

@@ -6,14 +6,29 @@ import html
 
 import ipywidgets as W
 
+from cntk_core import KINDS, READOUTS
+from cntk_core.architecture import MIN_DEPTH
+
 from ._display import error_html
 from .models import MAX_DEPTH, ArchitectureModel, NetworkSpec, setting_int
 
 #: toggle groups show their name on the left, so that two groups never read as one bar of buttons
 _LABELLED = {"description_width": "initial", "button_width": "80px"}
 
+#: how the lab's controls name the core's readouts and kinds: ``(label, tooltip)`` per value of
+#: :data:`cntk_core.READOUTS` / :data:`cntk_core.KINDS` (the values and their order are the core's)
+_READOUT_LABELS = {
+    "gap": ("GAP", "global average pooling, then a linear layer (CNTK-GAP)"),
+    "vanilla": ("vanilla", "flatten, then a linear layer (CNTK-V)"),
+}
+_KIND_LABELS = {
+    "ntk": ("NTK", "neural tangent kernel: the trained net"),
+    "nngp": ("NNGP", "NNGP / CNN-GP: the net at initialisation"),
+}
 #: the readout choices as the lab's views show them (the picker; notebook 01's finite-width view)
-READOUT_OPTIONS = (("GAP", "gap"), ("vanilla", "vanilla"))
+READOUT_OPTIONS = tuple((_READOUT_LABELS[r][0], r) for r in READOUTS)
+#: the kernel choices of the picker
+KIND_OPTIONS = tuple((_KIND_LABELS[k][0], k) for k in KINDS)
 
 
 def readout_toggle(value: str = "gap", **kwargs) -> W.ToggleButtons:
@@ -21,10 +36,7 @@ def readout_toggle(value: str = "gap", **kwargs) -> W.ToggleButtons:
     ``"vanilla"``; ``kwargs`` go to ``ipywidgets.ToggleButtons`` (e.g. ``description``, ``tooltips``)."""
     kwargs.setdefault("description", "readout")
     kwargs.setdefault("style", _LABELLED)
-    kwargs.setdefault(
-        "tooltips",
-        ["global average pooling, then a linear layer (CNTK-GAP)", "flatten, then a linear layer (CNTK-V)"],
-    )
+    kwargs.setdefault("tooltips", [_READOUT_LABELS[r][1] for r in READOUTS])
     return W.ToggleButtons(options=list(READOUT_OPTIONS), value=value, **kwargs)
 
 
@@ -37,19 +49,21 @@ class ArchitecturePicker(W.VBox):
     """
 
     def __init__(self, model: ArchitectureModel | None = None, *, max_depth: int = MAX_DEPTH):
-        max_depth = setting_int(max_depth, "max_depth", 2, f" (and <= {MAX_DEPTH})")
+        max_depth = setting_int(max_depth, "max_depth", MIN_DEPTH, f" (and <= {MAX_DEPTH})")
         if max_depth > MAX_DEPTH:
-            raise ValueError(f"max_depth must be an integer between 2 and {MAX_DEPTH}, got {max_depth}")
+            raise ValueError(f"max_depth must be an integer between {MIN_DEPTH} and {MAX_DEPTH}, got {max_depth}")
         self.model = model or ArchitectureModel()
         s = self.model.spec
         max_depth = max(max_depth, s.depth)  # never clamp the model's depth: widen the slider instead
-        self.depth = W.IntSlider(value=s.depth, min=2, max=max_depth, description="depth", continuous_update=False)
+        self.depth = W.IntSlider(
+            value=s.depth, min=MIN_DEPTH, max=max_depth, description="depth", continuous_update=False
+        )
         self.readout = readout_toggle(s.readout)
         self.kind = W.ToggleButtons(
-            options=[("NTK", "ntk"), ("NNGP", "nngp")],
+            options=list(KIND_OPTIONS),
             value=s.kind,
             description="kernel",
-            tooltips=["neural tangent kernel: the trained net", "NNGP / CNN-GP: the net at initialisation"],
+            tooltips=[_KIND_LABELS[k][1] for k in KINDS],
             style=_LABELLED,
         )
         self.fix_first = W.Checkbox(value=s.fix_first, description="fix first layer", indent=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cntk_core.architecture import family_name
+
 from .explorer_view import image_strip
 
 # -- the downsample menu -------------------------------------------------------------------------
@@ -116,7 +118,7 @@ def history_group(h: dict, other: str) -> tuple:
 def history_label(h: dict, other: str) -> str:
     """Legend entry naming every setting of :func:`history_group`, e.g. ``CNTK-GAP fixed first, n_train=20,
     digits 8px, ridge 0``."""
-    name = ("CNTK" if h["kind"] == "ntk" else "CNN-GP") + ("-GAP" if h["readout"] == "gap" else "-V")
+    name = family_name(h["readout"], h["kind"])
     fixes = [w for w in ("first", "last") if h[f"fix_{w}"]]
     extra = (" fixed " + " & ".join(fixes) if fixes else "") + (" AvgPool" if h["pool"] else "")
     return f"{name}{extra}, {other}={h[other]}, {h['dataset']} {h['image_size']}px, ridge {h['ridge']:g}"

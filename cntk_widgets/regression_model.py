@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from cntk_core import data as _data
-from cntk_core.validation import check_real
+from cntk_core.data import DATASETS
+from cntk_core.recurrence import block_mean as _block_mean
+from cntk_core.validation import check_choice, check_real
 
-from .jobs import ENGINE_LOCK, JobContext, JobModel
-from .models import ArchitectureModel, NetworkSpec, chunked_gram, setting_int
+from .jobs import JobContext, JobModel
+from .models import ArchitectureModel, NetworkSpec, chunked_gram, cross_gram, setting_int
 
-DATASETS = _data.DATASETS  # the one vocabulary: ("digits", "cifar10-subset", "cifar10")
 MIN_IMAGE_SIDE = 4  # downsampling below this many pixels per side is refused (the kernel sees almost nothing)
 
 
@@ -65,8 +66,7 @@ class LabSettings:
     downsample: int = 1
 
     def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        check_choice(self.dataset, "dataset", DATASETS)
         for name in ("n_per_class", "n_test_per_class", "downsample"):
             object.__setattr__(self, name, setting_int(getattr(self, name), name, 1))
         try:
@@ -118,12 +118,12 @@ class RegressionResult:
 
 
 def block_mean(x: np.ndarray, f: int) -> np.ndarray:
-    """Average ``[n, H, W, C]`` pixels over ``f x f`` blocks -> float64 ``[n, H // f, W // f, C]``."""
-    n, h, w, c = x.shape
+    """Average ``[n, H, W, C]`` pixels over ``f x f`` blocks -> float64 ``[n, H // f, W // f, C]``
+    (:func:`cntk_core.recurrence.block_mean`, the average pooling of the AvgPool layer)."""
+    h, w = x.shape[1:3]
     if h // f == 0 or w // f == 0:
         raise ValueError(f"downsample={f} is larger than the {h}x{w} images")
-    x = np.asarray(x[:, : h // f * f, : w // f * f], dtype=np.float64)
-    return x.reshape(n, h // f, f, w // f, f, c).mean(axis=(2, 4))
+    return _block_mean(np.asarray(x, dtype=np.float64), f, (1, 2))
 
 
 def solve_predict(k_train: np.ndarray, k_test: np.ndarray, y_train: np.ndarray, n_classes: int, ridge: float):
@@ -288,7 +288,9 @@ class RegressionLabModel(JobModel):
                     plan.append((base_spec, replace(base, n_per_class=value)))
             except (TypeError, ValueError) as exc:
                 if not skip_invalid or depths is None:
-                    raise type(exc)(f"sweep: {exc}") from None
+                    param = getattr(exc, "param", None)  # the core's ParameterError keeps its parameter
+                    args = (f"sweep: {exc}",) if param is None else (param, f"sweep: {exc}")
+                    raise type(exc)(*args) from None
                 skipped.append(f"depth {value} ({exc})")
         if not plan:
             raise ValueError("empty sweep" + (": skipped " + "; ".join(skipped) if skipped else ""))
@@ -336,26 +338,15 @@ class RegressionLabModel(JobModel):
         self._set_state(result=result, event="result", **state)
 
     def _one(self, spec: NetworkSpec, settings: LabSettings, ctx: JobContext, lo: float, hi: float):
-        from cntk_core import network_kernel
-
         t0 = time.perf_counter()
         xtr, ytr, xte, yte, raw_test, names = self.subset(settings)
         net = spec.network()
         n_tr, n_te = len(xtr), len(xte)
-        # work units: train upper triangle + test x train, done in row blocks for progress/cancel
+        # progress: the train upper triangle, then test x train, reported by the engine's own hooks
         mid = lo + (hi - lo) * (n_tr * (n_tr + 1) / 2) / (n_tr * (n_tr + 1) / 2 + n_te * n_tr)
-        k_train = chunked_gram(net, xtr, kind=spec.kind, backend=self.backend, ctx=ctx.scaled(lo, mid), n_chunks=6)
-        test_ctx = ctx.scaled(mid, hi)
-        k_test = np.empty((n_te, n_tr))
-        step = max(1, n_te // 4)
-        for i0 in range(0, n_te, step):
-            test_ctx.check()
-            i1 = min(n_te, i0 + step)
-            with ENGINE_LOCK:
-                k_test[i0:i1] = network_kernel(
-                    net, xte[i0:i1], xtr, kind=spec.kind, backend=self.backend, progress=False
-                )
-            test_ctx.progress(i1 / n_te)
+        kw = dict(kind=spec.kind, backend=self.backend)
+        k_train = chunked_gram(net, xtr, ctx=ctx.scaled(lo, mid), n_chunks=6, **kw)
+        k_test = cross_gram(net, xte, xtr, ctx=ctx.scaled(mid, hi), n_chunks=4, **kw)
         n_classes = len(names)
         pred = solve_predict(k_train, k_test, ytr, n_classes, settings.ridge)
         from cntk_core.regression import accuracy, confusion_matrix

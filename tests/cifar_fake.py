@@ -149,3 +149,15 @@ def make_fake_cifar10(
         x_test=expected_nhwc(raw["test_batch"][0]),
         y_test=np.asarray(raw["test_batch"][1], dtype=np.int64),
     )
+
+
+def check_same(ds, fake: FakeCifar10) -> None:
+    """``ds`` (a loaded :class:`cntk_core.data.Dataset`) holds exactly the fake's images and labels."""
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(ds, name), getattr(fake, name), err_msg=name)
+    assert ds.name == "cifar10" and ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.int64
+
+
+def decoded_folder(cache: Path, fake: FakeCifar10) -> Path:
+    """Where the data cache ``cache`` keeps the decoded arrays of the fake tarball."""
+    return cache / "cifar10-decoded" / fake.sha256

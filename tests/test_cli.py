@@ -1,35 +1,19 @@
-"""The cntk-lab command line: regress (RESULT line), gram (.npy equal to kernel_matrix), info, errors."""
+"""The cntk-lab command line (cntk_core.cli): regress (its RESULT line, --json, ridge CV, the balanced
+subset, CIFAR-10 from a folder), info, the parser's errors (exit 2), the option named in a library's
+parameter error, and Ctrl-C. ``gram`` is tested in test_cli_gram.py, ``data`` in test_cli_data.py."""
 
 from __future__ import annotations
 
-import importlib.util
+import argparse
 import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from conftest import cli_result
 
-import cntk_core
-from cntk_core.cli import RESULT_PREFIX, main
-
-
-def _result(stdout: str) -> dict:
-    lines = [ln for ln in stdout.strip().splitlines() if ln.strip()]
-    assert lines[-1].startswith(RESULT_PREFIX), lines[-1]
-    assert sum(ln.startswith(RESULT_PREFIX) for ln in lines) == 1
-    return json.loads(lines[-1][len(RESULT_PREFIX) :])
-
-
-def _digits_x(split: str, n: int) -> np.ndarray:
-    """Independent preprocessing: /16, standardise with all digits training images (the CLI default)."""
-    from cntk_core.data import load_dataset
-
-    ds = load_dataset("digits")
-    raw = ds.x_train.astype(np.float64) / 16.0
-    mean, std = raw.mean(axis=(0, 1, 2)), raw.std(axis=(0, 1, 2))
-    x = ds.x_train if split == "train" else ds.x_test
-    return (x[:n] / 16.0 - mean) / std
+from cntk_core.cli import main
 
 
 def test_regress_module_run_prints_result_line():
@@ -41,7 +25,7 @@ def test_regress_module_run_prints_result_line():
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    res = _result(proc.stdout)
+    res = cli_result(proc.stdout)
     assert res["n_train"] == 60 and res["n_test"] == 30 and res["dataset"] == "digits"
     assert 0.5 < res["accuracy"] <= 1.0
     assert np.array(res["confusion"]).sum() == 30
@@ -75,37 +59,9 @@ def test_regress_default_subset_is_class_balanced(capsys):
     confusion = np.array(json.loads(capsys.readouterr().out)["confusion"])
     assert confusion.sum(axis=1).tolist() == [3] * 10  # 3 test images of every digit (first-N: 4 zeros, 13 ones)
     assert main(["regress", "--n-train", "55"]) == 2
-    assert "--subset first or --subset random take any number" in capsys.readouterr().err
+    assert "error: --n-train: subset='balanced' needs n_train divisible by the 10 classes" in capsys.readouterr().err
     assert main(["regress", "--help"]) == 0
     assert "balanced (default" in " ".join(capsys.readouterr().out.split())
-
-
-def test_gram_writes_npy_equal_to_kernel_matrix(tmp_path, capsys):
-    out = tmp_path / "K.npy"
-    rc = main(["gram", "--n", "12", "--depth", "3", "--readout", "gap", "--fix", "--out", str(out), "--no-progress"])
-    assert rc == 0, capsys.readouterr().err
-    K = np.load(out)
-    ref = cntk_core.kernel_matrix(_digits_x("train", 12), depth=3, readout="gap", fix=True)
-    np.testing.assert_allclose(K, ref, rtol=1e-12)
-    assert _result(capsys.readouterr().out)["shape"] == [12, 12]
-    assert [p.name for p in tmp_path.iterdir()] == ["K.npy"]  # no temporary file left behind
-
-    cross = tmp_path / "Kx"
-    rc = main(["gram", "--n", "5", "--split", "test", "--cross", "7", "--readout", "vanilla", "--out", str(cross)])
-    assert rc == 0
-    Kx = np.load(tmp_path / "Kx.npy")
-    ref = cntk_core.kernel_matrix(_digits_x("test", 5), _digits_x("train", 7), depth=3, readout="vanilla")
-    np.testing.assert_allclose(Kx, ref, rtol=1e-12)
-
-
-@pytest.mark.skipif(importlib.util.find_spec("cntk_core.distributed") is None, reason="cntk_core.distributed absent")
-def test_gram_through_store(tmp_path, capsys):
-    out = tmp_path / "K.npy"
-    args = ["gram", "--n", "9", "--readout", "vanilla", "--store", str(tmp_path / "g.zarr")]
-    rc = main(args + ["--scheduler", "synchronous", "--tile-size", "4", "--out", str(out), "--no-progress"])
-    assert rc == 0, capsys.readouterr().err
-    ref = cntk_core.kernel_matrix(_digits_x("train", 9), depth=3, readout="vanilla")
-    np.testing.assert_allclose(np.load(out), ref, rtol=1e-12)
 
 
 def test_info(capsys):
@@ -139,3 +95,56 @@ def test_info(capsys):
 def test_bad_arguments_exit_2(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--n-train", "100000"], "error: --n-train: n_train=100000 is more than"),
+        (["--n-test", "100000"], "error: --n-test: n_test=100000 is more than"),
+        (["--ridge", "cv", "--folds", "50", "--n-train", "20"], "error: --folds: n_folds=50 is larger than the 20"),
+    ],
+)
+def test_errors_of_the_library_name_the_options(args, message, capsys):
+    assert main(["regress", "--dataset", "digits", "--depth", "2", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_option_of_a_parameter_error_is_named_and_the_text_kept():
+    from cntk_core.cli import OPTION_NAMES, _cli_names, _UsageError
+    from cntk_core.validation import ParameterError, ParameterTypeError
+
+    for param, option in OPTION_NAMES.items():
+        for error in (ParameterError, ParameterTypeError):
+            with pytest.raises(_UsageError) as info, _cli_names(argparse.Namespace()):
+                raise error(param, f"{param}='x' is wrong; subset='balanced', kind='nngp'")
+            assert str(info.value) == f"{option}: {param}='x' is wrong; subset='balanced', kind='nngp'"
+    for exc in (ValueError("n_trainable stays; subset='balanced'"), ParameterError("unknown_name", "as it was")):
+        with pytest.raises(_UsageError) as info, _cli_names(argparse.Namespace()):
+            raise exc
+        assert str(info.value) == str(exc)  # no option to name: the text as the library wrote it
+
+
+def test_an_interrupt_prints_how_to_resume(monkeypatch, capsys):
+    from cntk_core import cli
+
+    def interrupted(args):
+        exc = KeyboardInterrupt()
+        exc.add_note("3 of 10 tiles are on disk in 'g.zarr'; re-run to resume")
+        raise exc
+
+    monkeypatch.setitem(cli.COMMANDS, "info", interrupted)
+    assert main(["info"]) == 130
+    assert "interrupted; 3 of 10 tiles are on disk in 'g.zarr'; re-run to resume" in capsys.readouterr().err
+
+
+def test_cli_regress_and_gram_on_cifar10(fake_cifar10, data_cache, tmp_path, capsys):
+    folder = str(fake_cifar10.extract(tmp_path / "x"))
+    common = ["--dataset", "cifar10", "--data-path", folder, "--readout", "vanilla", "--no-progress"]
+    assert main(["regress", *common, "--n-train", "10", "--n-test", "5", "--subset", "first", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["dataset"] == "cifar10" and res["n_train"] == 10 and res["image_shape"] == [32, 32, 3]
+    assert main(["gram", *common, "--n", "3", "--out", str(tmp_path / "K.npy")]) == 0
+    assert np.load(tmp_path / "K.npy").shape == (3, 3)
+    assert main(["regress", "--dataset", "cifar10-subset"]) == 2
+    assert "cntk-lab data subset" in capsys.readouterr().err

@@ -1,6 +1,7 @@
-"""The static comparison of notebook 2 and the classroom page: its measures (checked on matrices
-whose values are known by construction), the findings the notebooks state (checked on the default
-digits data and on the exact CIFAR-10 subset), and the HTML pictures."""
+"""The static comparison of notebook 2 and the classroom page (cntk_widgets.comparison): its measures
+(checked on matrices whose values are known by construction), the findings the notebooks state (checked
+on the default digits data and on the exact CIFAR-10 subset) and the mark of one that does not hold.
+Its HTML pictures: test_static_plots.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import os
 
 import numpy as np
 import pytest
+from conftest import make_images
 
 from cntk_widgets.comparison import COMPARISON_SPECS, FINDINGS, KernelComparison, kernel_measures
 from cntk_widgets.lab_data import lab_images
-from cntk_widgets.static_plots import colour_map, heatmap_grid_html, line_chart_svg, nice_ticks
 
 
 def test_measures_of_a_two_class_block_matrix():
@@ -63,27 +64,8 @@ def test_the_findings_hold_on_the_cifar10_subset():
 
 def test_a_finding_that_does_not_hold_is_marked():
     y = np.repeat(np.arange(3), 3)
-    x = np.random.default_rng(0).standard_normal((9, 4, 4, 1))
+    x = make_images(9, (4, 4, 1), seed=0)
     cmp = KernelComparison(x, y, disk_cache=False)
     cmp.measures["GAP-3"]["top_share"] = 0.0  # force the first finding to fail
     html = cmp.findings_html()
     assert "✗ not here" in html and cmp.findings()[0][1] is False
-
-
-def test_colour_map_endpoints_are_plotly_viridis():
-    rgb = colour_map(np.array([-1.0, 0.0, 1.0, 2.0]))
-    assert rgb[1].tolist() == [0x44, 0x01, 0x54] and rgb[2].tolist() == [0xFD, 0xE7, 0x25]
-    assert rgb[0].tolist() == rgb[1].tolist() and rgb[3].tolist() == rgb[2].tolist()  # clipped
-
-
-def test_pictures_are_html_with_one_colour_bar_and_a_legend():
-    k = np.eye(4)
-    html = heatmap_grid_html([("A", k), ("B", k)], size=120)
-    assert html.count("<img") == 3 and html.count("cntk-colorbar") == 1 and "A</figcaption>" in html
-    svg = line_chart_svg([("one", np.arange(1, 5), np.array([10, 1, 0.1, 0.01]))], log_y=True, x_title="n")
-    assert svg.count("<polyline") == 1 and "cntk-legend" in svg and "</span>one</span>" in svg
-
-
-def test_nice_ticks():
-    assert nice_ticks(1, 40) == [10, 20, 30, 40]
-    assert nice_ticks(0, 1) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])

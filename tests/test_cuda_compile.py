@@ -27,7 +27,10 @@ from cuda_host import CUDA_DIR, PLANES, tool
 from cntk_core.gpu import NAME_EXPRESSIONS, NVRTC_OPTIONS, kernel_source
 
 SOURCES = sorted(CUDA_DIR.glob("*.cu"))
-MANGLED = {"cntk_tiles<float>": "_Z10cntk_tilesIfEv", "cntk_tiles<double>": "_Z10cntk_tilesIdEv"}
+MANGLED = {
+    "cntk_shift_blocks<float>": "_Z17cntk_shift_blocksIfEv",
+    "cntk_shift_blocks<double>": "_Z17cntk_shift_blocksIdEv",
+}
 
 
 @pytest.fixture(scope="module")

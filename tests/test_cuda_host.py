@@ -1,6 +1,6 @@
 """The CUDA kernels built for the CPU (``tests/cuda_host.py``): several emulated threads per block in
-barrier phases, every thread order, against the independent float64 reference (``tests/reference.py``);
-the float32 range window of the GPU kernel (``cntk_core.gram.exponent_window``) at both ends, with
+barrier phases, every thread order, against the independent float64 reference (:mod:`cntk_core.testing`);
+the float32 range window of the GPU kernel (``cntk_core.scaling.exponent_window``) at both ends, with
 flush-to-zero as NVRTC's ``-ftz=true``; and that these tests fail on a kernel with a missing barrier
 or a wrong split of entries among threads.
 """
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cuda_host import DIVERGENT, ORDERS, PLANES, SHUFFLED, build_host_lib, host_matrix, launch_tiles
-from reference import reference_kernel, reference_matrix
+from conftest import make_images, rel_err
+from cuda_host import DIVERGENT, ORDERS, PLANES, SHUFFLED, build_host_lib, host_matrix, launch_shift_blocks
+from gpu_emulator import emulate_matrix
 
 import cntk_core
-from cntk_core.gpu import emulate_matrix, threads_for
-from cntk_core.gram import _unit_scaled, exponent_window
+from cntk_core.gpu import threads_for
+from cntk_core.scaling import exponent_window
+from cntk_core.scaling import unit_scaled as _unit_scaled
+from cntk_core.testing import reference_kernel, reference_matrix
 
 TOL = {"float32": 1e-4, "float64": 1e-12}
 
@@ -24,15 +27,9 @@ def lib():
     return build_host_lib()
 
 
-def _rel(a, b) -> float:
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
 def _pairs(shape, seed, n=2):
-    rng = np.random.default_rng(seed)
-    x1 = rng.standard_normal((n,) + shape)
-    x2 = np.concatenate([rng.standard_normal((1,) + shape), x1[:1]])  # includes an exact self pair
-    return x1, x2
+    z = make_images(n + 1, shape, seed=seed)
+    return z[:n], np.concatenate([z[n:], z[:1]])  # x2 includes an exact self pair
 
 
 # (shape, depth, readout, fix, kind, threads): 8 threads leave several entries to each thread and
@@ -59,9 +56,8 @@ def test_host_kernels_match_reference(lib, shape, depth, readout, fix, kind, thr
 
 
 def test_host_kernels_agree_with_numpy_emulation(lib):
-    """Two independent statements of one block (C++ and NumPy) agree to float64 rounding."""
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 6, 5, 2))
+    """Two independent statements of one thread block (C++ and NumPy) agree to float64 rounding."""
+    x = make_images(2, (6, 5, 2), seed=5)
     spec = cntk_core.cntk(5, "gap", True).canonical()
     emu = emulate_matrix(x, x, spec, "ntk")
     host = host_matrix(lib, x, x, 5, "gap", True, True, "ntk", "float64", order=SHUFFLED)
@@ -70,7 +66,7 @@ def test_host_kernels_agree_with_numpy_emulation(lib):
 
 def test_host_vanilla_self_kernel_float32_exact_diagonal(lib):
     """Exact self pairs see rho == 1 exactly: float32 vanilla self-kernel within 1e-6 of float64."""
-    x = np.random.default_rng(11).standard_normal((3, 16, 16, 3))
+    x = make_images(3, (16, 16, 3), seed=11)
     ref = np.array([reference_kernel(a, a, 21, "vanilla") for a in x])
     got = np.diag(host_matrix(lib, x, x, 21, "vanilla", False, False, "ntk", "float32"))
     assert np.max(np.abs(got - ref) / np.abs(ref)) <= 1e-6
@@ -97,7 +93,7 @@ def test_window_top_is_the_last_exponent_the_gpu_products_survive(lib, channels)
     for readout in ("vanilla", "gap"):
         ref = reference_matrix(x0, x0, 3, readout, False, False, "ntk")
         top = host_matrix(lib, x0 * 2.0**hi, x0 * 2.0**hi, 3, readout, False, False, "ntk", "float32")
-        assert _rel(top / 4.0**hi, ref) <= 1e-6
+        assert rel_err(top / 4.0**hi, ref, floor=1) <= 1e-6
         with np.errstate(all="ignore"):
             over = host_matrix(
                 lib, x0 * 2.0 ** (hi + 1), x0 * 2.0 ** (hi + 1), 3, readout, False, False, "ntk", "float32"
@@ -110,7 +106,7 @@ def test_one_window_for_every_engine(backend):
     """The per-layer engine (NumPy here, CuPy's baseline on a GPU) forms va * vb too: float32 images
     at 2^30 overflowed it under the old [-32, 32] window. The shared rule scales them, and exactly:
     the values are the scaled ones bit for bit, on every engine."""
-    x = np.random.default_rng(0).standard_normal((3, 5, 5, 3))
+    x = make_images(3, (5, 5, 3), seed=0)
     base = cntk_core.kernel_matrix(x, depth=3, dtype="float32", backend=backend)
     for k in (30, -20):
         got = cntk_core.kernel_matrix(x * 2.0**k, depth=3, dtype="float32", backend=backend)
@@ -120,9 +116,8 @@ def test_one_window_for_every_engine(backend):
 def _wide_images():
     """8x8x3 images whose amplitude falls 4x per step along i + j (variances spanning 2^56), largest
     |pixel| in [1/2, 1)."""
-    rng = np.random.default_rng(0)
     i, j = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
-    x = rng.standard_normal((2, 8, 8, 3)) * (4.0 ** -(i + j))[None, :, :, None]
+    x = make_images(2, (8, 8, 3), seed=0) * (4.0 ** -(i + j))[None, :, :, None]
     return np.ldexp(x, -np.frexp(np.abs(x).max(axis=(1, 2, 3)))[1][:, None, None, None])
 
 
@@ -136,7 +131,8 @@ def test_window_bottom_keeps_flush_to_zero_within_float32_rounding(lib):
 
     def ftz_error(e):  # images base * 2^e, kernel scaled back by 2^-2e
         x = np.ldexp(base, e)
-        return _rel(np.ldexp(host_matrix(lib, x, x, 3, "gap", False, False, "ntk", "float32", ftz=True), -2 * e), ref)
+        got = host_matrix(lib, x, x, 3, "gap", False, False, "ntk", "float32", ftz=True)
+        return rel_err(np.ldexp(got, -2 * e), ref, floor=1)
 
     assert ftz_error(lo) <= 1e-6  # float32's own error on ordinary images: ~2e-8..3e-7
     assert ftz_error(lo - 12) > 1e-3
@@ -198,10 +194,10 @@ def test_emulation_reports_a_divergent_barrier(tmp_path):
     path = tmp_path / "divergent.cu"
     path.write_text(text)
     bad = build_host_lib(path)
-    x = np.random.default_rng(0).standard_normal((1, 5, 7, 2))
+    x = make_images(1, (5, 7, 2), seed=0)
     v = np.zeros((1, 2, 5, 7))
     idx = np.zeros(1, np.int32)
     nt = threads_for(5, 7)
     args = (x, x, v, v, idx, idx, np.zeros(2, np.int32), 1, 5, 7, 2, 2, 1, 0, 1, 1, np.zeros(1))
-    assert launch_tiles(bad, 1, 8, 8 * 8 + 4 * 35 * 8, args) & DIVERGENT
-    assert launch_tiles(build_host_lib(), 1, nt, nt * 8 + 4 * 35 * 8, args) == 0
+    assert launch_shift_blocks(bad, 1, 8, 8 * 8 + 4 * 35 * 8, args) & DIVERGENT
+    assert launch_shift_blocks(build_host_lib(), 1, nt, nt * 8 + 4 * 35 * 8, args) == 0

@@ -2,7 +2,8 @@
 
 The CIFAR-10 fixtures are tiny tarballs in the official format (see :mod:`cifar_fake`), so the loader
 is exercised on the same pickle opcodes as the real ``cifar-10-python.tar.gz``. The decoded cache,
-the subset builder and availability are tested in ``test_data_setup.py``.
+the subset builder and availability are tested in ``test_data_setup.py``, ``cntk-lab data`` in
+``test_cli_data.py``.
 """
 
 from __future__ import annotations
@@ -13,20 +14,24 @@ import os
 import pickle
 import tarfile
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cifar_fake import N_PER_BATCH, N_TEST, expected_nhwc, md5_of, official_members, py2_dumps, sha256_of, write_tarball
+from conftest import raises_param
 
 import cntk_core.data as data
 import cntk_core.data._cifar as cifar_mod
 from cntk_core.data import (
     CIFAR10_CLASSES,
+    SUBSET_FILES,
     ZCA,
     DataError,
     Dataset,
     Standardizer,
+    balanced_indices,
     balanced_subset,
     first_n,
     hflip_augment,
@@ -39,6 +44,7 @@ from cntk_core.data import (
     read_cifar10_folder,
     read_cifar10_tarball,
 )
+from cntk_core.validation import ParameterTypeError
 
 
 # ----------------------------------------------------------------------------- fixtures: official format
@@ -278,11 +284,11 @@ def test_download_flags_must_be_bools(tmp_path):
     """download="no" is truthy: it must not start a download (nor progress="no" show a bar)."""
     missing_url = (tmp_path / "nowhere" / "cifar-10-python.tar.gz").as_uri()
     cache = tmp_path / "cache"
-    with pytest.raises(TypeError, match="download must be True or False, got 'no'"):
+    with raises_param("download", ParameterTypeError):
         load_cifar10(cache=cache, download="no", url=missing_url)
-    with pytest.raises(TypeError, match="progress must be True or False"):
+    with raises_param("progress", ParameterTypeError):
         load_cifar10(cache=cache, download=False, progress="no")
-    with pytest.raises(TypeError, match="progress must be True or False"):
+    with raises_param("progress", ParameterTypeError):
         data.download_cifar10(cache, url=missing_url, progress="no")
     assert files_in(cache) == []
     with pytest.raises(FileNotFoundError, match="download=True"):
@@ -290,9 +296,11 @@ def test_download_flags_must_be_bools(tmp_path):
 
 
 def test_official_constants():
+    """The official tarball's digests and size, written out: a changed digest would refuse the real file."""
     assert data.CIFAR10_MD5 == "c58f30108f718f92721af3b95e74349a"
+    assert data.CIFAR10_SHA256 == "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+    assert cifar_mod.CIFAR10_SIZE == 170_498_071
     assert data.CIFAR10_URL == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-    assert len(data.CIFAR10_SHA256) == 64 and int(data.CIFAR10_SHA256, 16) >= 0
 
 
 # ----------------------------------------------------------------------------- the exact subset (reference files)
@@ -416,6 +424,15 @@ def test_cifar10_subset_corrupt_files_name_the_file(tmp_path, kind, match):
     assert "allow_pickle" not in str(info.value)  # never invite an unsafe load
 
 
+def test_an_npz_whose_members_are_pickles_is_a_data_error(tmp_path):
+    for name in SUBSET_FILES:
+        with zipfile.ZipFile(tmp_path / name, "w") as z:  # members named .npy, holding pickles
+            z.writestr("x.npy", pickle.dumps(np.zeros((2, 32, 32, 3), np.uint8)))
+            z.writestr("y.npy", pickle.dumps(np.zeros(2, np.int64)))
+    with pytest.raises(DataError, match=r"cifar10_exact_train4000.npz: the member 'x' is not a .npy array"):
+        load_cifar10_subset(tmp_path)
+
+
 # ----------------------------------------------------------------------------- digits, Dataset, load_dataset
 def test_digits_split():
     from sklearn.datasets import load_digits
@@ -505,6 +522,11 @@ def test_subsets():
     np.testing.assert_array_equal(yf, y[:20])
 
 
+def test_balanced_indices_take_integral_float_counts():
+    y = np.arange(10) % 2
+    np.testing.assert_array_equal(balanced_indices(y, 2.0), balanced_indices(y, 2))
+
+
 # ----------------------------------------------------------------------------- preprocessing
 def _images(seed, n, h=6, w=5, c=3):
     rng = np.random.default_rng(seed)
@@ -584,11 +606,11 @@ def test_hflip_augment_and_preprocess_flip():
 
 def test_preprocess_flags_must_be_bools():
     x = _images(7, 6)
-    with pytest.raises(TypeError, match="flip must be True or False, got 'no'"):
+    with raises_param("flip", ParameterTypeError):
         preprocess(x, flip="no")  # used to double the training set (6 -> 12 images)
     assert preprocess(x, flip=np.True_).x_train.shape[0] == 12
     assert preprocess(x, flip=np.False_).x_train.shape[0] == 6
-    with pytest.raises(TypeError, match="center must be True or False, got 'no'"):
+    with raises_param("center", ParameterTypeError):
         ZCA(center="no")
     assert ZCA(center=np.False_).center is False
 
@@ -606,12 +628,12 @@ def test_preprocess_zca_argument():
         with pytest.raises(TypeError, match="zca must be True, False, None or a number"):
             preprocess(x, zca=bad)
     for bad in ("x", "0.1", None, True):
-        with pytest.raises(TypeError, match="eps must be a number >= 0"):
+        with raises_param("eps", ParameterTypeError):
             ZCA(eps=bad)
     for bad in ("x", "255", None, True):
-        with pytest.raises(TypeError, match="scale must be a positive number"):
+        with raises_param("scale", ParameterTypeError):
             Standardizer(bad)
-    with pytest.raises(TypeError, match="scale must be a positive number"):
+    with raises_param("scale", ParameterTypeError):
         preprocess(x, scale="255")
 
 

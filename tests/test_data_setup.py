@@ -1,10 +1,10 @@
-"""CIFAR-10 for users: the decoded cache (reuse, fault detection, rebuild), the subset builder, which data
-sets are available, and the ``cntk-lab data`` commands. All data are fake tarballs made by the tests
-(:mod:`cifar_fake`); "downloads" come from ``file://`` URLs into a temporary cache."""
+"""CIFAR-10 for users (cntk_core.data): the decoded cache (reuse, fault detection, rebuild), what killed
+processes leave, the subset builder, and which data sets are available. All data are fake tarballs
+made by the tests (:mod:`cifar_fake`); "downloads" come from ``file://`` URLs into a temporary cache.
+The ``cntk-lab data`` commands are tested in test_cli_data.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -16,26 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cifar_fake import make_fake_cifar10
+from cifar_fake import check_same, decoded_folder, make_fake_cifar10
 
 import cntk_core.data as data
 import cntk_core.data._cifar as cifar_mod
-from cntk_core.cli import main
 from cntk_core.data import DataError, load_cifar10, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the reference subset files, when this machine has them (set by conftest before the data_cache fixture clears it)
 REFERENCE_SUBSET = os.environ.get("CNTK_CIFAR10_SUBSET")
-
-
-def check_same(ds, fake) -> None:
-    for name in ("x_train", "y_train", "x_test", "y_test"):
-        np.testing.assert_array_equal(getattr(ds, name), getattr(fake, name), err_msg=name)
-    assert ds.name == "cifar10" and ds.x_train.dtype == np.uint8 and ds.y_train.dtype == np.int64
-
-
-def decoded_folder(cache: Path, fake) -> Path:
-    return cache / "cifar10-decoded" / fake.sha256
 
 
 @pytest.fixture
@@ -354,57 +343,3 @@ def test_default_folders_are_in_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert data.cache_dir() == tmp_path / ".cache" / "cntk-lab"
     assert data.default_subset_dir() == tmp_path / ".cache" / "cntk-lab" / "cifar10-subset"
-
-
-# ----------------------------------------------------------------------------- cntk-lab data ...
-def test_cli_data_download_then_cached(fake_cifar10, data_cache, tmp_path, capsys):
-    src = tmp_path / "mirror" / "cifar-10-python.tar.gz"
-    src.parent.mkdir()
-    shutil.copyfile(fake_cifar10.path, src)
-    argv = ["data", "download", "--url", src.as_uri(), "--md5", fake_cifar10.md5, "--sha256", fake_cifar10.sha256]
-    assert main(argv) == 0
-    out, err = capsys.readouterr()
-    assert "cifar-10-python.tar.gz" in err and "%" in err  # the progress bar
-    assert str(data_cache / "cifar-10-python.tar.gz") in out and "ready: 20 train / 5 test" in out
-    assert decoded_folder(data_cache, fake_cifar10).is_dir()
-    src.unlink()  # a second run finds it in the cache
-    assert main(argv) == 0
-    assert main(["data", "download", "--sha256", "0" * 64]) == 2
-    assert "--sha256 needs --md5" in capsys.readouterr().err
-
-
-def test_cli_data_subset_and_where(fake_cifar10, data_cache, tmp_path, capsys, monkeypatch):
-    out = tmp_path / "class"
-    argv = ["data", "subset", "--from", str(fake_cifar10.path), "--md5", fake_cifar10.md5, "--out", str(out)]
-    assert main([*argv, "--n-train", "10", "--n-test", "5"]) == 0
-    printed = capsys.readouterr().out
-    assert f"export CNTK_CIFAR10_SUBSET={out}" in printed
-    monkeypatch.setenv("CNTK_CIFAR10_SUBSET", str(out))
-    assert load_dataset("cifar10-subset").x_train.shape == (10, 32, 32, 3)
-    assert main(["data", "where", "--json"]) == 0
-    status = json.loads(capsys.readouterr().out)
-    assert status["cifar10_subset_found"] and status["available"] == ["digits", "cifar10-subset"]
-    assert main(["info", "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["datasets_available"] == ["digits", "cifar10-subset"] and info["data_cache_dir"] == str(data_cache)
-
-
-def test_cli_data_subset_offline_without_tarball_exits_2(data_cache, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("CNTK_CIFAR10_URL", (tmp_path / "nowhere.tar.gz").as_uri())
-    assert main(["data", "subset", "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "could not be downloaded" in err and "CNTK_CIFAR10" in err
-    assert main(["data", "subset", "--no-download"]) == 2
-    assert "not found" in capsys.readouterr().err
-
-
-def test_cli_regress_and_gram_on_cifar10(fake_cifar10, data_cache, tmp_path, capsys):
-    folder = str(fake_cifar10.extract(tmp_path / "x"))
-    common = ["--dataset", "cifar10", "--data-path", folder, "--readout", "vanilla", "--no-progress"]
-    assert main(["regress", *common, "--n-train", "10", "--n-test", "5", "--subset", "first", "--json"]) == 0
-    res = json.loads(capsys.readouterr().out)
-    assert res["dataset"] == "cifar10" and res["n_train"] == 10 and res["image_shape"] == [32, 32, 3]
-    assert main(["gram", *common, "--n", "3", "--out", str(tmp_path / "K.npy")]) == 0
-    assert np.load(tmp_path / "K.npy").shape == (3, 3)
-    assert main(["regress", "--dataset", "cifar10-subset"]) == 2
-    assert "cntk-lab data subset" in capsys.readouterr().err

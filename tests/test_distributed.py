@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_images, raises_param
 
 import cntk_core
-from cntk_core.distributed import gram_to_store
+from cntk_core.distributed import _check_progress, _check_scheduler, gram_to_store
 from cntk_core.store import (
     CorruptStoreError,
     GramStore,
@@ -30,9 +31,9 @@ from cntk_core.store import (
     StoreSpaceError,
     StoreWriteError,
 )
+from cntk_core.validation import ParameterTypeError
 
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
 from _distributed_driver import images as driver_images  # noqa: E402
 
 SLOW = dict(depth=3, backend="numpy")  # ~0.1-0.3 s per 8x8 tile of 8x8x2 images on one core
@@ -66,7 +67,7 @@ def slow_job():
 
 
 def small(n, seed=0, shape=(6, 6, 2)):
-    return np.random.default_rng(seed).standard_normal((n,) + shape)
+    return make_images(n, shape, seed)
 
 
 # -- results equal the serial kernel_matrix, bit for bit ----------------------------------------------
@@ -296,22 +297,22 @@ def test_full_disk_is_checked_against_what_is_left(tmp_path, monkeypatch):
 def test_bad_arguments_have_clear_errors(tmp_path):
     x = small(4)
     p = tmp_path / "g.zarr"
-    with pytest.raises(ValueError, match="tile_size"):
+    with raises_param("tile_size"):
         gram_to_store(p, x, depth=3, tile_size=0, scheduler="synchronous")
-    with pytest.raises(TypeError, match="scheduler must be"):
+    with raises_param("scheduler", ParameterTypeError):
         gram_to_store(p, x, depth=3, scheduler=42)
-    with pytest.raises(ValueError, match="n_workers applies only"):
+    with raises_param("n_workers", match="applies only"):  # says when n_workers applies
         gram_to_store(p, x, depth=3, scheduler="synchronous", n_workers=2)
-    with pytest.raises(TypeError, match="integer images"):
+    with raises_param("x1", ParameterTypeError, match="integer images"):  # says why: the pixel scale
         gram_to_store(p, x.astype(np.uint8), depth=3, scheduler="synchronous")
-    with pytest.raises(ValueError, match="same image shape"):
+    with raises_param("x2"):  # another image shape
         gram_to_store(p, x, small(3, shape=(5, 5, 2)), depth=3, scheduler="synchronous")
     if importlib.util.find_spec("dask_cuda") is None:
-        with pytest.raises(ImportError, match="dask-cuda"):
+        with pytest.raises(ImportError, match="dask-cuda"):  # says what to install
             gram_to_store(p, x, depth=3, scheduler="cuda")
-    with pytest.raises(ValueError, match="address of a running Dask scheduler"):
+    with raises_param("scheduler"):
         gram_to_store(p, x, depth=3, scheduler="sync")  # a typo, not a host name without a port
-    with pytest.raises(TypeError, match="progress"):
+    with raises_param("progress", ParameterTypeError):
         gram_to_store(p, x, depth=3, scheduler="synchronous", progress="no")
     assert not p.exists()
     with pytest.raises(FileNotFoundError):
@@ -324,6 +325,51 @@ def test_opening_a_store_never_creates_or_wipes_it(tmp_path, mode):
     x = small(5, 3)
     store = gram_to_store(tmp_path / "g.zarr", x, depth=3, tile_size=2, scheduler="synchronous", backend="numpy")
     expected = store.load()
-    with pytest.raises(ValueError, match="mode must be 'r'"):
+    with raises_param("mode"):
         GramStore.open(tmp_path / "g.zarr", mode=mode)
     assert np.array_equal(GramStore.open(tmp_path / "g.zarr", mode="r+").load(), expected)
+
+
+def test_counts_of_the_job_are_integers(tmp_path):
+    x = make_images(3, (4, 4, 2))
+    with raises_param("n_workers", ParameterTypeError, match=r"\(or None\)"):  # None: a cluster's own count
+        gram_to_store(tmp_path / "a.zarr", x, depth=2, n_workers=True)
+    with raises_param("tile_size", ParameterTypeError):
+        gram_to_store(tmp_path / "b.zarr", x, depth=2, tile_size=2.5)
+    K = gram_to_store(tmp_path / "c.zarr", x, depth=2, tile_size=2.0, scheduler="synchronous", progress=False)
+    np.testing.assert_allclose(K.load(), cntk_core.kernel_matrix(x, depth=2), rtol=1e-12)
+
+
+def test_the_progress_argument():
+    for ok in (True, False, None, 0, 1, print):
+        assert _check_progress(ok) is None
+    with raises_param("progress", ParameterTypeError, match=r"a callable \(done, total\), got 'yes'$"):
+        _check_progress("yes")  # says what a progress callable is given
+
+
+# -- scheduler addresses: each accepted form beside a near miss that is refused -------------------------
+@pytest.mark.parametrize(
+    "address,near_miss",
+    [
+        ("tcp://10.0.0.1:8786", "tcp://10.0.0.1:87a6"),
+        ("host:8786", "host: 8786"),
+        ("[::1]:8786", "[::1:8786"),
+        ("tls://[fe80::1]:8786", "tls://[fe80::1]:"),
+        ("[fe80::1%eth0]:8786", "[fe80::1%eth0:8786"),
+        ("tcp://host", "tcp:/host"),
+        ("inproc://10.0.0.1/123/1", "inproc:/10.0.0.1/123/1"),
+    ],
+)
+def test_scheduler_addresses_are_accepted_and_their_near_misses_refused(address, near_miss):
+    assert _check_scheduler(address) is None
+    with raises_param("scheduler"):
+        _check_scheduler(near_miss)
+
+
+@pytest.mark.parametrize(
+    "address", ["synchronus", "host", "[::1]", "[::1:8786", "host: 8786", "tcp://[::1:8786", "tcp://host:87a6",
+                "tcp://host:port"]
+)  # fmt: skip
+def test_scheduler_typos_are_refused(address):
+    with raises_param("scheduler", match="address of a running Dask scheduler such as 'tcp://host:8786'"):
+        _check_scheduler(address)  # the message shows what an address looks like

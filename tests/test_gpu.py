@@ -1,4 +1,4 @@
-"""GPU engine: CPU-checkable parts (tiling, NumPy statement of a block, OOM retry, quiet import) and,
+"""GPU engine: CPU-checkable parts (shift blocks, NumPy statement of a thread block, OOM retry, quiet import) and,
 marked ``gpu``, the CuPy paths against the float64 references (skipped without a usable GPU). The
 engine's Python side on a fake CuPy with the kernels built for the host: ``test_gpu_fake_cupy.py``."""
 
@@ -9,11 +9,13 @@ import sys
 
 import numpy as np
 import pytest
-from reference import reference_matrix
+from conftest import make_images, rel_err
+from gpu_emulator import emulate_matrix
 
 import cntk_core
 from cntk_core.backend import gpu_status
-from cntk_core.gpu import emulate_matrix, run_batched, tile_list
+from cntk_core.gpu import run_batched, shift_block_list
+from cntk_core.testing import reference_matrix
 
 # ---------------------------------------------------------------------------------------------
 # CPU: no GPU needed
@@ -33,19 +35,19 @@ def test_kernel_source_is_package_data():
 
     src = kernel_source()
     assert src == (Path(cntk_core.__file__).parent / "cuda" / "cntk_planes.cu").read_text()
-    assert "cntk_tiles" in src and "cntk_reduce" in src
+    assert "cntk_shift_blocks" in src and "cntk_reduce" in src
 
 
 @pytest.mark.parametrize("p,q", [(5, 7), (4, 4), (1, 3)])
-def test_tiles_partition_all_entries(p, q):
-    """Tile (gi, gj) = entries [(r+gi)%P, (c+gj)%Q, r, c]: every [i, j, i', j'] exactly once."""
+def test_shift_blocks_partition_all_entries(p, q):
+    """Shift block (gi, gj) = entries [(r+gi)%P, (c+gj)%Q, r, c]: every [i, j, i', j'] exactly once."""
     seen = np.zeros((p, q, p, q), int)
     r, c = np.meshgrid(np.arange(p), np.arange(q), indexing="ij")
-    for gi, gj in tile_list(p, q, "gap"):
+    for gi, gj in shift_block_list(p, q, "gap"):
         seen[(r + gi) % p, (c + gj) % q, r, c] += 1
     assert (seen == 1).all()
-    assert tile_list(p, q, "vanilla").tolist() == [[0, 0]]
-    assert tile_list(p, q, "gap")[0].tolist() == [0, 0]  # the variance pass uses the first tile
+    assert shift_block_list(p, q, "vanilla").tolist() == [[0, 0]]
+    assert shift_block_list(p, q, "gap")[0].tolist() == [0, 0]  # the variance pass uses the first one
 
 
 @pytest.mark.parametrize(
@@ -57,9 +59,8 @@ def test_tiles_partition_all_entries(p, q):
     ],
 )
 def test_numpy_block_statement_matches_reference(shape, depth, readout, fix, kind):
-    rng = np.random.default_rng(depth)
-    x1 = rng.standard_normal((2,) + shape)
-    x2 = np.concatenate([x1[1:], rng.standard_normal((1,) + shape)])
+    z = make_images(3, shape, seed=depth)
+    x1, x2 = z[:2], z[1:]  # one image in both
     spec = cntk_core.cntk(depth, readout, fix).canonical()
     got = emulate_matrix(x1, x2, spec, kind)
     ref = reference_matrix(x1, x2, depth, readout, fix, fix, kind)
@@ -106,10 +107,6 @@ _GPU_OK, _GPU_WHY = gpu_status()
 needs_gpu = pytest.mark.skipif(not _GPU_OK, reason=f"no usable GPU: {_GPU_WHY}")
 
 
-def _rel(a, b) -> float:
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
-
-
 def _per_layer(x1, x2, depth, readout, fix, kind, dtype):
     import cupy
 
@@ -119,7 +116,7 @@ def _per_layer(x1, x2, depth, readout, fix, kind, dtype):
     eng = PerLayerEngine(net, x1.shape[1:], kind, np.dtype(dtype), xp=cupy)
     s1, s2 = eng.prepare(x1), eng.prepare(x2)
     rows, cols = np.meshgrid(np.arange(len(x1)), np.arange(len(x2)), indexing="ij")
-    return eng.pairs(x1, x2, s1, s2, rows.ravel(), cols.ravel()).reshape(len(x1), len(x2))
+    return eng.pairs(s1, s2, rows.ravel(), cols.ravel()).reshape(len(x1), len(x2))
 
 
 SMALL = [
@@ -136,15 +133,14 @@ SMALL = [
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape,depth,readout,fix,kind", SMALL)
 def test_gpu_paths_match_reference(shape, depth, readout, fix, kind, dtype):
-    rng = np.random.default_rng(depth + shape[1])
-    x1 = rng.standard_normal((3,) + shape)
-    x2 = np.concatenate([x1[:1], rng.standard_normal((2,) + shape)])
+    z = make_images(5, shape, seed=depth + shape[1])
+    x1, x2 = z[:3], np.concatenate([z[:1], z[3:]])
     ref = reference_matrix(x1, x2, depth, readout, fix, fix, kind)
     kw = dict(depth=depth, readout=readout, fix=fix, kind=kind, dtype=dtype)
     fused = cntk_core.kernel_matrix(x1, x2, backend="cupy", **kw)
-    assert _rel(fused, ref) <= TOL[dtype]
+    assert rel_err(fused, ref, floor=1) <= TOL[dtype]
     layered = _per_layer(x1, x2, depth, readout, fix, kind, dtype)
-    assert _rel(layered, ref) <= TOL[dtype]
+    assert rel_err(layered, ref, floor=1) <= TOL[dtype]
 
 
 GRAM_CASES = [((32, 32, 3), 21, "gap", True), ((9, 13, 3), 11, "vanilla", False), ((16, 16, 3), 3, "gap", False)]
@@ -155,17 +151,17 @@ GRAM_CASES = [((32, 32, 3), 21, "gap", True), ((9, 13, 3), 11, "vanilla", False)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape,depth,readout,fix", GRAM_CASES)
 def test_gpu_symmetric_gram_matches_numba(shape, depth, readout, fix, dtype):
-    x = np.random.default_rng(3).standard_normal((3,) + shape)
+    x = make_images(3, shape, seed=3)
     ref = cntk_core.kernel_matrix(x, depth=depth, readout=readout, fix=fix, backend="numba")
     got = cntk_core.kernel_matrix(x, depth=depth, readout=readout, fix=fix, dtype=dtype, backend="cupy")
-    assert _rel(got, ref) <= TOL[dtype]
+    assert rel_err(got, ref, floor=1) <= TOL[dtype]
     np.testing.assert_array_equal(got, got.T)
 
 
 @pytest.mark.gpu
 @needs_gpu
 def test_gpu_vanilla_float32_self_kernel():
-    x = np.random.default_rng(4).standard_normal((4, 32, 32, 3))
+    x = make_images(4, (32, 32, 3), seed=4)
     got = cntk_core.kernel_matrix(x, depth=21, readout="vanilla", dtype="float32", backend="cupy")
     ref = np.diag(cntk_core.kernel_matrix(x, depth=21, readout="vanilla", backend="numba"))
     assert np.max(np.abs(np.diag(got) - ref) / ref) <= 1e-6
@@ -181,12 +177,12 @@ def _engine(readout="gap", depth=4, shape=(8, 8, 3), **kw):
 @pytest.mark.gpu
 @needs_gpu
 def test_gpu_values_independent_of_launch_size():
-    x = np.random.default_rng(6).standard_normal((5, 8, 8, 3))
+    x = make_images(5, (8, 8, 3), seed=6)
     rows, cols = np.triu_indices(5)
     a = _engine(max_pairs=1)
     b = _engine()
     sa, sb = a.prepare(x), b.prepare(x)
-    np.testing.assert_array_equal(a.pairs(x, x, sa, sa, rows, cols), b.pairs(x, x, sb, sb, rows, cols))
+    np.testing.assert_array_equal(a.pairs(sa, sa, rows, cols), b.pairs(sb, sb, rows, cols))
 
 
 @pytest.mark.gpu
@@ -194,11 +190,11 @@ def test_gpu_values_independent_of_launch_size():
 def test_gpu_oom_halves_batch_and_retries(monkeypatch):
     import cupy
 
-    x = np.random.default_rng(7).standard_normal((6, 8, 8, 3))
+    x = make_images(6, (8, 8, 3), seed=7)
     rows, cols = np.triu_indices(6)
     eng = _engine(max_pairs=64)
     state = eng.prepare(x)
-    want = eng.pairs(x, x, state, state, rows, cols)
+    want = eng.pairs(state, state, rows, cols)
     real = eng._launch
     raised = []
 
@@ -209,6 +205,6 @@ def test_gpu_oom_halves_batch_and_retries(monkeypatch):
         return real(*args, **kw)
 
     monkeypatch.setattr(eng, "_launch", flaky)
-    got = eng.pairs(x, x, state, state, rows, cols)
+    got = eng.pairs(state, state, rows, cols)
     assert raised and eng.max_pairs == len(rows) // 2
     np.testing.assert_array_equal(got, want)

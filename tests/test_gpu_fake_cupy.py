@@ -1,6 +1,6 @@
 """FusedGPUEngine's Python side without a GPU: a fake CuPy (two devices) whose kernels are the ``.cu``
 built for the host (``tests/cuda_host.py``), against the float64 references. Covers the launch
-arguments, the record pass, tiles, reduction and scale, OOM retry, the shared-memory limit per device
+arguments, the record pass, shift blocks, reduction and scale, OOM retry, the shared-memory limit per device
 and kernel, the grid cap on pairs per launch, ``CNTK_GPU_THREADS``, and the float32 range rules as
 ``kernel_matrix`` applies them to the GPU engine."""
 
@@ -10,11 +10,13 @@ import sys
 
 import numpy as np
 import pytest
-from cuda_host import FORWARD, REVERSE, SHUFFLED, build_host_lib, launch_reduce, launch_tiles
-from reference import reference_matrix
+from conftest import make_images
+from cuda_host import FORWARD, REVERSE, SHUFFLED, build_host_lib, launch_reduce, launch_shift_blocks
+from gpu_emulator import emulate_matrix
 
 import cntk_core
-from cntk_core.gpu import NAME_EXPRESSIONS, emulate_matrix
+from cntk_core.gpu import NAME_EXPRESSIONS
+from cntk_core.testing import reference_matrix
 
 TOL = {"float32": 1e-4, "float64": 1e-7}
 
@@ -146,7 +148,7 @@ class _FakeKernel:
             return
         x1, p, q = args[0], args[8], args[9]
         assert shared_mem == block[0] * 8 + 4 * int(p) * int(q) * x1.itemsize
-        assert launch_tiles(self.lib, grid[0], block[0], shared_mem, args, self.order) == 0
+        assert launch_shift_blocks(self.lib, grid[0], block[0], shared_mem, args, self.order) == 0
 
 
 class _FakeModule:
@@ -180,7 +182,7 @@ def fake_gpu(monkeypatch, host_lib):
     def make(depth, readout, fix, kind, dtype, shape, order=FORWARD, **kw):
         spec = cntk_core.cntk(depth, readout, fix).canonical()
         eng = gpu.FusedGPUEngine(spec, shape, kind, np.dtype(dtype), **kw)
-        for k in (eng._tile_kernel, eng._reduce_kernel):
+        for k in (eng._shift_block_kernel, eng._reduce_kernel):
             k.order = order
         return eng
 
@@ -190,7 +192,7 @@ def fake_gpu(monkeypatch, host_lib):
 def _matrix(eng, x1, x2):
     s1, s2 = eng.prepare(x1), eng.prepare(x2)
     rows, cols = np.meshgrid(np.arange(len(x1)), np.arange(len(x2)), indexing="ij")
-    return eng.pairs(x1, x2, s1, s2, rows.ravel(), cols.ravel()).reshape(len(x1), len(x2))
+    return eng.pairs(s1, s2, rows.ravel(), cols.ravel()).reshape(len(x1), len(x2))
 
 
 @pytest.mark.parametrize(
@@ -202,9 +204,8 @@ def _matrix(eng, x1, x2):
     ],
 )
 def test_engine_python_side_with_host_kernels(fake_gpu, shape, depth, readout, fix, kind, dtype, order):
-    rng = np.random.default_rng(2)
-    x1 = rng.standard_normal((3,) + shape)
-    x2 = np.concatenate([x1[2:], rng.standard_normal((1,) + shape)])
+    z = make_images(4, shape, seed=2)
+    x1, x2 = z[:3], z[2:]  # one image in both
     eng = fake_gpu(depth, readout, fix, kind, dtype, shape, order=order, max_pairs=4)
     got = _matrix(eng, x1, x2)
     ref = reference_matrix(x1, x2, depth, readout, fix, fix, kind)
@@ -212,11 +213,11 @@ def test_engine_python_side_with_host_kernels(fake_gpu, shape, depth, readout, f
 
 
 def test_engine_oom_retry_with_host_kernels(fake_gpu):
-    x = np.random.default_rng(3).standard_normal((4, 5, 5, 2))
+    x = make_images(4, (5, 5, 2), seed=3)
     eng = fake_gpu(3, "vanilla", False, "ntk", "float64", (5, 5, 2), max_pairs=8)
     state = eng.prepare(x)
     rows, cols = np.triu_indices(4)
-    want = eng.pairs(x, x, state, state, rows, cols)
+    want = eng.pairs(state, state, rows, cols)
     real, raised = eng._launch, []
 
     def flaky(*args):
@@ -226,13 +227,13 @@ def test_engine_oom_retry_with_host_kernels(fake_gpu):
         return real(*args)
 
     eng._launch = flaky
-    got = eng.pairs(x, x, state, state, rows, cols)
+    got = eng.pairs(state, state, rows, cols)
     assert raised and eng.max_pairs == 4
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match="out of range"):
-        eng.pairs(x, x, state, state, np.array([0]), np.array([4]))
+        eng.pairs(state, state, np.array([0]), np.array([4]))
     empty = eng.prepare(x[:0])  # no launch of no blocks
-    assert len(empty[0]) == len(empty[1]) == 0 and len(eng.pairs(x, x, empty, empty, [], [])) == 0
+    assert len(empty[0]) == len(empty[1]) == 0 and len(eng.pairs(empty, empty, [], [])) == 0
 
 
 # 40x40 float64 needs 53248 bytes of shared memory per block, 39x39 50720: both above 48 KB
@@ -240,38 +241,38 @@ BIG, SMALLER = (40, 40, 1), (39, 39, 1)
 
 
 def _big_reference(x):
-    """CNTK-V-3 of 40x40 images from the NumPy block statement (checked against the 4-D reference in
+    """CNTK-V-3 of 40x40 images from the NumPy thread-block statement (checked against the 4-D reference in
     test_numpy_block_statement_matches_reference; the reference itself takes seconds at 40x40)."""
     return emulate_matrix(x, x, cntk_core.cntk(3, "vanilla", False).canonical(), "ntk")
 
 
 def test_shared_memory_limit_is_the_largest_any_engine_needs(fake_gpu):
     """A later engine with a smaller need above 48 KB does not lower the limit an earlier one runs on."""
-    x = np.random.default_rng(4).standard_normal((2,) + BIG)
+    x = make_images(2, BIG, seed=4)
     big = fake_gpu(3, "vanilla", False, "ntk", "float64", BIG)
     want = _big_reference(x)
     np.testing.assert_allclose(_matrix(big, x, x), want, rtol=1e-12)
     fake_gpu(3, "vanilla", False, "ntk", "float64", SMALLER)
-    assert _FakeState.func_smem == {(0, "cntk_tiles<double>"): big.smem}  # not lowered, not set again
+    assert _FakeState.func_smem == {(0, "cntk_shift_blocks<double>"): big.smem}  # not lowered, not set again
     np.testing.assert_allclose(_matrix(big, x, x), want, rtol=1e-12)
-    assert _FakeState.func_smem == {(0, "cntk_tiles<double>"): big.smem} and big.smem == 53248
+    assert _FakeState.func_smem == {(0, "cntk_shift_blocks<double>"): big.smem} and big.smem == 53248
     assert max(s for _, _, s in _FakeState.launches) == 53248
 
 
 def test_shared_memory_limit_is_set_on_the_device_that_launches(fake_gpu):
-    x = np.random.default_rng(5).standard_normal((2,) + BIG)
+    x = make_images(2, BIG, seed=5)
     want = _big_reference(x)
     eng = fake_gpu(3, "vanilla", False, "ntk", "float64", BIG)  # built on device 0
     with _FakeCupy.cuda.Device(1):
         s1 = eng.prepare(x)  # on device 1
-        np.testing.assert_allclose(eng.pairs(x, x, s1, s1, [0, 1], [1, 1]), want[[0, 1], [1, 1]], rtol=1e-12)
-    assert _FakeState.func_smem[(1, "cntk_tiles<double>")] == eng.smem
+        np.testing.assert_allclose(eng.pairs(s1, s1, [0, 1], [1, 1]), want[[0, 1], [1, 1]], rtol=1e-12)
+    assert _FakeState.func_smem[(1, "cntk_shift_blocks<double>")] == eng.smem
     # device 0 is current again: the pairs still run where their images are
-    np.testing.assert_allclose(eng.pairs(x, x, s1, s1, [0], [0]), want[0, 0], rtol=1e-12)
+    np.testing.assert_allclose(eng.pairs(s1, s1, [0], [0]), want[0, 0], rtol=1e-12)
     assert _FakeState.launches[-1][0] == 1
     s0 = eng.prepare(x)
     with pytest.raises(ValueError, match="different GPUs"):
-        eng.pairs(x, x, s0, s1, [0], [0])
+        eng.pairs(s0, s1, [0], [0])
     _FakeState.optin[1] = _STATIC_SMEM  # a device that cannot give 53 KB: told, not a failed launch
     _FakeState.func_smem.clear()
     gpu = sys.modules["cntk_core.gpu"]
@@ -284,17 +285,17 @@ def test_max_pairs_is_capped_at_the_grid_limit(fake_gpu):
     from cntk_core.gpu import MAX_BLOCKS
 
     eng = fake_gpu(3, "gap", False, "ntk", "float32", (40, 40, 1), max_pairs=2**40)
-    assert eng.n_tiles == 1600 and eng.max_pairs == eng.pair_cap == MAX_BLOCKS // 1600
+    assert eng.n_shift_blocks == 1600 and eng.max_pairs == eng.pair_cap == MAX_BLOCKS // 1600
     assert fake_gpu(3, "gap", False, "ntk", "float32", (40, 40, 1)).max_pairs <= MAX_BLOCKS // 1600
     eng = fake_gpu(3, "gap", False, "ntk", "float32", (4, 4, 1))
     eng.max_pairs = 2**40  # even when set afterwards, pairs() launches at most pair_cap
-    x = np.random.default_rng(6).standard_normal((2, 4, 4, 1))
+    x = make_images(2, (4, 4, 1), seed=6)
     st = eng.prepare(x)
-    eng.pairs(x, x, st, st, [0], [1])
+    eng.pairs(st, st, [0], [1])
     assert eng.max_pairs == eng.pair_cap == MAX_BLOCKS // 16
     i32 = np.int32
     rows = _FakeCupy.zeros(3, i32)
-    with pytest.raises(ValueError, match="more blocks than one launch"):
+    with pytest.raises(ValueError, match="more thread blocks than one launch"):
         eng._launch(st[0], st[0], st[1], st[1], rows, rows, 2**30, False)
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="max_pairs"):
@@ -302,7 +303,7 @@ def test_max_pairs_is_capped_at_the_grid_limit(fake_gpu):
 
 
 def test_threads_from_the_environment(fake_gpu, monkeypatch):
-    x = np.random.default_rng(7).standard_normal((2, 6, 5, 2))
+    x = make_images(2, (6, 5, 2), seed=7)
     monkeypatch.setenv("CNTK_GPU_THREADS", "64")
     eng = fake_gpu(4, "gap", True, "ntk", "float64", (6, 5, 2))
     assert eng.threads == 64 and eng.smem == 64 * 8 + 4 * 30 * 8
@@ -325,7 +326,7 @@ def _gpu_kernel_matrix(monkeypatch, x, **kw):
 def test_kernel_matrix_rescales_images_outside_the_float32_window(fake_gpu, monkeypatch):
     """2^40 and 2^-30 times ordinary images: the float32 GPU kernel would overflow / flush; the
     driver scales them into the window exactly, so the values are the scaled ones."""
-    x = np.random.default_rng(8).standard_normal((3, 6, 6, 3))
+    x = make_images(3, (6, 6, 3), seed=8)
     kw = dict(depth=4, readout="gap", dtype="float32")
     base = _gpu_kernel_matrix(monkeypatch, x, **kw)
     np.testing.assert_allclose(base, reference_matrix(x, x, 4, "gap", False, False, "ntk"), rtol=1e-5)
@@ -340,10 +341,10 @@ def test_kernel_matrix_rescales_images_outside_the_float32_window(fake_gpu, monk
 def test_float32_gpu_refuses_variances_that_flush_to_zero(fake_gpu, monkeypatch):
     """A 1x1 image's variance shrinks 9x per layer: at depth 21 below 2^-39, where flush-to-zero
     drops entries. float32 on the GPU says so; float64 computes it."""
-    x = np.random.default_rng(9).standard_normal((2, 1, 1, 3))
+    x = make_images(2, (1, 1, 3), seed=9)
     with pytest.raises(FloatingPointError, match="flush-to-zero"):
         _gpu_kernel_matrix(monkeypatch, x, depth=21, readout="vanilla", dtype="float32")
     got = _gpu_kernel_matrix(monkeypatch, x, depth=21, readout="vanilla", dtype="float64")
     np.testing.assert_allclose(got, reference_matrix(x, x, 21, "vanilla", False, False, "ntk"), rtol=1e-12)
-    ok = np.random.default_rng(9).standard_normal((2, 6, 6, 3))
+    ok = make_images(2, (6, 6, 3), seed=9)
     _gpu_kernel_matrix(monkeypatch, ok, depth=21, readout="vanilla", dtype="float32")

@@ -12,18 +12,14 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import spd_matrix
 
 from cntk_widgets.kernel_cache import MAGIC, SUFFIX, KernelDiskCache, entry_key, images_fingerprint
 
 
-def _gram(n: int = 5, seed: int = 0) -> np.ndarray:
-    a = np.random.default_rng(seed).standard_normal((n, 3))
-    return a @ a.T + np.eye(n)
-
-
 def test_round_trip_is_bit_identical(tmp_path):
     cache = KernelDiskCache(tmp_path)
-    k = _gram()
+    k = spd_matrix(5)
     assert cache.get("a" * 64) is None and cache.misses == 1
     assert cache.put("a" * 64, k, what="test")
     got = cache.get("a" * 64)
@@ -50,7 +46,7 @@ def test_keys_separate_images_architectures_and_dtypes():
 )
 def test_damaged_entries_are_misses_and_removed(tmp_path, damage):
     cache = KernelDiskCache(tmp_path)
-    k = _gram(6)
+    k = spd_matrix(6)
     cache.put("k" * 64, k)
     path = cache.path("k" * 64)
     data = bytearray(path.read_bytes())
@@ -123,13 +119,13 @@ def test_unusable_folder_turns_the_cache_off_with_one_warning(tmp_path):
     blocker.write_text("not a folder")
     cache = KernelDiskCache(blocker / "kernels")
     with pytest.warns(RuntimeWarning, match="not usable"):
-        assert cache.put("a" * 64, _gram()) is False
+        assert cache.put("a" * 64, spd_matrix(5)) is False
     assert not cache.enabled and cache.get("a" * 64) is None
-    assert cache.put("a" * 64, _gram()) is False  # no second warning: already off
+    assert cache.put("a" * 64, spd_matrix(5)) is False  # no second warning: already off
 
 
 def test_size_limit_drops_least_recently_used(tmp_path):
-    k = _gram(40)  # 12.8 kB per entry
+    k = spd_matrix(40)  # 12.8 kB per entry
     cache = KernelDiskCache(tmp_path, max_bytes=4 * k.nbytes + 2000)  # room for four entries
     for name in "abcd":
         cache.put(name * 64, k)

@@ -1,45 +1,53 @@
-"""Edge cases of the Gram store, its Dask job and the command lines around them: kernels that leave
-the float range, paths with ~, oversized tiles, stores whose creation was interrupted, complete
-stores on read-only disks, resuming without --tile-size, and the messages and exit codes of
-``cntk-lab`` and ``python -m cntk_widgets``."""
+"""Edge cases of the Gram store (cntk_core.store, store_create) and its Dask job: tiles whose kernel
+leaves the float range, paths with ~, oversized tiles, stores whose creation was interrupted or
+raced, complete stores on read-only disks, resuming without a tile size, the free-space estimate,
+and the annotated public API. ``cntk-lab gram`` on stores: test_cli_gram.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_images
 
 pytest.importorskip("zarr")
 pytest.importorskip("dask")
 
 import cntk_core  # noqa: E402
-from cntk_core.cli import main  # noqa: E402
 from cntk_core.distributed import gram_to_store  # noqa: E402
 from cntk_core.store import GramStore, StoreMismatchError  # noqa: E402
 
 SYNC = dict(scheduler="synchronous", progress=False)
 
 
-def _x(n=4, size=4, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, size, size, 1))
+def _x(n=4, seed=0):
+    return make_images(n, (4, 4, 1), seed)
 
 
 # --- kernels outside the float range -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("depth,dtype", [(3000, "float64"), (1500, "float32")])
-def test_a_kernel_that_underflows_raises_instead_of_nan(depth, dtype):
-    with pytest.raises(FloatingPointError, match="not finite .* very deep network's kernel shrinks"):
-        cntk_core.kernel_matrix(_x(3), depth=depth, dtype=dtype)
-
-
 def test_the_store_does_not_mark_nan_tiles_done(tmp_path):
-    with pytest.raises(Exception, match="not finite"):
+    with pytest.raises(FloatingPointError, match=r"Gram tile \(0, 0\): the kernel is not finite"):
         gram_to_store(tmp_path / "deep.zarr", _x(3), depth=3000, **SYNC)
     store = GramStore.open(tmp_path / "deep.zarr")
     assert len(store.missing_tiles()) == len(store.tiles()) == 1
+
+
+def test_a_non_finite_tile_is_reported_once_not_retried(tmp_path):
+    from cntk_core.distributed import _compute_tile
+
+    with pytest.raises(FloatingPointError, match=r"Gram tile \(0, 0\): the kernel is not finite"):
+        gram_to_store(tmp_path / "d.zarr", _x(3), depth=3000, **SYNC)
+    store = GramStore.open(tmp_path / "d.zarr")
+    params = dict(
+        path=str(store.path), tile_size=256, shape=[3, 3], symmetric=True,
+        architecture=cntk_core.Architecture(3000).to_dict(), kind="ntk", dtype="float64", backend=None,
+    )  # fmt: skip
+    digest = store.metadata["blocks"]["x1"][0]
+    result = _compute_tile(params, 0, 0, (digest, digest))  # returned to Dask as a value: its retries don't repeat it
+    assert "not finite" in result["error"] and not result["computed"]
 
 
 # --- paths, tiles and store states ----------------------------------------------------------------
@@ -96,96 +104,7 @@ def test_a_complete_store_is_read_without_writing(tmp_path, monkeypatch):
     np.testing.assert_array_equal(gram_to_store(tmp_path / "done.zarr", x, depth=2, **SYNC).load(), done)
 
 
-# --- cntk-lab gram ------------------------------------------------------------------------------
-
-
-def test_gram_refuses_an_out_folder_or_an_out_inside_the_store_before_computing(tmp_path, capsys):
-    (tmp_path / "Kdir.npy").mkdir()
-    assert main(["gram", "--n", "3", "--depth", "2", "--out", str(tmp_path / "Kdir")]) == 2
-    assert "is a folder" in capsys.readouterr().err
-    store = tmp_path / "s.zarr"
-    argv = ["gram", "--n", "3", "--depth", "2", "--store", str(store), "--out", str(store / "K.npy")]
-    assert main(argv) == 2
-    assert "must not be the --store" in capsys.readouterr().err and not store.exists()
-
-
-def test_gram_errors_name_the_options(tmp_path, capsys):
-    argv = ["gram", "--n", "3", "--depth", "2", "--store", str(tmp_path / "s.zarr"), "--scheduler"]
-    assert main([*argv, "synchronous", "--n-workers", "2"]) == 2
-    err = capsys.readouterr().err
-    assert "--n-workers applies only to a cluster started here (--scheduler local or cuda)" in err
-    assert main([*argv, "foo"]) == 2
-    assert "--scheduler must be 'local', 'synchronous', 'cuda'" in capsys.readouterr().err
-    (tmp_path / "afile").write_text("")
-    store_under_a_file = ["gram", "--n", "3", "--depth", "2", "--store", str(tmp_path / "afile" / "s.zarr")]
-    assert main(store_under_a_file) == 2
-    assert "error: --store: cannot write the Gram store" in capsys.readouterr().err
-
-
-def test_an_interrupt_prints_how_to_resume(monkeypatch, capsys):
-    from cntk_core import cli
-
-    def interrupted(args):
-        exc = KeyboardInterrupt()
-        exc.add_note("3 of 10 tiles are on disk in 'g.zarr'; re-run to resume")
-        raise exc
-
-    monkeypatch.setitem(cli.COMMANDS, "info", interrupted)
-    assert main(["info"]) == 130
-    assert "interrupted; 3 of 10 tiles are on disk in 'g.zarr'; re-run to resume" in capsys.readouterr().err
-
-
-def test_gram_json_result_after_resume(tmp_path, capsys):
-    argv = ["gram", "--n", "4", "--depth", "2", "--store", str(tmp_path / "s.zarr"), "--scheduler", "synchronous"]
-    assert main([*argv, "--tile-size", "2", "--no-progress"]) == 0
-    capsys.readouterr()
-    assert main([*argv, "--no-progress", "--out", str(tmp_path / "K.npy")]) == 0  # the store's tile size
-    line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("RESULT ")][-1]
-    assert json.loads(line[len("RESULT ") :])["shape"] == [4, 4]
-
-
-def test_gram_without_out_reads_no_matrix_and_no_verify_trusts_the_markers(tmp_path, capsys, monkeypatch):
-    """Without --out the command loaded the whole Gram (a store may exceed memory) only to print its
-    shape; --store could not pass verify=False."""
-    store = tmp_path / "s.zarr"
-    argv = ["gram", "--n", "8", "--depth", "2", "--store", str(store), "--scheduler", "synchronous"]
-    argv += ["--tile-size", "4", "--backend", "numpy", "--no-progress"]
-
-    def no_load(self):
-        raise AssertionError("the whole Gram was loaded without --out")
-
-    monkeypatch.setattr(GramStore, "load", no_load)
-
-    def result():
-        line = [s for s in capsys.readouterr().out.splitlines() if s.startswith("RESULT ")][-1]
-        return json.loads(line[len("RESULT ") :])
-
-    assert main(argv) == 0
-    assert result()["shape"] == [8, 8]
-    tile = store / "gram" / "c" / "0" / "1"
-    data = bytearray(tile.read_bytes())
-    data[len(data) // 3] ^= 0x10
-    tile.write_bytes(bytes(data))
-    assert main([*argv, "--no-verify"]) == 0  # trusts the markers: the damaged tile is not re-read
-    assert result()["tiles_repaired"] == 0
-    assert main(argv) == 0  # the default re-reads every finished tile
-    assert result()["tiles_repaired"] == 1
-    assert main(["gram", "--n", "3", "--out", str(tmp_path / "K.npy"), "--no-verify"]) == 2
-    assert "--no-verify need --store" in capsys.readouterr().err
-
-
-def test_an_out_folder_name_too_long_fails_before_computing(tmp_path, capsys, monkeypatch):
-    """Before: a raw OSError (File name too long), exit 1."""
-
-    def boom(*args, **kwargs):
-        raise AssertionError("computed before checking --out")
-
-    monkeypatch.setattr(cntk_core.gram, "kernel_matrix", boom)
-    out = tmp_path / ("d" * 300) / "K.npy"
-    assert main(["gram", "--n", "3", "--depth", "2", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert "--out: the folder name 'ddd" in err and "is 300 bytes long; this file system allows 255" in err
-    assert list(tmp_path.iterdir()) == []
+# --- the API and its requirements -----------------------------------------------------------------
 
 
 def test_the_public_store_api_is_annotated():
@@ -224,29 +143,7 @@ def test_zarr_is_required_at_the_version_whose_chunk_writes_are_atomic():
     assert "`verify()` return the matrix" not in readme and "returns the number of tiles checked" in readme
 
 
-# --- python -m cntk_widgets ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("port", ["0", "-1", "99999", "http"])
-def test_lab_launcher_refuses_bad_ports(port, capsys):
-    from cntk_widgets.__main__ import main as lab
-
-    with pytest.raises(SystemExit) as info:
-        lab(["--print-command", "--port", port])
-    assert info.value.code == 2 and "port must be an integer 1-65535" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("notebook", ["../README.md", "", "/tmp/elsewhere.ipynb"])
-def test_lab_launcher_opens_only_the_projects_notebooks(notebook, capsys):
-    from cntk_widgets.__main__ import main as lab
-
-    assert lab(["--print-command", "--notebook", notebook]) == 2
-    assert "--notebook must name a notebook in" in capsys.readouterr().err
-    assert lab(["--print-command", "--voila", "--port", "9001"]) == 0
-    assert "--port=9001" in capsys.readouterr().out
-
-
-# --- review of the above ----------------------------------------------------------------------------
+# --- creation: folders, races, interruptions -------------------------------------------------------
 
 
 def test_an_empty_folder_is_kept_not_recreated(tmp_path):
@@ -352,46 +249,6 @@ def test_free_space_is_estimated_from_the_chunk_shape(tmp_path, monkeypatch):
     x1, x2 = _x(3), _x(50, seed=1)
     gram_to_store(tmp_path / "cross.zarr", x1, x2, depth=2, tile_size=256, **SYNC)
     assert asked[0] == x1.nbytes + x2.nbytes + 1 * (max(3 * 50 * 8, 4096) + 4096)
-
-
-def test_a_non_finite_tile_is_reported_once_not_retried(tmp_path):
-    from cntk_core.distributed import _compute_tile
-
-    with pytest.raises(FloatingPointError, match=r"Gram tile \(0, 0\): the kernel is not finite"):
-        gram_to_store(tmp_path / "d.zarr", _x(3), depth=3000, **SYNC)
-    store = GramStore.open(tmp_path / "d.zarr")
-    params = dict(
-        path=str(store.path), tile_size=256, shape=[3, 3], symmetric=True, depth=3000, readout="gap",
-        fix_first=False, fix_last=False, kind="ntk", dtype="float64", backend=None,
-    )  # fmt: skip
-    digest = store.metadata["blocks"]["x1"][0]
-    result = _compute_tile(params, 0, 0, (digest, digest))  # returned to Dask as a value: its retries don't repeat it
-    assert "not finite" in result["error"] and not result["computed"]
-
-
-def test_tiny_pixels_that_underflow_get_the_underflow_message():
-    with pytest.raises(FloatingPointError, match="not finite"):
-        cntk_core.kernel_matrix(_x(3) * 1e-12, depth=600, dtype="float32")
-
-
-def test_cli_messages_keep_the_users_paths(tmp_path, capsys):
-    odd = tmp_path / "n_test" / "n_folds.zarr"
-    odd.parent.mkdir()
-    import zarr
-
-    zarr.open_group(store=str(odd), mode="w", attributes={"owner": "someone else"})
-    assert main(["gram", "--n", "3", "--depth", "2", "--store", str(odd), "--scheduler", "synchronous"]) == 2
-    err = capsys.readouterr().err
-    assert str(odd) in err and "--n-test" not in err and "--folds" not in err
-
-
-def test_lab_launcher_follows_a_symlinked_notebooks_folder(tmp_path, monkeypatch):
-    import cntk_widgets.__main__ as launcher
-
-    link = tmp_path / "notebooks"
-    link.symlink_to(launcher.notebooks_dir())
-    monkeypatch.setattr(launcher, "notebooks_dir", lambda: link)
-    assert launcher.main(["--print-command"]) == 0
 
 
 def test_a_run_interrupted_between_metadata_and_arrays_resumes(tmp_path, monkeypatch):

@@ -1,38 +1,41 @@
-// Fused CNTK kernels: one thread block runs every layer of one "tile" of displacement planes of one
-// image pair on chip (shared memory), and writes one float64 partial readout sum.
+// Fused CNTK kernels: one thread block runs every layer of one "shift block" of displacement planes of
+// one image pair on chip (shared memory), and writes one float64 partial readout sum.
 //
-// Math: docs/math.md; the CPU statement of the same fused algorithm is
-// cntk_core/cpu_planes.py, and cntk_core/gpu.py:emulate_tile is a NumPy copy of one block.
+// Math: docs/math.md; the CPU statement of the same fused algorithm is cntk_core/cpu_planes.py
+// (shift blocks by one flat shift there), and tests/gpu_emulator.py:emulate_shift_block is a NumPy
+// copy of one thread block.
 //
-// Tiles. tr3 and the ReLU map never mix entries of different displacement delta = p - p'. Along one
-// axis of length P, plane di (|di| < P) has P - |di| rows. For g = 1..P-1 the planes di = g and
-// di = g - P have g' = P - g and g rows: together exactly P. So a "row group" g in 0..P-1 is the set
-// {(i, i') : i = (i' + g) mod P}, with i' = r the tile row: rows r < P - g belong to plane g, the
-// rest to plane g - P (for g = 0 only plane 0). Likewise for columns. Tile (gi, gj) of a pair is the
-// P x Q map T[r, c] = entry [i, j, i', j'] with i' = r, j' = c, i = (r + gi) mod P, j = (c + gj) mod Q.
-// The P*Q tiles of a pair partition its (PQ)^2 entries, and every tile has exactly P*Q entries, so
-// all blocks do the same work. tr3 inside a tile: the neighbour (r + a, c + b) is added iff both
-// positions stay inside the image, 0 <= i + a < P and 0 <= r + a < P (same for columns); that is the
-// zero padding of tr3 and also the boundary between the two planes of a tile.
-// The vanilla readout only needs tile (0, 0) (= the delta = 0 plane).
+// Shift blocks. tr3 and the ReLU map never mix entries of different displacement delta = p - p'.
+// Along one axis of length P, plane di (|di| < P) has P - |di| rows. For g = 1..P-1 the planes di = g
+// and di = g - P have g' = P - g and g rows: together exactly P. So a "row group" g in 0..P-1 is the
+// set {(i, i') : i = (i' + g) mod P}, with i' = r the shift block's row: rows r < P - g belong to
+// plane g, the rest to plane g - P (for g = 0 only plane 0). Likewise for columns. Shift block
+// (gi, gj) of a pair is the P x Q map T[r, c] = entry [i, j, i', j'] with i' = r, j' = c,
+// i = (r + gi) mod P, j = (c + gj) mod Q. The P*Q shift blocks of a pair partition its (PQ)^2
+// entries, and every shift block has exactly P*Q entries, so all thread blocks do the same work.
+// tr3 inside a shift block: the neighbour (r + a, c + b) is added iff both positions stay inside the
+// image, 0 <= i + a < P and 0 <= r + a < P (same for columns); that is the zero padding of tr3 and
+// also the boundary between the two planes of a shift block. The vanilla readout only needs shift
+// block (0, 0) (= the delta = 0 plane).
 //
-// One block = one (pair, tile). Shared memory: 2 buffers x (Sigma, Theta) x P*Q entries of T, plus
-// one double per thread for the readout reduction. One __syncthreads per layer: layer h reads the
-// previous layer's K and Theta (box sums of neighbours) and writes its own into the other buffer.
-// Record mode (self pair, tile (0,0)) writes Sigma^(h)(x, x)[p, p] for h = 0..L-1 into vrec and uses
-// rho = S / sqrt(S * S), so that later pair launches of an exact self pair see rho == 1 exactly.
+// One thread block = one (pair, shift block). Shared memory: 2 buffers x (Sigma, Theta) x P*Q entries
+// of T, plus one double per thread for the readout reduction. One __syncthreads per layer: layer h
+// reads the previous layer's K and Theta (box sums of neighbours) and writes its own into the other
+// buffer. Record mode (self pair, shift block (0,0)) writes Sigma^(h)(x, x)[p, p] for h = 0..L-1 into
+// vrec and uses rho = S / sqrt(S * S), so that later pair launches of an exact self pair see
+// rho == 1 exactly.
 //
-// Compiles four ways: NVRTC (CuPy RawModule, name_expressions "cntk_tiles<float>" ..., with CuPy's
-// -ftz=true), nvcc -ptx / -cubin / -c (tests/test_cuda_compile.py), and as plain host C++ (g++ -x c++,
+// Compiles four ways: NVRTC (CuPy RawModule, name_expressions "cntk_shift_blocks<float>" ..., with
+// CuPy's -ftz=true), nvcc -ptx / -cubin / -c (tests/test_cuda_compile.py), and as plain host C++ (g++ -x c++,
 // tests/cuda_host.py): there both kernels run on the CPU, each block's threads emulated one at a time
 // between barriers, in an order the caller picks (forward, reverse, shuffled per phase), on shared
 // memory poisoned with NaN, reporting divergent barriers and shared-memory overruns. A missing or
 // misplaced barrier, or a wrong split of entries among threads, changes the result under one of the
-// orders (tests/test_cuda_host.py checks all of them against tests/reference.py).
+// orders (tests/test_cuda_host.py checks all of them against cntk_core/testing.py).
 //
 // Range (float32): every value the kernel forms is at most 9 C peak^2 for images whose largest |pixel|
 // is `peak` (layer 1's box sum of C-channel products; the ReLU map and later box sums do not grow
-// it), and the products va * vb, s * s reach 81 C^2 peak^4. cntk_core.gram.exponent_window chooses
+// it), and the products va * vb, s * s reach 81 C^2 peak^4. cntk_core.scaling.exponent_window chooses
 // which images go in unscaled (every engine shares it), and FusedGPUEngine.prepare refuses the
 // variance maps whose significant entries -ftz=true would flush (see cntk_core/gpu.py).
 
@@ -93,7 +96,7 @@ CNTK_HD inline T acos_stable(T rho) {
     return acos(rho);
 }
 
-// 3x3 box sum of src at tile entry (r, c); ok_* say whether the row/column shifts -1 and +1 stay
+// 3x3 box sum of src at shift block entry (r, c); ok_* say whether the row/column shifts -1 and +1 stay
 // inside the image. Terms with the row shift outer and the column shift inner.
 template <typename T>
 CNTK_HD inline T box3(const T* src, int r, int c, int Q, bool up, bool down, bool left, bool right) {
@@ -134,16 +137,16 @@ CNTK_HD inline void relu_dual(T s, T prod, T& k, T& k_dot) {
     k_dot = (const_pi<T>() - angle) * const_inv9pi<T>();
 }
 
-// Entry e of tile (gi, gj): position (r, c) of the second image and (i, j) = (r + gi, c + gj)
+// Entry e of shift block (gi, gj): position (r, c) of the second image and (i, j) = (r + gi, c + gj)
 // modulo (P, Q) of the first one. r = e / Q as a multiply by qinv = ceil(2^32 / Q) (reciprocal_q):
 // floor(e * qinv / 2^32) == e / Q whenever e * Q < 2^32, true here since e < P * Q and P * Q * Q
-// < 2^32 for every image whose tile fits in shared memory (FusedGPUEngine checks it). A 32-bit
+// < 2^32 for every image whose shift block fits in shared memory (FusedGPUEngine checks it). A 32-bit
 // division per entry and layer was ~30 SASS instructions with three on the slow conversion and
 // MUFU pipes (sm_90, nvcc 13); this is two multiplies (benchmarks/RESULTS.md, issue 28).
 CNTK_HD inline unsigned long long reciprocal_q(int Q) { return ((1ull << 32) + unsigned(Q) - 1) / unsigned(Q); }
 
-CNTK_HD inline void tile_position(int e, unsigned long long qinv, int gi, int gj, int P, int Q, int& r, int& c,
-                                  int& i, int& j) {
+CNTK_HD inline void shift_block_position(int e, unsigned long long qinv, int gi, int gj, int P, int Q, int& r,
+                                         int& c, int& i, int& j) {
     r = int((unsigned long long)unsigned(e) * qinv >> 32);
     c = e - r * Q;
     i = r + gi;
@@ -152,15 +155,15 @@ CNTK_HD inline void tile_position(int e, unsigned long long qinv, int gi, int gj
     if (j >= Q) j -= Q;
 }
 
-// Everything one block does for one (pair, tile). Thread `tid` of `nt` handles the entries
+// Everything one thread block does for one (pair, shift block). Thread `tid` of `nt` handles the entries
 // e = tid, tid + nt, ...; no phase reads an entry that another thread writes in the same phase.
 //   xa, xb: P x Q x C images; va, vb: L x P x Q variance maps (unused in record mode);
 //   buf: 4 * P * Q entries of T (S/K ping, Theta ping, S/K pong, Theta pong); vrec: L x P x Q
 //   output of record mode. Returns this thread's float64 sum of Theta (ntk) or K over its entries.
 template <typename T>
-CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* va, const T* vb, T* vrec,
-                           T* buf, int gi, int gj, int P, int Q, int C, int L, bool fix_first,
-                           bool fix_last, bool ntk, bool record) {
+CNTK_HD double shift_block_thread(int tid, int nt, const T* xa, const T* xb, const T* va, const T* vb, T* vrec,
+                                  T* buf, int gi, int gj, int P, int Q, int C, int L, bool fix_first,
+                                  bool fix_last, bool ntk, bool record) {
     const int PQ = P * Q;
     T* s_src = buf;
     T* t_src = buf + PQ;
@@ -170,7 +173,7 @@ CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* v
     // S0[r, c] = sum_c xa[i, j, :] . xb[r, c, :]
     for (int e = tid; e < PQ; e += nt) {
         int r, c, i, j;
-        tile_position(e, qinv, gi, gj, P, Q, r, c, i, j);
+        shift_block_position(e, qinv, gi, gj, P, Q, r, c, i, j);
         const T* pa = xa + (i * Q + j) * C;
         const T* pb = xb + e * C;
         T acc = pa[0] * pb[0];
@@ -183,7 +186,7 @@ CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* v
         const bool add_k = !(fix_last && h == L);
         for (int e = tid; e < PQ; e += nt) {
             int r, c, i, j;
-            tile_position(e, qinv, gi, gj, P, Q, r, c, i, j);
+            shift_block_position(e, qinv, gi, gj, P, Q, r, c, i, j);
             const bool up = r > 0 && i > 0, down = r < P - 1 && i < P - 1;
             const bool left = c > 0 && j > 0, right = c < Q - 1 && j < Q - 1;
             const T s = box3(s_src, r, c, Q, up, down, left, right);  // Sigma^(h-1)
@@ -225,29 +228,31 @@ CNTK_HD double tile_thread(int tid, int nt, const T* xa, const T* xb, const T* v
 
 }  // namespace cntk
 
-// grid.x = n_pairs * n_tiles, blockDim.x = nt (a power of two <= 1024).
+// grid.x = n_pairs * n_shift_blocks, blockDim.x = nt (a power of two <= 1024).
 // Dynamic shared memory: nt doubles, then 4 * P * Q entries of T.
-// Pair k = blockIdx.x / n_tiles uses images rows[k] of x1 and cols[k] of x2, tile
-// (tiles[2t], tiles[2t+1]) with t = blockIdx.x % n_tiles. partial[blockIdx.x] = the block's sum.
-// Record mode: x2 == x1, rows == cols, n_tiles == 1, tile (0, 0); v1 receives the variance maps.
+// Pair k = blockIdx.x / n_shift_blocks uses images rows[k] of x1 and cols[k] of x2, shift block
+// (shift_blocks[2t], shift_blocks[2t+1]) with t = blockIdx.x % n_shift_blocks. partial[blockIdx.x] =
+// the thread block's sum. Record mode: x2 == x1, rows == cols, n_shift_blocks == 1, shift block (0, 0);
+// v1 receives the variance maps.
 template <typename T>
-CNTK_GLOBAL void cntk_tiles(const T* __restrict__ x1, const T* __restrict__ x2, T* v1, const T* v2,
-                            const int* __restrict__ rows, const int* __restrict__ cols,
-                            const int* __restrict__ tiles, int n_tiles, int P, int Q, int C, int L,
-                            int fix_first, int fix_last, int ntk, int record, double* __restrict__ partial) {
+CNTK_GLOBAL void cntk_shift_blocks(const T* __restrict__ x1, const T* __restrict__ x2, T* v1, const T* v2,
+                                   const int* __restrict__ rows, const int* __restrict__ cols,
+                                   const int* __restrict__ shift_blocks, int n_shift_blocks, int P, int Q, int C,
+                                   int L, int fix_first, int fix_last, int ntk, int record,
+                                   double* __restrict__ partial) {
     CNTK_DYNAMIC_SMEM(cntk_smem);
     const int nt = blockDim.x, tid = threadIdx.x;
     double* red = cntk_smem;
     T* buf = reinterpret_cast<T*>(cntk_smem + nt);
-    const long long pair = blockIdx.x / n_tiles;
-    const int tile = blockIdx.x - int(pair) * n_tiles;
+    const long long pair = blockIdx.x / n_shift_blocks;
+    const int sb = blockIdx.x - int(pair) * n_shift_blocks;
     const long long a = rows[pair], b = cols[pair];
     const long long img = (long long)P * Q * C, vmap = (long long)L * P * Q;
     T* va = v1 + a * vmap;
     const T* vb = (record ? v1 : v2) + b * vmap;
-    const double part = cntk::tile_thread<T>(tid, nt, x1 + a * img, x2 + b * img, va, vb, va, buf,
-                                             tiles[2 * tile], tiles[2 * tile + 1], P, Q, C, L,
-                                             fix_first != 0, fix_last != 0, ntk != 0, record != 0);
+    const double part = cntk::shift_block_thread<T>(tid, nt, x1 + a * img, x2 + b * img, va, vb, va, buf,
+                                                    shift_blocks[2 * sb], shift_blocks[2 * sb + 1], P, Q, C, L,
+                                                    fix_first != 0, fix_last != 0, ntk != 0, record != 0);
     // fixed-order tree reduction: the result does not depend on other blocks or on the launch size
     red[tid] = part;
     CNTK_SYNC();
@@ -258,26 +263,27 @@ CNTK_GLOBAL void cntk_tiles(const T* __restrict__ x1, const T* __restrict__ x2, 
     if (tid == 0) partial[blockIdx.x] = red[0];
 }
 
-// out[k] = scale * sum_t partial[k * n_tiles + t], summed in tile order (one thread per pair).
-// Reads are strided by n_tiles; at n_tiles * 8 bytes per pair against the tile kernel's
-// n_tiles * P * Q * L entries per pair this kernel is a negligible share of the time.
-extern "C" CNTK_GLOBAL void cntk_reduce(const double* __restrict__ partial, int n_pairs, int n_tiles, double scale,
-                                        double* __restrict__ out) {
+// out[k] = scale * sum_t partial[k * n_shift_blocks + t], summed in shift-block order (one thread per
+// pair). Reads are strided by n_shift_blocks; at n_shift_blocks * 8 bytes per pair against the
+// shift-block kernel's n_shift_blocks * P * Q * L entries per pair this kernel is a negligible share
+// of the time.
+extern "C" CNTK_GLOBAL void cntk_reduce(const double* __restrict__ partial, int n_pairs, int n_shift_blocks,
+                                        double scale, double* __restrict__ out) {
     const long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= n_pairs) return;
-    const double* p = partial + k * n_tiles;
+    const double* p = partial + k * n_shift_blocks;
     double acc = 0.0;
-    for (int t = 0; t < n_tiles; ++t) acc += p[t];
+    for (int t = 0; t < n_shift_blocks; ++t) acc += p[t];
     out[k] = acc * scale;
 }
 
 #if defined(__CUDACC__) && !defined(__CUDACC_RTC__)
 // explicit instantiations so that nvcc (-ptx, -cubin, -c) emits both precisions; NVRTC instantiates
 // them from CuPy's name_expressions instead
-template __global__ void cntk_tiles<float>(const float*, const float*, float*, const float*, const int*,
-                                           const int*, const int*, int, int, int, int, int, int, int, int,
-                                           int, double*);
-template __global__ void cntk_tiles<double>(const double*, const double*, double*, const double*, const int*,
-                                            const int*, const int*, int, int, int, int, int, int, int, int,
-                                            int, double*);
+template __global__ void cntk_shift_blocks<float>(const float*, const float*, float*, const float*, const int*,
+                                                  const int*, const int*, int, int, int, int, int, int, int, int,
+                                                  int, double*);
+template __global__ void cntk_shift_blocks<double>(const double*, const double*, double*, const double*,
+                                                   const int*, const int*, const int*, int, int, int, int, int,
+                                                   int, int, int, int, double*);
 #endif

@@ -32,19 +32,20 @@ from ._cifar import (
 )
 from ._dataset import CIFAR10_CLASSES, Dataset
 from ._errors import DataError, DataUnavailableError
-from ._preprocess import ZCA, Preprocessed, Standardizer, hflip, hflip_augment, preprocess
+from ._preprocess import STATS, ZCA, Preprocessed, Standardizer, hflip, hflip_augment, preprocess
 from ._safepickle import RestrictedUnpickler, safe_loads
 from ._setup import (
     DATASETS,
     available_datasets,
     build_cifar10_subset,
+    check_dataset_name,
     cifar10_source,
     data_status,
     dataset_available,
     lab_dataset_available,
 )
 from ._sources import SUBSET_ENV, SUBSET_FILES, default_subset_dir, load_cifar10_subset, load_digits_dataset
-from ._subsets import balanced_indices, balanced_subset, first_n, random_subset
+from ._subsets import SUBSETS, balanced_indices, balanced_subset, first_n, random_subset
 
 
 def load_dataset(name: str, **kw) -> Dataset:
@@ -53,12 +54,12 @@ def load_dataset(name: str, **kw) -> Dataset:
     (:func:`load_cifar10`); keyword arguments go to that loader. Without them only the environment
     variables above decide where the files are; :func:`dataset_available` says whether they are there."""
     loaders = {"digits": load_digits_dataset, "cifar10-subset": load_cifar10_subset, "cifar10": load_cifar10}
-    if name not in loaders:
-        raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
-    return loaders[name](**kw)
+    return loaders[check_dataset_name(name)](**kw)
 
 
 __all__ = [
+    "STATS",
+    "SUBSETS",
     "CACHE_ENV",
     "CIFAR10_CLASSES",
     "CIFAR10_ENV",

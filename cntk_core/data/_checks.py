@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..validation import check_real, is_real  # noqa: F401  (is_real: re-exported for the loaders)
+from ..validation import ParameterTypeError, _param, check_real, is_real  # noqa: F401  (is_real: re-exported for the loaders)
 
 
 def real_number(value, name: str, what: str = "a number") -> float:
@@ -21,7 +21,7 @@ def make_rng(seed, name: str = "seed") -> np.random.Generator:
     BitGenerator or Generator) except bools.
     """
     if isinstance(seed, bool | np.bool_):
-        raise TypeError(f"{name} must be a non-negative integer, got {seed!r}")
+        raise ParameterTypeError(_param(name), f"{name} must be a non-negative integer, got {seed!r}")
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:

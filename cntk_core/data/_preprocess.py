@@ -7,13 +7,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..validation import check_flag
+from ..validation import ParameterError, ParameterTypeError, check_flag
 from ._checks import is_real, real_number
 
 _CHUNK = 2048  # images per chunk when computing statistics (bounds the float64 temporaries)
 #: channels whose largest |value| lies outside [2**-_RANGE, 2**_RANGE] are rescaled by an exact power
 #: of two before their statistics are computed (squares would overflow or underflow float64)
 _RANGE = 256
+
+#: where standardisation statistics come from: all training images, or only the ones in use
+STATS = ("all", "used")
 
 
 def _images(x, name: str) -> np.ndarray:
@@ -39,7 +42,9 @@ class Standardizer:
     def __init__(self, scale: float = 255.0):
         scale = real_number(scale, "scale", "a positive number (the largest raw pixel value)")
         if not np.isfinite(scale) or scale <= 0:
-            raise ValueError(f"scale must be a positive number (the largest raw pixel value), got {scale!r}")
+            raise ParameterError(
+                "scale", f"scale must be a positive number (the largest raw pixel value), got {scale!r}"
+            )
         self.scale = scale
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
@@ -121,7 +126,9 @@ class ZCA:
         what = "a number >= 0 (ZCA regulariser, relative to the mean eigenvalue)"
         eps = real_number(eps, "eps", what)
         if not np.isfinite(eps) or eps < 0:
-            raise ValueError(f"eps (ZCA regulariser, relative to the mean eigenvalue) must be >= 0, got {eps!r}")
+            raise ParameterError(
+                "eps", f"eps (ZCA regulariser, relative to the mean eigenvalue) must be >= 0, got {eps!r}"
+            )
         self.eps, self.center = eps, check_flag(center, "center")
         self.mean: np.ndarray | None = None
         self.W: np.ndarray | None = None
@@ -223,7 +230,9 @@ def _whitener(zca) -> ZCA | None:
     if zca is None or isinstance(zca, bool | np.bool_):
         return ZCA() if zca else None
     if not is_real(zca):
-        raise TypeError(f"zca must be True, False, None or a number (the ZCA eps), got {zca!r} ({type(zca).__name__})")
+        raise ParameterTypeError(
+            "zca", f"zca must be True, False, None or a number (the ZCA eps), got {zca!r} ({type(zca).__name__})"
+        )
     return ZCA(eps=float(zca))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._atomic import atomic_file
-from ..validation import check_int
+from ..validation import ParameterError, check_int
 from . import _cifar
 from ._cifar import CIFAR10_ENV, CIFAR10_FILENAME, cache_dir, fsync_dir, load_cifar10
 from ._cifar_cache import decoded_dir
@@ -20,9 +20,10 @@ from ._sources import SUBSET_ENV, SUBSET_FILES, default_subset_dir, load_cifar10
 DATASETS: tuple[str, ...] = ("digits", "cifar10-subset", "cifar10")
 
 
-def _check_name(name: str) -> str:
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {DATASETS}")
+def check_dataset_name(name: str) -> str:
+    """``name`` if it is one of :data:`DATASETS`, else :class:`~cntk_core.validation.ParameterError`."""
+    if not isinstance(name, str) or name not in DATASETS:
+        raise ParameterError("dataset", f"unknown data set {name!r}; choose one of {DATASETS}")
     return name
 
 
@@ -46,7 +47,7 @@ def dataset_available(name: str) -> bool:
     environment only (``CNTK_DATA_DIR``, ``CNTK_CIFAR10``, ``CNTK_CIFAR10_SUBSET``): ``"digits"`` always
     (bundled with scikit-learn), ``"cifar10-subset"`` when both files are in :func:`default_subset_dir`,
     ``"cifar10"`` when :func:`cifar10_source` finds something. Cheap: checks that files exist."""
-    _check_name(name)
+    check_dataset_name(name)
     if name == "digits":
         return True
     if name == "cifar10-subset":
@@ -113,7 +114,7 @@ def build_cifar10_subset(
     )
     for name, n, have in (("n_train", n_train, len(ds.y_train)), ("n_test", n_test, len(ds.y_test))):
         if n > have:
-            raise ValueError(f"{name}={n} is more than the {have} images of that CIFAR-10 split")
+            raise ParameterError(name, f"{name}={n} is more than the {have} images of that CIFAR-10 split")
     folder = Path(out).expanduser() if out is not None else default_subset_dir()
     folder.mkdir(parents=True, exist_ok=True)
     contents = {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validation import ParameterError, ParameterTypeError
 from ._checks import is_real, make_rng
 from ._cifar import cache_dir
 from ._dataset import CIFAR10_CLASSES, Dataset
@@ -118,9 +119,11 @@ def load_digits_dataset(test_size: float = 0.25, seed: int = 0) -> Dataset:
     from sklearn.datasets import load_digits
 
     if not is_real(test_size):
-        raise TypeError(f"test_size must be a number in (0, 1), got {test_size!r} ({type(test_size).__name__})")
+        raise ParameterTypeError(
+            "test_size", f"test_size must be a number in (0, 1), got {test_size!r} ({type(test_size).__name__})"
+        )
     if not 0.0 < float(test_size) < 1.0:
-        raise ValueError(f"test_size must be a fraction in (0, 1), got {test_size!r}")
+        raise ParameterError("test_size", f"test_size must be a fraction in (0, 1), got {test_size!r}")
     rng = make_rng(seed)
     digits = load_digits()
     images = digits.images

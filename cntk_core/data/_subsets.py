@@ -7,6 +7,9 @@ import numpy as np
 from ..validation import check_int
 from ._checks import make_rng
 
+#: how ``n`` images are drawn from a split: the first ``n``, uniformly at random, or class-balanced
+SUBSETS = ("first", "random", "balanced")
+
 
 def _check_xy(x, y) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x), np.asarray(y)
