@@ -50,7 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-import cntk_core
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's cntk_core, installed or not
+import cntk_core  # noqa: E402
 from cntk_core.backend import gpu_status
 
 PEAK_TFLOPS = [("H100 PCIe", 51.0), ("H100", 67.0), ("H200", 67.0), ("A100", 19.5)]

@@ -7,7 +7,7 @@
 
 from .architecture import KINDS, READOUTS, Architecture
 from .backend import BACKENDS, resolve_backend
-from .gram import kernel_matrices, kernel_matrix, network_kernel
+from .gram import KernelCancelled, kernel_matrices, kernel_matrix, network_kernel
 from .layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer, Network, ReLU
 from .presets import cntk
 from .validation import DTYPES, ParameterError, ParameterTypeError
@@ -18,6 +18,7 @@ __all__ = [
     "BACKENDS",
     "DTYPES",
     "KINDS",
+    "KernelCancelled",
     "READOUTS",
     "Conv",
     "Dense",
@@ -35,3 +36,17 @@ __all__ = [
     "resolve_backend",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``CanonicalSpec``, the name of :class:`Architecture` before 0.1.0's restructuring (deprecated)."""
+    if name == "CanonicalSpec":
+        import warnings
+
+        warnings.warn(
+            "cntk_core.CanonicalSpec is now cntk_core.Architecture (fields depth, readout, fix_first, fix_last)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Architecture
+    raise AttributeError(f"module 'cntk_core' has no attribute {name!r}")

@@ -17,6 +17,8 @@ from .validation import ParameterError, ParameterTypeError, check_flag
 #: a Dask scheduler address: [scheme://]host:port (the port optional with a scheme), host a name,
 #: an IPv4 address or a bracketed IPv6 address (with an optional %zone); or inproc://anything
 _HOST = r"([^\s:/\[\]%]+|\[[0-9A-Fa-f:.]+(%\w+)?\])"
+#: schedulers named by a word (besides ``None``: a local cluster; a ``Client``; an address)
+SCHEDULER_NAMES = ("synchronous", "cuda")
 ADDRESS_PATTERN = rf"[a-z0-9+]+://{_HOST}(:\d+)?/?|{_HOST}:\d+|inproc://\S+"
 #: how long a scheduler address may take to answer before the job fails (with nothing created)
 CONNECT_TIMEOUT = "30s"
@@ -26,7 +28,7 @@ _NOISY = ("distributed", "tornado", "asyncio", "bokeh")
 
 def is_remote(scheduler) -> bool:
     """A scheduler whose workers may be other machines: an address or a given ``Client``."""
-    return scheduler is not None and scheduler not in ("synchronous", "cuda")
+    return scheduler is not None and scheduler not in SCHEDULER_NAMES
 
 
 def check_progress(progress) -> None:
@@ -44,7 +46,7 @@ def check_progress(progress) -> None:
 def check_scheduler(scheduler) -> None:
     """Type of ``scheduler``, the form of an address and, for ``"cuda"``, that dask-cuda is importable
     (before any work: a mistyped name must not leave a half-created store behind)."""
-    if isinstance(scheduler, str) and scheduler not in ("synchronous", "cuda"):
+    if isinstance(scheduler, str) and scheduler not in SCHEDULER_NAMES:
         if not re.fullmatch(ADDRESS_PATTERN, scheduler):
             raise ParameterError(
                 "scheduler",

@@ -22,7 +22,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import sys
+from pathlib import Path
 
 from . import cli_data, cli_gram
 from .architecture import READOUTS
@@ -206,7 +208,34 @@ def _cli_names(args):
         yield
     except (ValueError, TypeError, FileNotFoundError) as exc:
         option = OPTION_NAMES.get(getattr(exc, "param", None))
-        raise _UsageError(f"{option}: {exc}" if option else str(exc)) from exc
+        text = f"{option}: {exc}" if option else str(exc)
+        raise _UsageError(text + _legend(str(exc), _user_paths(args))) from exc
+
+
+def _user_paths(args) -> list[str]:
+    """The path options as given and as the library may print them (expanded, absolute), longest first."""
+    paths = set()
+    for name in ("store", "out", "data_path"):
+        text = getattr(args, name, None)
+        if text:
+            path = Path(text).expanduser()
+            paths |= {text, str(path), str(path.absolute())}
+    return sorted(paths, key=len, reverse=True)
+
+
+def _legend(message: str, paths: list[str] = ()) -> str:
+    """`` [on the command line: n_train = --n-train, ...]`` for the Python spellings of options that
+    ``message`` uses (``name=`` anywhere, or a ``snake_case`` name as a word), outside the user's
+    ``paths``; ``""`` if none. The message itself stays as the library wrote it."""
+    for path in paths:
+        message = message.replace(path, " ")
+    used = [
+        name
+        for name in OPTION_NAMES
+        if re.search(rf"(?<![\w-]){name}=", message) or ("_" in name and re.search(rf"(?<![\w-]){name}\b", message))
+    ]
+    pairs = sorted({f"{name} = {OPTION_NAMES[name]}" for name in used if name not in ("fix_first", "fix_last")})
+    return f" [on the command line: {', '.join(pairs)}]" if pairs else ""
 
 
 def cmd_regress(args) -> int:

@@ -100,9 +100,9 @@ def _scheduler(text: str) -> str:
     """``--scheduler``: ``local``, ``synchronous``, ``cuda`` or a Dask scheduler address."""
     import re
 
-    from ._cluster import ADDRESS_PATTERN
+    from ._cluster import ADDRESS_PATTERN, SCHEDULER_NAMES
 
-    if text in ("local", "synchronous", "cuda") or re.fullmatch(ADDRESS_PATTERN, text):
+    if text in ("local", *SCHEDULER_NAMES) or re.fullmatch(ADDRESS_PATTERN, text):
         return text
     raise argparse.ArgumentTypeError(
         f"expected local, synchronous, cuda or the address of a running Dask scheduler such as "

@@ -44,8 +44,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
+from .recurrence import INV_9PI
+
 _PI = math.pi
-_INV_9PI = 1.0 / (9.0 * math.pi)
+_INV_9PI = INV_9PI  # the 1/(9 pi) of the ReLU rule (recurrence.py), one constant
 
 
 # The scalar helpers below are ordinary compiled functions: LLVM inlines them into the shift-block loops

@@ -23,7 +23,7 @@ from numbers import Real
 
 import numpy as np
 
-from .architecture import Architecture
+from .architecture import MIN_DEPTH, Architecture
 from .backend import resolve_backend
 from .engines import make_engine
 from .layers import Network
@@ -142,8 +142,9 @@ def network_kernel(
     """
     network = as_network(network)
     if not network:
-        raise ValueError(
-            "the network has no layers; e.g. cntk_core.cntk(depth=3) or [Conv(3), ReLU(), GlobalAvgPool(), Dense()]"
+        raise ParameterError(
+            "network",
+            "the network has no layers; e.g. cntk_core.cntk(depth=3) or [Conv(3), ReLU(), GlobalAvgPool(), Dense()]",
         )
     check_kind(kind)
     dt = check_dtype(dtype)
@@ -260,7 +261,7 @@ def _check_depths(depths) -> list[int]:
     """Sorted distinct depths, each a (non-bool) integer >= 2, or a clear error: ``int()`` would
     silently turn 2.7 into 2 and "34" into 34."""
     if isinstance(depths, Real | str) or (isinstance(depths, np.ndarray) and depths.ndim == 0):
-        return [check_int(depths, "depths", 2)]
+        return [check_int(depths, "depths", MIN_DEPTH)]
     try:
         items = list(depths)
     except TypeError:
@@ -269,7 +270,7 @@ def _check_depths(depths) -> list[int]:
         ) from None
     if not items:
         raise ParameterError("depths", "depths must name at least one depth")
-    return sorted({check_int(d, f"depths[{i}]", 2) for i, d in enumerate(items)})
+    return sorted({check_int(d, f"depths[{i}]", MIN_DEPTH) for i, d in enumerate(items)})
 
 
 def _inputs(x1, x2):
@@ -287,7 +288,7 @@ def _fill(engine, x1, x2, symmetric: bool, outs: list, progress: Progress, block
     if block_size is not None:
         block_size = check_int(block_size, "block_size", 1, " (images per tile side)")
     report = progress if callable(progress) else None
-    progress = None if report else check_flag(progress, "progress", allow_none=True)
+    progress = None if report is not None else check_flag(progress, "progress", allow_none=True)
     if cancel is not None and not callable(cancel):
         raise ParameterTypeError("cancel", f"cancel must be a callable with no arguments or None, got {cancel!r}")
     n1, n2 = len(x1), len(x2)

@@ -135,4 +135,4 @@ def gap_scale(p: int, q: int) -> float:
 def readout_gap(t):
     """CNTK-GAP readout (global average pool + FC): ``(1/(PQ)^2) sum_{p,p'} t[p, p']`` -> ``(B,)``."""
     p, q = t.shape[1], t.shape[2]
-    return t.sum(axis=(1, 2, 3, 4)) / (p * q) ** 2
+    return t.sum(axis=(1, 2, 3, 4)) / (p * q) ** 2  # a division, not * gap_scale(p, q): the reference's bits

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from cntk_core.architecture import MIN_DEPTH
 
-from .jobs import JobContext, Superseded
+from .jobs import JobContext, Superseded, error_name
 from .models import NetworkSpec, chunked_gram
 
 #: row blocks of a background pass: a request that waits for the pass is served at the next block's end
@@ -83,7 +83,7 @@ class BackgroundPasses:
         except Superseded:
             raise
         except Exception as exc:  # the user asked for none of these: no error box, a note
-            self.background_error = f"{type(exc).__name__}: {exc}"
+            self.background_error = f"{error_name(exc)}: {exc}"
         return BackgroundDone()
 
     def _serve_pending(self, top: NetworkSpec, ctx: JobContext, rows: int, grams: dict) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from cntk_core import data as _data
-from cntk_core.data import DATASETS
+from cntk_core.data import check_dataset_name
 from cntk_core.recurrence import block_mean as _block_mean
-from cntk_core.validation import check_choice, check_real
+from cntk_core.validation import check_real
 
 from .jobs import JobContext, JobModel
 from .models import ArchitectureModel, NetworkSpec, chunked_gram, cross_gram, setting_int
@@ -66,7 +66,7 @@ class LabSettings:
     downsample: int = 1
 
     def __post_init__(self):
-        check_choice(self.dataset, "dataset", DATASETS)
+        check_dataset_name(self.dataset)
         for name in ("n_per_class", "n_test_per_class", "downsample"):
             object.__setattr__(self, name, setting_int(getattr(self, name), name, 1))
         try:

@@ -84,7 +84,7 @@ def test_fused_cpu_equals_reference_32x32():
 
 
 @pytest.mark.parametrize("p,q", [(1, 1), (1, 2), (3, 1), (5, 7), (6, 4), (8, 8)])
-def test_self_pairs_from_half_the_shift_tiles_equal_the_full_sum(p, q):
+def test_self_pairs_from_half_the_shift_blocks_equal_the_full_sum(p, q):
     """A symmetric GAP Gram's diagonal comes from shift blocks 0 .. PQ/2 (weights 2 for the blocks
     that stand for their transposes); the cross kernel of the same images sums all PQ tiles."""
     from cntk_core.cpu_planes import self_pair_shift_blocks

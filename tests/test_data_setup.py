@@ -20,6 +20,7 @@ from cifar_fake import check_same, decoded_folder, make_fake_cifar10
 
 import cntk_core.data as data
 import cntk_core.data._cifar as cifar_mod
+import cntk_core.data._download as download_mod
 from cntk_core.data import DataError, load_cifar10, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,14 +226,14 @@ def test_a_sigkilled_downloads_part_file_goes_at_the_next_download(as_official, 
 
 
 def test_sweep_removes_only_what_dead_or_idle_writers_left(tmp_path):
-    name, machine, ended = "x.npz", cifar_mod._machine(), _ended_pid()
+    name, machine, ended = "x.npz", download_mod._machine(), _ended_pid()
     gone = {
         "dead writer here": _stale(tmp_path / f".x.npz.{ended}-{machine}.k2j4.part", hours=0),
         "untouched 2 h": _stale(tmp_path / ".x.npz.k2j4.part"),
-        "untouched 2 h, live writer": _stale(tmp_path / f"{cifar_mod.temp_prefix(name)}k2j4.part"),
+        "untouched 2 h, live writer": _stale(tmp_path / f"{download_mod.temp_prefix(name)}k2j4.part"),
     }
     kept = {
-        "live writer (this process)": _stale(tmp_path / f"{cifar_mod.temp_prefix(name)}a9b8.part", hours=0),
+        "live writer (this process)": _stale(tmp_path / f"{download_mod.temp_prefix(name)}a9b8.part", hours=0),
         "dead pid on another machine": _stale(tmp_path / f".x.npz.{ended}-00000000.k2j4.part", hours=0),
         "fresh, writer unknown": _stale(tmp_path / ".x.npz.a9b8.part", hours=0),
         "the file itself": _stale(tmp_path / "x.npz"),
@@ -241,11 +242,11 @@ def test_sweep_removes_only_what_dead_or_idle_writers_left(tmp_path):
     }
     (tmp_path / ".x.npz.dir.part").mkdir()  # folders have their own sweeper
     os.utime(tmp_path / ".x.npz.dir.part", (0, 0))
-    cifar_mod.sweep_stale_temps(tmp_path, name)
+    download_mod.sweep_stale_temps(tmp_path, name)
     assert [k for k, p in gone.items() if p.exists()] == [] and [k for k, p in kept.items() if not p.exists()] == []
     assert (tmp_path / ".x.npz.dir.part").is_dir()
-    cifar_mod.sweep_stale_temps(tmp_path / "missing", name)  # no folder: nothing to do, no error
-    assert cifar_mod.temp_prefix(name) == f".x.npz.{os.getpid()}-{machine}."
+    download_mod.sweep_stale_temps(tmp_path / "missing", name)  # no folder: nothing to do, no error
+    assert download_mod.temp_prefix(name) == f".x.npz.{os.getpid()}-{machine}."
 
 
 def test_the_subset_builder_sweeps_stale_temporary_files(fake_cifar10, data_cache, tmp_path):
@@ -253,7 +254,7 @@ def test_the_subset_builder_sweeps_stale_temporary_files(fake_cifar10, data_cach
     train, test = data.SUBSET_FILES
     planted = [
         _stale(out / f".{train}.k2j4.part"),  # a killed build's, untagged
-        _stale(out / f".{test}.{_ended_pid()}-{cifar_mod._machine()}.k2j4.part", hours=0),  # a dead builder's
+        _stale(out / f".{test}.{_ended_pid()}-{download_mod._machine()}.k2j4.part", hours=0),  # a dead builder's
         _stale(data_cache / "cifar10-decoded" / ".sources.json.k2j4"),  # the digest list's temporary
     ]
     fresh = _stale(data_cache / "cifar10-decoded" / ".sources.json.a9b8", hours=0)
@@ -332,9 +333,9 @@ def test_availability(fake_cifar10, data_cache, tmp_path, monkeypatch):
     assert data.available_datasets() == ("digits", "cifar10")
     status = data.data_status()
     assert status["cifar10_source"] == str(fake_cifar10.path) and status["cache_dir"] == str(data_cache)
-    from cntk_widgets.regression_model import DATASETS, available_datasets
+    from cntk_widgets.regression_model import available_datasets
 
-    assert DATASETS == data.DATASETS and available_datasets() == ("digits", "cifar10")
+    assert available_datasets() == ("digits", "cifar10")  # the lab offers what the core finds
 
 
 def test_default_folders_are_in_the_user_cache(monkeypatch, tmp_path):

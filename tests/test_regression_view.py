@@ -17,10 +17,10 @@ for _dependency in ("ipywidgets", "plotly", "anywidget"):
     pytest.importorskip(_dependency)
 
 import cntk_core  # noqa: E402
-from cntk_core.data import Dataset  # noqa: E402
+from cntk_core.data import DATASETS, Dataset  # noqa: E402
 from cntk_widgets import RegressionLab  # noqa: E402
 from cntk_widgets.models import NetworkSpec  # noqa: E402
-from cntk_widgets.regression_model import DATASETS, LabSettings, RegressionResult, available_datasets  # noqa: E402
+from cntk_widgets.regression_model import LabSettings, RegressionResult, available_datasets  # noqa: E402
 
 BACKEND = "numpy"  # per-layer engine: no JIT, fast on these tiny images
 TINY = dict(backend=BACKEND, synchronous=True, n_per_class=1, n_test_per_class=1)

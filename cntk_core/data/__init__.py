@@ -17,20 +17,15 @@ Where CIFAR-10 comes from (no path outside the user's cache or the ones they nam
 from __future__ import annotations
 
 from ._cifar import (
-    CACHE_ENV,
     CIFAR10_ENV,
     CIFAR10_MD5,
     CIFAR10_SHA256,
-    CIFAR10_URL,
-    URL_ENV,
-    cache_dir,
-    cifar10_url,
-    download_cifar10,
     load_cifar10,
     read_cifar10_folder,
     read_cifar10_tarball,
 )
 from ._dataset import CIFAR10_CLASSES, Dataset
+from ._download import CACHE_ENV, CIFAR10_URL, URL_ENV, cache_dir, cifar10_url, download_cifar10
 from ._errors import DataError, DataUnavailableError
 from ._preprocess import STATS, ZCA, Preprocessed, Standardizer, hflip, hflip_augment, preprocess
 from ._safepickle import RestrictedUnpickler, safe_loads

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..validation import ParameterTypeError, _param, check_real, is_real  # noqa: F401  (is_real: re-exported for the loaders)
+from ..validation import ParameterError, ParameterTypeError, _param, check_real, is_real  # noqa: F401  (is_real: re-exported for the loaders)
 
 
 def real_number(value, name: str, what: str = "a number") -> float:
@@ -25,8 +25,9 @@ def make_rng(seed, name: str = "seed") -> np.random.Generator:
     try:
         return np.random.default_rng(seed)
     except (TypeError, ValueError) as exc:
-        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        kind = ParameterTypeError if isinstance(exc, TypeError) else ParameterError
         raise kind(
+            _param(name),
             f"{name} must be a non-negative integer (or a sequence of them, None or a numpy SeedSequence/Generator), "
-            f"got {seed!r}"
+            f"got {seed!r}",
         ) from None

@@ -23,8 +23,12 @@ OTHER_TARGET = -0.1
 _MAX_SPARSE_CLASSES = 1024
 
 
-class SingularKernelError(ValueError):
-    """The (ridged) training kernel is singular to working precision."""
+class SingularKernelError(ParameterError):
+    """The (ridged) training kernel is singular to working precision: a ``ValueError`` whose
+    ``param`` is ``"ridge"``, the setting that cures it."""
+
+    def __init__(self, message: str):
+        super().__init__("ridge", message)
 
 
 ZERO_KERNEL_MESSAGE = (
