@@ -37,6 +37,8 @@ Modules
 - :mod:`.solve`: one-hot targets, the kernel solve, scores, :func:`kernel_regression`.
 - :mod:`.ridge`: the ridge path, the default grid, CV folds, :func:`select_ridge`.
 - :mod:`.metrics`: accuracy, confusion matrix, per-class accuracy (counted by scikit-learn).
+- :mod:`.dynamics`: gradient-descent / gradient-flow training in the kernel's eigenbasis
+  (:func:`kernel_dynamics`, :class:`KernelDynamics`): loss, accuracy and per-mode residual against t.
 - :mod:`.spectra`: the normalised Gram, its eigenvalues, effective dimension, participation ratio.
 - :mod:`.estimator`: :class:`CNTKClassifier` (scikit-learn) and :func:`precomputed_kernels`.
 - :mod:`.experiment`: :func:`run_experiment` and its :class:`ExperimentResult`.
@@ -48,6 +50,7 @@ Modules
 from __future__ import annotations
 
 from ._checks import check_kernel
+from .dynamics import DynamicsCurves, DynamicsState, KernelDynamics, kernel_dynamics
 from .estimator import CNTKClassifier, precomputed_kernels
 from .experiment import ExperimentResult, run_experiment
 from .experiment_data import standardize
@@ -66,7 +69,10 @@ from .spectra import effective_dimension, eigenspectrum, normalized_gram, partic
 
 __all__ = [
     "CNTKClassifier",
+    "DynamicsCurves",
+    "DynamicsState",
     "ExperimentResult",
+    "KernelDynamics",
     "RidgeSelection",
     "SingularKernelError",
     "accuracy",
@@ -76,6 +82,7 @@ __all__ = [
     "effective_dimension",
     "eigenspectrum",
     "fold_indices",
+    "kernel_dynamics",
     "kernel_regression",
     "normalized_gram",
     "one_hot_targets",
