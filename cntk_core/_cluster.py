@@ -135,9 +135,24 @@ def _workers_ignore_interrupt():
         signal.signal(signal.SIGINT, old)
 
 
+class _InterruptedSyncFilter(logging.Filter):
+    """Drops one known record: interrupted before its future exists, ``distributed.utils.sync``'s
+    cancel callback raises ``NameError: ... 'future' ...`` on the event loop, which tornado logs as an
+    application error at the moment of the Ctrl-C (before any handler of ours runs). Nothing was lost;
+    the user sees the one line on how to resume instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, NameError) and "'future'" in str(exc))
+
+
 @contextlib.contextmanager
 def quiet_on_interrupt():
-    """On ``KeyboardInterrupt``: silence Dask's loggers before the cluster is torn down."""
+    """On ``KeyboardInterrupt``: silence Dask's loggers before the cluster is torn down (and drop,
+    from then on, the one record an interrupt can race into tornado's log)."""
+    tornado_log = logging.getLogger("tornado.application")
+    if not any(isinstance(f, _InterruptedSyncFilter) for f in tornado_log.filters):
+        tornado_log.addFilter(_InterruptedSyncFilter())  # kept: the loop may log after we have returned
     try:
         yield
     except KeyboardInterrupt:
