@@ -42,6 +42,7 @@ Modules
 - :mod:`.spectra`: the normalised Gram, its eigenvalues, effective dimension, participation ratio.
 - :mod:`.estimator`: :class:`CNTKClassifier` (scikit-learn) and :func:`precomputed_kernels`.
 - :mod:`.experiment`: :func:`run_experiment` and its :class:`ExperimentResult`.
+- :mod:`.small_data`: small-data learning curves, one Gram per kernel (:func:`learning_curves`).
 - :mod:`.experiment_data`: subset picking and the paper's preprocessing (:func:`standardize`).
 - :mod:`._checks`: the input checks (:func:`check_kernel` is public); labels use
   :func:`cntk_core.validation.check_labels`.
@@ -56,6 +57,7 @@ from .experiment import ExperimentResult, run_experiment
 from .experiment_data import standardize
 from .metrics import accuracy, confusion_matrix, per_class_accuracy
 from .ridge import RidgeSelection, default_ridge_grid, fold_indices, ridge_path_alphas, select_ridge
+from .small_data import LearningCurve, learning_curve, learning_curve_subsets, learning_curves
 from .solve import (  # the targets 0.9 / -0.1: module constants as before, not in __all__
     OTHER_TARGET,  # noqa: F401
     TRUE_TARGET,  # noqa: F401
@@ -73,6 +75,7 @@ __all__ = [
     "DynamicsState",
     "ExperimentResult",
     "KernelDynamics",
+    "LearningCurve",
     "RidgeSelection",
     "SingularKernelError",
     "accuracy",
@@ -84,6 +87,9 @@ __all__ = [
     "fold_indices",
     "kernel_dynamics",
     "kernel_regression",
+    "learning_curve",
+    "learning_curve_subsets",
+    "learning_curves",
     "normalized_gram",
     "one_hot_targets",
     "participation_ratio",
