@@ -44,9 +44,6 @@ class NumbaEngine:
     and scratch).
     """
 
-    #: one pass gives the kernels of several depths (every layer's readout is on the way)
-    multi_depth = True
-
     def __init__(self, spec: Architecture, shape: tuple, kind: str, dtype: np.dtype, depths=None):
         from . import cpu_planes
 
@@ -168,8 +165,8 @@ class PerLayerEngine:
 def make_engine(backend: str, network: Network, shape: tuple, kind: str, dtype: np.dtype, depths=None) -> Engine:
     """The engine for ``backend`` (already resolved); falls back to per-layer for other networks.
 
-    ``depths``: ask a multi-depth engine for the kernels of these depths in one pass (only the
-    Numba engine has ``multi_depth``; callers loop over depths otherwise).
+    ``depths``: ask the Numba engine for the kernels of these depths in one pass (the only engine
+    that gives several; :func:`cntk_core.gram.depths_in_one_pass` says when callers may ask).
     """
     spec = network.canonical()
     if backend == "numba" and spec is not None:

@@ -166,7 +166,8 @@ def as_network(network) -> Network:
 
 def depths_in_one_pass(backend: str | None = None) -> bool:
     """Whether :func:`kernel_matrices` on ``backend`` (``None``: the automatic choice) computes all
-    its depths in one pass at the cost of the deepest (the fused CPU engine), or one call per depth."""
+    its depths in one pass at the cost of the deepest (the fused CPU engine, :class:`~cntk_core.engines.NumbaEngine`,
+    the one engine that takes ``depths``), or one call per depth."""
     return resolve_backend(backend) == "numba"
 
 
@@ -200,8 +201,7 @@ def kernel_matrices(
     dt = check_dtype(dtype)
     name = resolve_backend(backend)
     x1, x2, symmetric = _inputs(x1, x2)
-    engine = make_engine(name, arch.network(), x1.shape[1:], kind, dt, depths=depths)
-    if not getattr(engine, "multi_depth", False):
+    if not depths_in_one_pass(name):  # one call per depth: no engine of the deepest network here
         x2_arg = None if symmetric else x2
         results = {}
         for k, d in enumerate(depths):
@@ -211,6 +211,7 @@ def kernel_matrices(
                 block_size=block_size, cancel=cancel,
             )  # fmt: skip
         return results
+    engine = make_engine(name, arch.network(), x1.shape[1:], kind, dt, depths=depths)
     outs = [np.empty((len(x1), len(x2))) for _ in depths]
     _fill(engine, x1, x2, symmetric, outs, progress, block_size, cancel)
     return dict(zip(depths, outs, strict=True))
