@@ -1,8 +1,8 @@
 """One-shot GPU check of the fused CuPy engine: correctness, speed, FLOP rate, CIFAR-10 extrapolation.
 
-Run (one command, under 5 minutes on an H100; needs CuPy and a CUDA device):
+Run (one command, 5 to 8 minutes on an H100; needs CuPy and a CUDA device):
 
-    .venv/bin/python benchmarks/gpu_check.py [--peak-tflops 67] [--threads 256] [--budget 270]
+    .venv/bin/python benchmarks/gpu_check.py [--peak-tflops 67] [--threads 256] [--budget 420]
 
 1. Equality checks (a compact version of tests/test_gpu.py), each printed PASS/FAIL: the fused
    engine (float32 and float64) and the per-layer CuPy baseline against the float64 references
@@ -11,6 +11,12 @@ Run (one command, under 5 minutes on an H100; needs CuPy and a CUDA device):
    halve-and-retry path, and float64 at 40x40, whose thread blocks need more than 48 KB of shared memory
    (also after a second engine with a smaller such need was built). ``--threads`` applies to every
    fused engine here, the Gram checks included (through ``CNTK_GPU_THREADS``).
+   The networks beyond the 2019 paper, each against the CPU: the LAP readout on the fused engine
+   (c = 0, 1, 2, 4 and one beyond the image; c = 0 bit-identical to vanilla), the flip-symmetrised
+   kernel through ``cntk_core.network_kernel(Architecture(..., flip=True), x, backend="cupy")`` (the
+   Gram driver's wrapper around the fused engine), and a Myrtle-5 network and circular-padding
+   networks, which run on the per-layer path with CuPy arrays: against cntk_core.testing on tiny
+   images and against ``backend="numba"`` (the CPU's fused or per-layer engine) at 32x32.
    Tolerances (relative to the largest entry): fused float32 2e-6, float64 1e-7. The float32 one is
    ~8x the largest error of the same kernel built for the host (tests/cuda_host.py) on these very
    configurations, 2.6e-7 (GAP-21 32x32), with fused multiply-adds and +-2-ulp noise on asin/acos as
@@ -20,6 +26,11 @@ Run (one command, under 5 minutes on an H100; needs CuPy and a CUDA device):
    21 (fix=False), NTK. Pairs per second of the fused engine and of the per-layer baseline
    (:class:`cntk_core.engines.PerLayerEngine` with ``xp=cupy``: full (PQ)^2 tensors, one array op per
    layer, the official code's design) measured in the same run; the baseline runs on few pairs.
+   Then the newer paths: CNTK-LAP4-11 and CNTK-LAP2-21 (fused, against their per-layer baseline),
+   CNTK-GAP-11+flip (the flip wrapper of :mod:`cntk_core.flip` around the fused engine and around
+   the baseline: two evaluations per pair), and CNTK-Myrtle-5 and CNTK-GAP-5-circ, which only the
+   per-layer CuPy path runs (their fused columns read n/a, and their CIFAR-10 hours are the
+   per-layer path's).
    Every timed call's values must be finite (a check per configuration); a configuration that
    raises is a failed check, and the run goes on.
 3. Achieved FLOP rate of the fused path against the card's FP32 peak. Count per covariance entry of
@@ -28,7 +39,8 @@ Run (one command, under 5 minutes on an H100; needs CuPy and a CUDA device):
    division, pi - angle, rho * (.), rho * rho, 1 - (.), sqrt, +, norm * (.), * 1/(9 pi), k_dot's
    * 1/(9 pi), and K_dot * Theta + K as 2), where arccos, sqrt and division count one flop each
    (they cost several instructions: the percentage is a conservative "useful flop" figure);
-   readout 1. Entries per pair: (PQ)^2 for GAP, PQ for vanilla. So CNTK-GAP-21 at 32x32x3 is
+   readout 1 (LAP: 2, the weight's multiply). Entries per pair: (PQ)^2 for GAP, PQ for vanilla,
+   PQ * min(P, 4c+1) * min(Q, 4c+1) for LAP (the shift blocks it launches). So CNTK-GAP-21 at 32x32x3 is
    1024^2 * (6 + 160 + 152 + 280 + 1) = 6.3e8 flops per pair. Peak FP32 (FMA = 2 flops) from a table
    by device name: H100 SXM 67, H100 PCIe 51, H200 67, A100 19.5 TFLOP/s, or --peak-tflops.
 4. Extrapolated time for the full CIFAR-10 Gram: 50k-train upper triangle (50000 * 50001 / 2 pairs)
@@ -52,7 +64,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's cntk_core, installed or not
 import cntk_core  # noqa: E402
-from cntk_core.backend import gpu_status
+from cntk_core import Architecture, myrtle  # noqa: E402
+from cntk_core.backend import gpu_status  # noqa: E402
 
 PEAK_TFLOPS = [("H100 PCIe", 51.0), ("H100", 67.0), ("H200", 67.0), ("A100", 19.5)]
 #: fused engine, and the per-layer CuPy baseline (see the module docstring)
@@ -65,9 +78,49 @@ TINY = [
     ((9, 13, 2), 21, "vanilla", False, "ntk"),
     ((11, 8, 3), 11, "vanilla", True, "nngp"),
 ]
+#: (shape, Architecture, kind) of the checks of the newer paths against cntk_core.testing: LAP on the
+#: fused engine (c beyond the image: every weight P*Q), flip through the Gram driver, and networks
+#: that run on the per-layer path (pooling, circular padding)
+TINY_EXTENSIONS = [
+    ((9, 13, 3), Architecture(4, "lap", lap_c=1), "ntk"),
+    ((8, 8, 3), Architecture(5, "lap", True, True, lap_c=2), "nngp"),
+    ((6, 5, 3), Architecture(3, "lap", True, False, lap_c=7), "ntk"),
+    ((7, 6, 3), Architecture(3, "gap", True, True, flip=True), "ntk"),
+    ((7, 6, 3), Architecture(4, "lap", lap_c=1, flip=True), "nngp"),
+    ((8, 8, 3), myrtle(5), "ntk"),
+    ((8, 6, 3), myrtle(5, flip=True), "nngp"),
+    ((6, 7, 3), Architecture(4, "gap", padding="circular"), "ntk"),
+    ((6, 7, 3), Architecture(3, "lap", lap_c=1, padding="circular"), "ntk"),
+]
+#: (Architecture, side, dtypes) of the symmetric Grams of the newer paths against backend="numba"
+GRAM_EXTENSIONS = [
+    (Architecture(11, "lap", True, True, lap_c=4), 32, ("float32", "float64")),
+    (Architecture(21, "lap", True, True, lap_c=1), 32, ("float32",)),
+    (Architecture(11, "gap", True, True, flip=True), 32, ("float32", "float64")),
+    (Architecture(5, "lap", lap_c=2, flip=True), 32, ("float32",)),
+    (myrtle(5), 32, ("float32", "float64")),
+    (Architecture(5, "gap", padding="circular"), 16, ("float32", "float64")),
+]
+#: the CPU backend the Grams of GRAM_EXTENSIONS are checked against (its fused engine where it has one)
+CPU_BACKEND = "numba"
+#: images of the check that LAP with c = 0 is the vanilla kernel bit for bit (CNTK-V-11, float32)
+LAP0_SHAPE = (4, 32, 32, 3)
 CIFAR_PAIRS = 50_000 * 50_001 // 2 + 10_000 * 50_000
-TIMED = [("CNTK-GAP-3", 3, "gap", True), ("CNTK-GAP-11", 11, "gap", True), ("CNTK-GAP-21", 21, "gap", True)]
-TIMED += [("CNTK-V-21", 21, "vanilla", False)]
+#: (name, Architecture, path) of the timings: "fused" (FusedGPUEngine against the per-layer
+#: baseline), "flip" (both wrapped by cntk_core.flip.FlipEngine), "per-layer" (PerLayerEngine only)
+TIMED = [
+    (a.title(), a, "fused")
+    for a in (
+        Architecture(3, "gap", True, True),
+        Architecture(11, "gap", True, True),
+        Architecture(21, "gap", True, True),
+        Architecture(21, "vanilla"),
+        Architecture(11, "lap", True, True, lap_c=4),
+        Architecture(21, "lap", True, True, lap_c=2),
+    )
+]
+TIMED += [(a.title(), a, "flip") for a in (Architecture(11, "gap", True, True, flip=True),)]
+TIMED += [(a.title(), a, "per-layer") for a in (myrtle(5), Architecture(5, "gap", padding="circular"))]
 
 
 def _rel(a, b) -> float:
@@ -208,6 +261,59 @@ def equality_checks(checks: Checks, threads):
 
     checks.run("values independent of launch size", launch_size)
     checks.run("OOM halves the pair batch and retries", oom_retry)
+    extension_checks(checks, rng)
+
+
+def _path(arch: Architecture) -> str:
+    """Which GPU path ``network_kernel(arch, backend="cupy")`` takes (flip wraps either)."""
+    from cntk_core.gpu import FusedGPUEngine
+
+    path = "fused" if FusedGPUEngine.supports(arch.network().canonical()) else "per-layer"
+    return path + (" + flip" if arch.flip else "")
+
+
+def extension_checks(checks: Checks, rng) -> None:
+    """The newer GPU paths against the CPU (the module docstring, item 1): LAP, flip, Myrtle, circular."""
+    from cntk_core.testing import reference_arch_matrix
+
+    for shape, arch, kind in TINY_EXTENSIONS:
+        x1 = rng.standard_normal((3,) + shape)
+        x2 = np.concatenate([x1[:1], rng.standard_normal((2,) + shape)])
+        ref = reference_arch_matrix(x1, x2, arch, kind)
+        path = _path(arch)
+        tol = TOL if path.startswith("fused") else TOL_PER_LAYER
+        for dtype in ("float32", "float64"):
+
+            def tiny(arch=arch, kind=kind, dtype=dtype, ref=ref, x1=x1, x2=x2, tol=tol):
+                got = cntk_core.network_kernel(arch, x1, x2, kind=kind, dtype=dtype, backend="cupy")
+                e = _rel(got, ref)
+                return e <= tol[dtype], f"rel err {e:.2e} (tol {tol[dtype]:.0e})"
+
+            checks.run(f"{path} {dtype} vs reference, {arch.title(kind)} {shape}", tiny)
+
+    for arch, size, dtypes in GRAM_EXTENSIONS:
+        x = rng.standard_normal((3, size, size, 3))
+        ref = cntk_core.network_kernel(arch, x, backend=CPU_BACKEND)
+        path = _path(arch)
+        tol = TOL if path.startswith("fused") else TOL_PER_LAYER
+        for dtype in dtypes:
+
+            def sym(arch=arch, dtype=dtype, ref=ref, x=x, tol=tol):
+                got = cntk_core.network_kernel(arch, x, dtype=dtype, backend="cupy")
+                e = _rel(got, ref)
+                ok = e <= tol[dtype] and np.array_equal(got, got.T)
+                return ok, f"rel err {e:.2e} (tol {tol[dtype]:.0e}), symmetric"
+
+            checks.run(f"{path} {dtype} symmetric Gram vs {CPU_BACKEND}, {arch.title()} {size}x{size}x3", sym)
+
+    def lap0_is_vanilla():
+        x = rng.standard_normal(LAP0_SHAPE)
+        kw = dict(depth=11, fix=False, dtype="float32", backend="cupy")
+        lap = cntk_core.kernel_matrix(x, readout="lap", lap_c=0, **kw)
+        vanilla = cntk_core.kernel_matrix(x, readout="vanilla", **kw)
+        return np.array_equal(lap, vanilla), "LAP c=0 and vanilla-11 float32 Grams bit-identical"
+
+    checks.run("LAP with c = 0 is vanilla", lap0_is_vanilla)
 
 
 def _threads_used(x) -> int:
@@ -246,12 +352,12 @@ def timings(checks: Checks, threads, deadline: float, size: int = 32, rows: list
     rng = np.random.default_rng(1)
     x = rng.standard_normal((512, size, size, 3)).astype(np.float32)
     rows = [] if rows is None else rows
-    for name, depth, readout, fix in TIMED:
+    for name, arch, path in TIMED:
         if time.perf_counter() > deadline:
             print(f"SKIP timing {name}: time budget used up", flush=True)
             continue
         try:
-            row = _timing_row(name, depth, readout, fix, x, threads, rng)
+            row = _timing_row(name, arch, path, x, threads, rng)
         except Exception as exc:
             checks.add(f"timing {name}", False, f"{type(exc).__name__}: {exc}")
             continue
@@ -261,35 +367,49 @@ def timings(checks: Checks, threads, deadline: float, size: int = 32, rows: list
     return rows
 
 
-def _timing_row(name, depth, readout, fix, x, threads, rng) -> dict:
+def _timing_row(name, arch, path, x, threads, rng) -> dict:
+    """One timed configuration: ``path`` "fused" (the fused engine and the per-layer baseline),
+    "flip" (both inside :class:`cntk_core.flip.FlipEngine`, as ``network_kernel`` wraps them) or
+    "per-layer" (the per-layer CuPy engine alone: the fused columns are ``None``)."""
     import cupy
 
     from cntk_core.engines import PerLayerEngine
+    from cntk_core.flip import FlipEngine
     from cntk_core.gpu import FusedGPUEngine
 
-    net = cntk_core.cntk(depth, readout, fix)
+    net = arch.network()
     f32 = np.dtype("float32")
+    wrap = FlipEngine if path == "flip" else (lambda e: e)
+    fused, ok_fused, eng, kinfo = None, True, None, {}
     try:
-        eng = FusedGPUEngine(net.canonical(), x.shape[1:], "ntk", f32, threads=threads)
-        first = 4096 if readout == "vanilla" else 64
-        fused, ok_fused = rate(eng, x, first, 3.0, 2_000_000 if readout == "vanilla" else 200_000, rng)
-        k = eng._shift_block_kernel
-        kinfo = {"regs": int(k.num_regs), "local_bytes": int(k.local_size_bytes), "smem_dynamic": eng.smem}
-        base_eng = PerLayerEngine(net, x.shape[1:], "ntk", f32, xp=cupy)
-        base, ok_base = rate(base_eng, x[:64], 8, 1.0, 256, rng)
+        if path != "per-layer":
+            eng = FusedGPUEngine(net.canonical(), x.shape[1:], "ntk", f32, threads=threads)
+            vanilla = arch.readout == "vanilla"
+            first = 4096 if vanilla else 256 if arch.readout == "lap" else 64
+            cap = 2_000_000 if vanilla else 1_000_000 if arch.readout == "lap" else 200_000
+            fused, ok_fused = rate(wrap(eng), x, first, 3.0, cap, rng)
+            k = eng._shift_block_kernel
+            kinfo = {"regs": int(k.num_regs), "local_bytes": int(k.local_size_bytes), "smem_dynamic": eng.smem}
+            kinfo["shift_blocks"] = eng.n_shift_blocks
+        base_eng = wrap(PerLayerEngine(net, x.shape[1:], "ntk", f32, xp=cupy))
+        base, ok_base = rate(base_eng, x[:64], 8, 1.0 if eng else 2.0, 256 if eng else 4096, rng)
     finally:
         cupy.get_default_memory_pool().free_all_blocks()
-    print(f"timed {name}: fused {fused:,.0f} pairs/s, per-layer {base:,.1f} pairs/s, {kinfo}", flush=True)
+    evaluations = 2.0 if path == "flip" else 1.0  # per pair
+    flops = eng.flops_per_pair * evaluations if eng else None
+    shown = f"fused {fused:,.0f} pairs/s" if eng else "no fused path"
+    print(f"timed {name}: {shown}, per-layer {base:,.1f} pairs/s, {kinfo}", flush=True)
     return {
         "config": name,
+        "path": path,
         "fused_pairs_per_s": fused,
         "baseline_pairs_per_s": base,
-        "speedup": fused / base,
-        "flops_per_pair": eng.flops_per_pair,
-        "tflops": eng.flops_per_pair * fused / 1e12,
-        "cifar10_hours": CIFAR_PAIRS / fused / 3600,
+        "speedup": fused / base if eng else None,
+        "flops_per_pair": flops,
+        "tflops": flops * fused / 1e12 if eng else None,
+        "cifar10_hours": CIFAR_PAIRS / (fused if eng else base) / 3600,
         "kernel": kinfo,
-        "threads": eng.threads,
+        "threads": eng.threads if eng else None,
         "finite": ok_fused and ok_base,
     }
 
@@ -316,7 +436,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--peak-tflops", type=float, default=None, help="FP32 peak of this card (TFLOP/s)")
     ap.add_argument("--threads", type=int, default=None, help="threads per thread block of every fused engine")
-    ap.add_argument("--budget", type=float, default=270.0, help="seconds after which timings are skipped")
+    ap.add_argument("--budget", type=float, default=420.0, help="seconds after which timings are skipped")
     ap.add_argument("--skip-checks", action="store_true", help="timings only")
     ap.add_argument("--size", type=int, default=32, help="image side for the timings (default 32: CIFAR-10)")
     args = ap.parse_args(argv)
@@ -357,10 +477,15 @@ def _table(rows: list[dict], peak, size: int) -> None:
     print("\n| config | fused pairs/s | per-layer pairs/s | speedup | TFLOP/s | % FP32 peak | CIFAR-10 Gram (h) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        pct = f"{100 * r['tflops'] / peak:.1f}" if peak else "n/a"
+        if r["fused_pairs_per_s"] is None:  # per-layer-only rows: no fused columns
+            fused = speedup = tflops = pct = "n/a"
+        else:
+            fused, speedup = f"{r['fused_pairs_per_s']:,.0f}", f"{r['speedup']:,.1f}x"
+            tflops = f"{r['tflops']:.2f}"
+            pct = f"{100 * r['tflops'] / peak:.1f}" if peak else "n/a"
         print(
-            f"| {r['config']} | {r['fused_pairs_per_s']:,.0f} | {r['baseline_pairs_per_s']:,.1f} | "
-            f"{r['speedup']:,.1f}x | {r['tflops']:.2f} | {pct} | {r['cifar10_hours']:,.1f} |"
+            f"| {r['config']} | {fused} | {r['baseline_pairs_per_s']:,.1f} | "
+            f"{speedup} | {tflops} | {pct} | {r['cifar10_hours']:,.1f} |"
         )
     if size != 32:
         print(f"(timings on {size}x{size} images: the CIFAR-10 column assumes 32x32 and does not apply)")

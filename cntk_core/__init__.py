@@ -5,11 +5,11 @@
 >>> K = cntk_core.kernel_matrix(x, depth=3, readout="gap", fix=True)   # CNTK-GAP-3, [4, 4]
 """
 
-from .architecture import KINDS, READOUTS, Architecture
+from .architecture import KINDS, PADDINGS, READOUTS, Architecture
 from .backend import BACKENDS, resolve_backend
 from .gram import KernelCancelled, kernel_matrices, kernel_matrix, network_kernel
-from .layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer, Network, ReLU
-from .presets import cntk
+from .layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Layer, LocalAvgPool, Network, ReLU
+from .presets import cntk, myrtle
 from .validation import DTYPES, ParameterError, ParameterTypeError
 
 __all__ = [
@@ -25,11 +25,14 @@ __all__ = [
     "Flatten",
     "GlobalAvgPool",
     "Layer",
+    "LocalAvgPool",
     "Network",
+    "PADDINGS",
     "ParameterError",
     "ParameterTypeError",
     "ReLU",
     "cntk",
+    "myrtle",
     "kernel_matrices",
     "kernel_matrix",
     "network_kernel",

@@ -5,8 +5,10 @@ Examples::
     cntk-lab info
     cntk-lab data download          # CIFAR-10 into the per-user cache, once (see cntk_core.cli_data)
     cntk-lab data subset            # the small exact-subset files for offline machines
-    cntk-lab regress --dataset digits --n-train 200 --n-test 100 --depth 3 --readout gap
+    cntk-lab regress --dataset digits --n-train 200 --n-test 100 --depth 3 --readout gap   # cntk_core.cli_regress
     cntk-lab regress --dataset cifar10-subset --n-train 2000 --depth 6 --readout vanilla --ridge cv --json
+    cntk-lab regress --dataset digits --n-train 200 --depth 5 --readout lap --lap-c 1 --flip --zca 0.1
+    cntk-lab regress --dataset cifar10-subset --n-train 500 --myrtle 5 --kind nngp --random-patches 64 --patch-pool 2
     cntk-lab gram --dataset digits --n 100 --depth 3 --out K.npy       # see cntk_core.cli_gram
     cntk-lab gram --dataset cifar10-subset --n 2000 --depth 11 --fix --store gram.zarr --scheduler local --out K.npy
 
@@ -20,16 +22,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import re
 import sys
 from pathlib import Path
 
-from . import cli_data, cli_gram
-from .architecture import READOUTS
+from . import cli_data, cli_gram, cli_regress
+from .architecture import MYRTLE_POOLS, PADDINGS, READOUTS, Architecture
 from .backend import BACKENDS
-from .data import DATASETS, STATS, SUBSETS
+from .data import DATASETS, STATS
 from .validation import DTYPES, KINDS
 
 RESULT_PREFIX = "RESULT "
@@ -62,24 +63,61 @@ def _depth(text: str) -> int:
     return v
 
 
-def _ridge(text: str):
-    if text in ("none", "cv"):
-        return text
+def _non_negative_int(text: str) -> int:
     try:
-        v = float(text)
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _pools(text: str) -> tuple[int, ...]:
+    """``--pools 2,3`` -> ``(2, 3)`` (``""`` -> no pooling); order and range are the Architecture's checks."""
+    try:
+        return tuple(int(part) for part in text.split(",")) if text.strip() else ()
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"ridge must be 'none', 'cv' or a number >= 0 (relative to mean(diag(K_train))), got {text!r}"
+            f"expected conv counts separated by commas, such as 2,3, got {text!r}"
         ) from None
-    if not (v >= 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"ridge must be a finite number >= 0, got {text!r}")
-    return v
 
 
 def _kernel_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("kernel")
-    g.add_argument("--depth", type=_depth, default=3, help="the paper's depth d = conv layers + 1 (default 3)")
-    g.add_argument("--readout", choices=READOUTS, default="gap", help="GAP (CNTK-GAP) or vanilla (CNTK-V)")
+    g.add_argument(
+        "--depth", type=_depth, default=None, help="the paper's depth d = conv layers + 1 (default 3; or --myrtle)"
+    )
+    g.add_argument(
+        "--readout",
+        choices=READOUTS,
+        default="gap",
+        help="gap (CNTK-GAP), vanilla (CNTK-V) or lap (local average pooling of Li et al. 2019: needs --lap-c)",
+    )
+    g.add_argument(
+        "--lap-c", type=_non_negative_int, default=None, metavar="C", help="with --readout lap: the largest shift"
+    )
+    g.add_argument(
+        "--padding",
+        choices=PADDINGS,
+        default="zero",
+        help="SAME padding of every convolution (and LAP's boundary): zero (default) or circular (a torus)",
+    )
+    g.add_argument(
+        "--pools",
+        type=_pools,
+        default=None,
+        metavar="K1,K2",
+        help="2x2 average pooling after these conv layers (1-based counts, e.g. 2,3)",
+    )
+    g.add_argument(
+        "--myrtle",
+        type=int,
+        choices=sorted(MYRTLE_POOLS),
+        default=None,
+        help="the Myrtle network of Shankar et al. 2020 (sets --depth and --pools; not with them)",
+    )
+    g.add_argument("--flip", action="store_true", help="the flip-symmetrised kernel (K(x, x') + K(x, flip x')) / 2")
     g.add_argument("--fix", action="store_true", help="the official --fix: first and last layer not trained")
     g.add_argument("--kind", choices=KINDS, default="ntk", help="CNTK (ntk) or CNN-GP (nngp)")
     g.add_argument("--dtype", choices=DTYPES[::-1], default="float64", help="arithmetic precision")
@@ -115,30 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     cli_gram.add_parser(sub, _positive_int, _data_args, _kernel_args)
-
-    r = sub.add_parser("regress", help="end-to-end kernel regression experiment")
-    _data_args(r)
-    r.add_argument("--n-train", type=_positive_int, default=None, help="training images (default all)")
-    r.add_argument("--n-test", type=_positive_int, default=None, help="test images (default all)")
-    r.add_argument("--per-class", action="store_true", help="--n-train/--n-test count images per class (balanced)")
-    r.add_argument(
-        "--subset",
-        choices=SUBSETS,
-        default="balanced",
-        help="how N images are drawn: balanced (default: N / classes of each class, seeded; N a multiple of the "
-        "number of classes), first (the first N, the paper's '-2K' setting) or random",
-    )
-    r.add_argument("--seed", type=int, default=0)
-    _kernel_args(r)
-    r.add_argument(
-        "--ridge",
-        type=_ridge,
-        default="none",
-        help="'none' (the paper), 'cv' (k-fold CV on the training kernel) or a float x mean(diag(K_train))",
-    )
-    r.add_argument("--folds", type=_positive_int, default=5, help="folds for --ridge cv (>= 2)")
-    r.add_argument("--json", action="store_true", help="print only the JSON result object")
-    r.add_argument("--verbose", action="store_true", help="the JSON result holds the whole ridge grid (--ridge cv)")
+    cli_regress.add_parser(sub, _positive_int, _data_args, _kernel_args)
 
     cli_data.add_parser(sub, _positive_int)
 
@@ -163,6 +178,29 @@ def _backend(args):
     return None if args.backend == "auto" else args.backend
 
 
+def architecture(args) -> Architecture:
+    """The :class:`~cntk_core.architecture.Architecture` of the kernel options (``--myrtle`` resolved;
+    its conflicts with ``--depth`` / ``--pools`` raise the usage error). Call inside :func:`_cli_names`."""
+    depth, pools = args.depth, args.pools
+    if args.myrtle is not None:
+        given = [name for name, v in (("--depth", depth), ("--pools", pools)) if v is not None]
+        if given:
+            raise _UsageError(
+                f"--myrtle {args.myrtle} sets the depth ({args.myrtle}) and the pools "
+                f"({','.join(map(str, MYRTLE_POOLS[args.myrtle]))}): give it without {' and '.join(given)}"
+            )
+        depth, pools = args.myrtle, MYRTLE_POOLS[args.myrtle]
+    return Architecture.from_options(
+        3 if depth is None else depth,
+        args.readout,
+        args.fix,
+        lap_c=args.lap_c,
+        padding=args.padding,
+        pools=() if pools is None else pools,
+        flip=args.flip,
+    )
+
+
 def _progress(args) -> bool | None:
     if args.progress is None:
         return None if sys.stderr.isatty() else False
@@ -174,6 +212,10 @@ def _progress(args) -> bool | None:
 OPTION_NAMES = {
     "depth": "--depth",
     "readout": "--readout",
+    "lap_c": "--lap-c",
+    "padding": "--padding",
+    "pools": "--pools",
+    "flip": "--flip",
     "fix": "--fix",
     "fix_first": "--fix",
     "fix_last": "--fix",
@@ -189,6 +231,13 @@ OPTION_NAMES = {
     "per_class": "--per-class",
     "subset": "--subset",
     "seed": "--seed",
+    "zca": "--zca",
+    "flip_augment": "--flip-augment",
+    "random_patches": "--random-patches",
+    "patch_size": "--patch-size",
+    "patch_bias": "--patch-bias",
+    "patch_pool": "--patch-pool",
+    "patch_zca": "--patch-zca",
     "ridge": "--ridge",
     "n_folds": "--folds",
     "tile_size": "--tile-size",
@@ -207,7 +256,11 @@ def _cli_names(args):
     try:
         yield
     except (ValueError, TypeError, FileNotFoundError) as exc:
-        option = OPTION_NAMES.get(getattr(exc, "param", None))
+        if isinstance(exc, _UsageError):
+            raise
+        param = getattr(exc, "param", None)
+        myrtle = getattr(args, "myrtle", None)
+        option = f"--myrtle {myrtle}" if myrtle is not None and param in ("depth", "pools") else OPTION_NAMES.get(param)
         text = f"{option}: {exc}" if option else str(exc)
         raise _UsageError(text + _legend(str(exc), _user_paths(args))) from exc
 
@@ -236,44 +289,6 @@ def _legend(message: str, paths: list[str] = ()) -> str:
     ]
     pairs = sorted({f"{name} = {OPTION_NAMES[name]}" for name in used if name not in ("fix_first", "fix_last")})
     return f" [on the command line: {', '.join(pairs)}]" if pairs else ""
-
-
-def cmd_regress(args) -> int:
-    from .regression import run_experiment
-
-    if args.ridge == "cv" and args.folds < 2:
-        raise _UsageError("--folds must be >= 2 for --ridge cv")
-    same_names = "n_train n_test per_class subset depth readout fix kind ridge dtype seed stats".split()
-    options = {name: getattr(args, name) for name in same_names}  # options named as run_experiment's arguments
-    with _cli_names(args):
-        ds = _load(args)
-        res = run_experiment(ds, **options, n_folds=args.folds, backend=_backend(args), progress=_progress(args))
-    payload = json.dumps(res.to_dict()) if args.verbose else json.dumps(_short_record(res), separators=(",", ":"))
-    if args.json:
-        print(payload)
-    else:
-        print(res.report())
-        print(RESULT_PREFIX + payload)
-    return 0
-
-
-def _short_record(res) -> dict:
-    """``res.to_dict()`` for one line: the ridge choice summarised (not its grid), rounded fractions and timings."""
-    d = res.to_dict()
-    d["stderr"] = round(d["stderr"], 4)
-    d["per_class_accuracy"] = [None if a is None else round(a, 4) for a in d["per_class_accuracy"]]
-    d["timings"] = {k: round(v, 3) for k, v in d["timings"].items()}
-    sel = res.ridge_selection
-    if sel is not None:
-        grid = sel.relative_grid
-        d["ridge_selection"] = {
-            "method": sel.method,
-            "n_folds": sel.n_folds,
-            "relative_ridge": sel.relative_ridge,
-            "cv_accuracy": None if math.isnan(sel.accuracy[sel.best_index]) else float(sel.accuracy[sel.best_index]),
-            "grid": {"n": len(grid), "min": float(grid.min()), "max": float(grid.max())},
-        }
-    return d
 
 
 def info_dict() -> dict:
@@ -341,7 +356,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"gram": cli_gram.cmd_gram, "regress": cmd_regress, "data": cli_data.cmd_data, "info": cmd_info}
+COMMANDS = {"gram": cli_gram.cmd_gram, "regress": cli_regress.cmd_regress, "data": cli_data.cmd_data, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,11 @@
     cntk-lab gram --dataset digits --n 100 --depth 3 --out K.npy
     cntk-lab gram --dataset cifar10-subset --n 2000 --depth 11 --fix --store gram.zarr --scheduler local --out K.npy
     cntk-lab gram --dataset cifar10-subset --n 2000 --depth 11 --fix --store gram.zarr --no-verify
+    cntk-lab gram --dataset digits --n 100 --myrtle 5 --readout lap --lap-c 1 --padding circular --flip --out K.npy
 
-(``--no-verify``: resume trusting the done markers, without re-reading every finished tile.) Every
+(``--no-verify``: resume trusting the done markers, without re-reading every finished tile.) The kernel
+options are those of ``cntk-lab regress`` (:func:`cntk_core.cli.architecture`); the store records the
+whole :class:`~cntk_core.architecture.Architecture`. Every
 check that can run before the computation does: the ``--out`` name (and every folder name on
 its way), its folder, and for ``--store`` the store path, backend, scheduler and free space.
 """
@@ -19,8 +22,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-from .architecture import Architecture
 
 
 def add_parser(
@@ -118,7 +119,7 @@ def _n_workers_need_a_local_cluster(args) -> None:
 def cmd_gram(args) -> int:
     """Run ``cntk-lab gram``; returns the exit code (errors raise, :func:`cntk_core.cli.main` reports)."""
     from ._atomic import save_npy_atomic
-    from .cli import RESULT_PREFIX, _backend, _cli_names, _load, _progress, _UsageError
+    from .cli import RESULT_PREFIX, _backend, _cli_names, _load, _progress, _UsageError, architecture
     from .regression import standardize
 
     if args.out is None and args.store is None:
@@ -129,6 +130,7 @@ def cmd_gram(args) -> int:
     _n_workers_need_a_local_cluster(args)
     out_path = None if args.out is None else npy_path(args.out, args.store, _UsageError)  # before hours of computing
     with _cli_names(args):
+        arch = architecture(args)
         ds = _load(args)
     x_split = ds.x_train if args.split == "train" else ds.x_test
     if args.n > len(x_split):
@@ -143,7 +145,8 @@ def cmd_gram(args) -> int:
     else:
         x = standardize(ds, *raw, stats="all")
     x1, x2 = x[0], (x[1] if len(x) > 1 else None)
-    arch = Architecture.from_options(args.depth, args.readout, args.fix)
+    with _cli_names(args):
+        arch.stage_shape(*x1.shape[1:3])  # pools on images too small: refused before any compute
     kw = dict(kind=args.kind, dtype=args.dtype)
     t0 = time.perf_counter()
     info: dict = {}
@@ -162,8 +165,8 @@ def cmd_gram(args) -> int:
         shape = K.shape
     seconds = time.perf_counter() - t0
     out = None if out_path is None else str(save_npy_atomic(out_path, K))
-    info = {"kernel": arch.title(args.kind), "shape": list(shape), "seconds": round(seconds, 3), "out": out,
-            "store": args.store, **info}  # fmt: skip
+    info = {"kernel": arch.title(args.kind), "architecture": arch.to_dict(), "shape": list(shape),
+            "seconds": round(seconds, 3), "out": out, "store": args.store, **info}  # fmt: skip
     print(f"Gram {shape[0]} x {shape[1]} in {seconds:.2f} s -> {out or args.store}", file=sys.stderr)
     print(RESULT_PREFIX + json.dumps(info))
     return 0

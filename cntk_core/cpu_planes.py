@@ -23,7 +23,8 @@ last layer is fixed) compute only that. One (pair, shift block) evaluation runs 
 layer in four small buffers that stay in L1 and sums its readout. The vanilla readout needs only
 shift block 0, the delta = 0 plane; a self pair (x, x), the diagonal of a symmetric Gram, needs
 only shift blocks 0 .. PQ/2, because shift block PQ - k holds the transposes of block k's entries
-(:func:`self_pair_shift_blocks`).
+(:func:`self_pair_shift_blocks`). The LAP readout (:mod:`cntk_core.cpu_lap`) visits only the blocks
+with a nonzero LAP weight and sums each with per-entry weights (:func:`lap_entry_weights`).
 
 The arithmetic's constants travel as one :class:`Constants` argument in the arithmetic dtype
 (:func:`constants`), so that float32 stays float32 in every compiled loop.
@@ -338,6 +339,58 @@ def _flat_sum(buf, o, n):
     return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
+@njit(**_INLINE)
+def _weighted_flat_sum(buf, o, w, n):
+    """float64 ``sum_f w[f] * buf[o + f]``, f < n, in a fixed order: eight interleaved running sums,
+    then the eight added, as :func:`_flat_sum` (with every weight 1 the same value, bit for bit).
+    w: float64 ``(n,)``, the LAP weights of :func:`lap_entry_weights`."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    ou = np.uint64(o)
+    m = np.uint64(n - n % 8)
+    for f in range(np.uint64(0), m, np.uint64(8)):
+        e = ou + f
+        s0 += w[f] * buf[e]
+        s1 += w[f + np.uint64(1)] * buf[e + np.uint64(1)]
+        s2 += w[f + np.uint64(2)] * buf[e + np.uint64(2)]
+        s3 += w[f + np.uint64(3)] * buf[e + np.uint64(3)]
+        s4 += w[f + np.uint64(4)] * buf[e + np.uint64(4)]
+        s5 += w[f + np.uint64(5)] * buf[e + np.uint64(5)]
+        s6 += w[f + np.uint64(6)] * buf[e + np.uint64(6)]
+        s7 += w[f + np.uint64(7)] * buf[e + np.uint64(7)]
+    for f in range(m, np.uint64(n)):
+        s0 += w[f] * buf[ou + f]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def lap_entry_weights(wp, wq, q_, k, out):
+    """out[f] = wp[a_r, r] * wq[a_c, t], f = r Q + t, a = (f + k) mod PQ: the float64 LAP weight
+    (unscaled integer counts) of every entry of shift block ``k``. wp, wq: the per-axis counts of
+    :func:`cntk_core.cpu_lap.lap_tables`; out: float64 ``(PQ,)``. O(PQ); allocates nothing. (Here,
+    not in cpu_lap: see that module's docstring on Numba's cache.)"""
+    p_ = out.shape[0] // q_
+    kr, kt = k // q_, k % q_
+    for r in range(p_):  # row by row: no integer division per entry (it cost 8 % of a 32x32 GAP-sized LAP)
+        for t in range(q_):
+            ar, ac = r + kr, t + kt  # a = (f + k) mod PQ as (row, column): a column carry moves a row down
+            if ac >= q_:
+                ac -= q_
+                ar += 1
+            if ar >= p_:
+                ar -= p_
+            out[r * q_ + t] = wp[ar, r] * wq[ac, t]
+
+
+@njit(**_INLINE)
+def _readout_sum(buf, o, n, ew):
+    """The readout's float64 sum over a shift block at buf[o : o + n]: :func:`_flat_sum` (GAP,
+    vanilla: ``ew`` empty) or the LAP-weighted sum with per-entry weights ``ew``
+    (:func:`lap_entry_weights`)."""
+    if ew.shape[0] == 0:
+        return _flat_sum(buf, o, n)
+    return _weighted_flat_sum(buf, o, ew, n)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _record_maps(sig, o, maps, a, layer, one, scale):
     """maps[a, layer] = (scale sqrt(v), 1/sqrt(v) or 0) of the variances v = sig[o : o + PQ] (the
@@ -359,7 +412,7 @@ def _record_maps(sig, o, maps, a, layer, one, scale):
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 def _shift_block_sums(
-    xa, rows, xb, cols, i0, i1, n_blocks, d, ma, mb, k, masks, work, out_layers, fix_first, fix_last, ntk, c, sums,
+    xa, rows, xb, cols, i0, i1, n_blocks, d, ma, mb, k, masks, ew, work, out_layers, fix_first, fix_last, ntk, c, sums,
 ):  # fmt: skip
     """Readout sums over shift block ``k`` (up to four displacement planes) of the pairs
     ``(a, b) = (xa[rows[i]], xb[cols[i]])``, ``i0 <= i < i1``, which share the block's masks.
@@ -367,7 +420,9 @@ def _shift_block_sums(
     xa, xb: (n, C, PQ) flat channel-planar images; ma, mb: their (n, L, 2, 2PQ) maps of
     sqrt(v / (9 pi)) and 1/sqrt(v) of the variances v = Sigma^(h)(x, x)[p, p], h = 0 .. L-1,
     stored twice end to end (see :func:`image_maps`); k: the shift block (0 is the delta = 0 plane
-    alone, all the vanilla readout needs); masks: its :func:`shift_block_masks`; work: (4, PQ + 2Q)
+    alone, all the vanilla readout needs); masks: its :func:`shift_block_masks`; ew: float64 LAP
+    weights of the block's entries (:func:`lap_entry_weights`), or empty for an
+    unweighted sum (GAP, vanilla: :func:`_flat_sum`, untouched); work: (4, PQ + 2Q)
     scratch whose first and last Q entries of each row are zero and stay zero; out_layers:
     ascending int64 layer counts L_k (depth L_k + 1), the last one is the number of conv+ReLU
     layers run, L. Writes into ``sums[w, j]``, ``w = i * n_blocks + d`` (``d``: the index of shift
@@ -405,11 +460,11 @@ def _shift_block_sums(
                 _layer_shift_block(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, h, k, c, k_only, theta_only, False)
             if layer == out_layers[j]:
                 if k_only:  # Theta = K; with fix_last the readout's own K is subtracted: 0
-                    sums[w, j] = 0.0 if ntk and fix_last else _flat_sum(sig, q_, n)
+                    sums[w, j] = 0.0 if ntk and fix_last else _readout_sum(sig, q_, n, ew)
                 elif fix_last and not last:
-                    sums[w, j] = _flat_sum(theta, q_, n) - _flat_sum(sig, q_, n)
+                    sums[w, j] = _readout_sum(theta, q_, n, ew) - _readout_sum(sig, q_, n, ew)
                 else:
-                    sums[w, j] = _flat_sum(theta, q_, n)
+                    sums[w, j] = _readout_sum(theta, q_, n, ew)
                 j += 1
             if not last:
                 if k_only:
@@ -472,20 +527,28 @@ _PAIR_GROUP = 32
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def pair_sums(x1, x2, m1, m2, p_, rows, cols, blocks, weights, out_layers, fix_first, fix_last, ntk, c):
+def pair_sums(
+    x1, x2, m1, m2, p_, rows, cols, blocks, weights, out_layers, fix_first, fix_last, ntk, c, wp=None, wq=None
+):
     """Readout sums for the pairs ``(x1[rows[i]], x2[cols[i]])`` over the shift blocks ``blocks``.
 
     x1, x2: (n, C, PQ) flat images of ``p_`` rows; m1, m2: their :func:`image_maps`; blocks: int64
     shifts (see :func:`shift_blocks`), each block's sum multiplied by its float64 ``weights`` entry
     (1, or 2 for a self pair's block that stands for its transpose too, see
     :func:`self_pair_shift_blocks`);
-    out_layers: see :func:`_shift_block_sums`. Returns float64
+    out_layers: see :func:`_shift_block_sums`; wp, wq: LAP's per-axis float64 count tables
+    (:func:`cntk_core.cpu_lap.lap_tables`) for a LAP-weighted sum, or ``None`` (GAP, vanilla; an
+    empty table is the same). Returns float64
     ``(n_pairs, len(out_layers))`` (unscaled). Work items are (shift block, group of pairs), which
     share the block's masks and scratch. Partial sums are per (pair, shift block) and reduced in a fixed
     order, so a pair's value does not depend on which other pairs share the call (Gram tiles give
     bit-identical results). Allocates ``n_pairs * n_blocks * len(out_layers)`` float64 partial sums
-    and, per work item, the block's masks and scratch (4 + 4 rows of about PQ entries).
+    and, per work item, the block's masks and scratch (4 + 4 rows of about PQ entries; with LAP, one
+    more float64 row of weights).
     """
+    lap_p = np.zeros((0, 0)) if wp is None else wp
+    lap_q = np.zeros((0, 0)) if wq is None else wq
+    lap = lap_p.shape[0] > 0
     n_pairs = rows.shape[0]
     n_blocks = blocks.shape[0]
     n_out = out_layers.shape[0]
@@ -500,9 +563,12 @@ def pair_sums(x1, x2, m1, m2, p_, rows, cols, blocks, weights, out_layers, fix_f
         g = item - d * n_groups
         masks = shift_block_masks(p_, q_, blocks[d], c.one)
         work = np.zeros((4, pq + 2 * q_), x1.dtype)
+        ew = np.empty(pq if lap else 0)
+        if lap:
+            lap_entry_weights(lap_p, lap_q, q_, blocks[d], ew)
         _shift_block_sums(
             x1, rows, x2, cols, g * group, min((g + 1) * group, n_pairs), n_blocks, d, m1, m2, blocks[d],
-            masks, work, out_layers, fix_first, fix_last, ntk, c, partial,
+            masks, ew, work, out_layers, fix_first, fix_last, ntk, c, partial,
         )  # fmt: skip
     return weighted_shift_block_sums(partial, weights, n_pairs)
 
@@ -527,18 +593,27 @@ def shift_blocks(p: int, q: int, readout: str) -> np.ndarray:
     return np.zeros(1, np.int64) if readout == "vanilla" else np.arange(p * q, dtype=np.int64)
 
 
-def self_pair_shift_blocks(p: int, q: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shift blocks and weights that give a self pair's (x, x) GAP sum with half the work.
+def self_pair_shift_blocks(p: int, q: int, blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Shift blocks and weights that give a self pair's (x, x) GAP sum with half the work; with
+    ``blocks`` (a readout's visited set, closed under ``k -> (PQ - k) mod PQ``, as LAP's
+    :func:`cntk_core.cpu_lap.lap_shift_blocks`), those of them that stand for the rest.
 
     Sigma(x, x), Theta(x, x) and K(x, x) are symmetric, entry by entry and bit for bit (every
     product and sum of the recurrence meets the two images' numbers in the same order), and shift
     block ``PQ - k`` holds the transposes of block ``k``'s entries (entry f of block k pairs
     position f + k with f; entry f + k of block PQ - k pairs f with f + k). So blocks
     ``0 .. PQ // 2`` suffice, each with weight 2 except block 0 and, for even PQ, block PQ / 2
-    (their own transposes).
+    (their own transposes). A readout whose per-entry weights are symmetric, w(p, p') = w(p', p)
+    (LAP), weights block ``PQ - k`` as block ``k``, so the same halving holds for its sum.
     """
     n = p * q
-    blocks = np.arange(n // 2 + 1, dtype=np.int64)
+    if blocks is None:
+        blocks = np.arange(n // 2 + 1, dtype=np.int64)
+    else:
+        blocks = np.asarray(blocks, np.int64)
+        if not np.array_equal(np.sort((n - blocks) % n), np.sort(blocks)):
+            raise ValueError("the shift blocks are not closed under k -> (PQ - k) mod PQ")
+        blocks = blocks[2 * blocks <= n]
     weights = np.where((blocks == 0) | (2 * blocks == n), 1.0, 2.0)
     return blocks, weights
 

@@ -84,6 +84,10 @@ def gram_to_store(
     fix: bool = False,
     fix_first: bool | None = None,
     fix_last: bool | None = None,
+    lap_c: int | None = None,
+    padding: str = "zero",
+    pools: tuple[int, ...] = (),
+    flip: bool = False,
     kind: str = "ntk",
     dtype: str | np.dtype | type = "float64",
     tile_size: int | None = None,
@@ -103,7 +107,8 @@ def gram_to_store(
         architecture, data set, precision, engine version or tile size).
     x1, x2 : float image arrays ``[n1, P, Q, C]``, ``[n2, P, Q, C]`` (NHWC, preprocessed pixels);
         ``x2=None``: symmetric Gram of ``x1`` (only tiles with row block <= column block are computed).
-    depth, readout, fix, fix_first, fix_last, kind, dtype : as in :func:`cntk_core.kernel_matrix`.
+    depth, readout, fix, fix_first, fix_last, lap_c, padding, pools, flip, kind, dtype : as in
+        :func:`cntk_core.kernel_matrix` (the store records the Architecture they make).
     tile_size : rows and columns per tile (= per task and per zarr chunk); a tile costs
         ``8 * tile_size**2`` bytes on disk (512 KiB at 256). ``None``: the existing store's, else 256.
     scheduler : ``None``: a new ``LocalCluster`` of ``n_workers`` processes on this machine (one
@@ -139,9 +144,11 @@ def gram_to_store(
     path = store_path(store)
     if tile_size is None:
         tile_size = _existing_tile_size(path) or DEFAULT_TILE_SIZE
-    params, x1, x2, n_workers = _validate(
-        x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, tile_size, backend, n_workers, scheduler
-    )
+    arch_options = {
+        "depth": depth, "readout": readout, "fix": fix, "fix_first": fix_first, "fix_last": fix_last,
+        "lap_c": lap_c, "padding": padding, "pools": pools, "flip": flip,
+    }  # fmt: skip
+    params, x1, x2, n_workers = _validate(x1, x2, arch_options, kind, dtype, tile_size, backend, n_workers, scheduler)
     check_progress(progress)
     verify = check_flag(verify, "verify")
     meta = _metadata(params, x1, x2)
@@ -315,8 +322,8 @@ def _run_on_client(client, params: dict, tasks: list, bar, repair: set, counts: 
 
 
 # -- inputs and metadata --------------------------------------------------------------------------
-def _validate(x1, x2, depth, readout, fix, fix_first, fix_last, kind, dtype, tile_size, backend, n_workers, scheduler):
-    arch = Architecture.from_options(depth, readout, fix, fix_first, fix_last)
+def _validate(x1, x2, arch_options, kind, dtype, tile_size, backend, n_workers, scheduler):
+    arch = Architecture.from_options(**arch_options)
     check_kind(kind)
     dt = check_dtype(dtype)
     x1 = as_images(x1, "x1")

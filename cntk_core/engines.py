@@ -33,20 +33,32 @@ _CACHE_BLOCK = 8
 
 
 class NumbaEngine:
-    """Fused CPU planes (:mod:`cntk_core.cpu_planes`) for the paper's architecture.
+    """Fused CPU planes (:mod:`cntk_core.cpu_planes`) for the architectures of :meth:`supports`:
+    the paper's GAP and vanilla readouts and LAP (:mod:`cntk_core.cpu_lap`), zero padding, no pooling.
 
     ``pairs`` returns ``(n_pairs, len(depths))``: one column per requested depth (default: the
-    network's own). Self pairs of a symmetric Gram (the same prepared state on both sides and
-    ``rows == cols``) sum half of the GAP shift blocks (:func:`cpu_planes.self_pair_shift_blocks`), equal
-    to the full sum up to its rounding. Allocates per block of images their variance maps
-    ``(n, L, 2, 2PQ)`` in the arithmetic dtype, and per pair batch ``n_pairs * n_shift_blocks *
-    len(depths)`` float64 partial sums; each work item uses eight rows of about PQ entries (masks
-    and scratch).
+    network's own). GAP visits all ``PQ`` shift blocks, vanilla block 0 alone, LAP with window
+    ``c`` only the blocks with a nonzero LAP weight (displacements up to ``2c`` per axis; ``c = 0``:
+    block 0, as vanilla), each summed with per-entry weights. Self pairs of a symmetric Gram (the
+    same prepared state on both sides and ``rows == cols``) sum half of those shift blocks
+    (:func:`cpu_planes.self_pair_shift_blocks`), equal to the full sum up to its rounding.
+    Allocates per block of images their variance maps ``(n, L, 2, 2PQ)`` in the arithmetic dtype,
+    and per pair batch ``n_pairs * n_shift_blocks * len(depths)`` float64 partial sums; each work
+    item uses eight rows of about PQ entries (masks and scratch; LAP: one more float64 row).
     """
 
-    def __init__(self, spec: Architecture, shape: tuple, kind: str, dtype: np.dtype, depths=None):
-        from . import cpu_planes
+    @staticmethod
+    def supports(spec: Architecture | None) -> bool:
+        """Whether this engine runs the network ``spec`` (an :class:`Architecture`, or ``None`` for a
+        layer list of no canonical shape): any readout, zero padding, no pooling. ``flip`` does not
+        matter: the Gram driver forms the flipped kernel from two evaluations."""
+        return spec is not None and spec.padding == "zero" and not spec.pools
 
+    def __init__(self, spec: Architecture, shape: tuple, kind: str, dtype: np.dtype, depths=None):
+        from . import cpu_lap, cpu_planes
+
+        if not self.supports(spec):
+            raise ValueError(f"the fused CPU engine does not run {spec!r} (see NumbaEngine.supports)")
         self._cp = cpu_planes
         self.spec = spec
         self.out_layers = np.array(sorted(depths or [spec.depth]), np.int64) - 1
@@ -56,13 +68,23 @@ class NumbaEngine:
         self.dtype = dtype
         p, q = shape[0], shape[1]
         self.p = p
-        self.shift_blocks = cpu_planes.shift_blocks(p, q, spec.readout)
+        if spec.readout == "lap":
+            # LAP: per-entry integer weights (n_P n_Q) in the blocks that hold a nonzero one
+            self.lap = cpu_lap.lap_tables(p, q, spec.lap_c, spec.padding)
+            self.shift_blocks = cpu_lap.lap_shift_blocks(*self.lap)
+            self.scale = cpu_lap.lap_scale(spec.lap_c)
+        else:
+            self.lap = (None, None)
+            self.shift_blocks = cpu_planes.shift_blocks(p, q, spec.readout)
+            self.scale = 1.0 if spec.readout == "vanilla" else R.gap_scale(p, q)
         self.weights = np.ones(len(self.shift_blocks))
-        # a GAP self pair (x, x) is symmetric: half of its shift blocks stand for the other half
-        self.self_blocks = cpu_planes.self_pair_shift_blocks(p, q) if len(self.shift_blocks) > 1 else None
-        self.scale = 1.0 if spec.readout == "vanilla" else R.gap_scale(p, q)
-        plane_entries = p * q if spec.readout == "vanilla" else (p * q) ** 2  # all planes together
-        self.pair_cost = float(plane_entries * spec.n_conv)
+        # a self pair (x, x) is symmetric, and so are the readouts' weights: half of its shift
+        # blocks stand for the other half
+        self.self_blocks = None
+        if len(self.shift_blocks) > 1:
+            visited = None if spec.readout == "gap" else self.shift_blocks
+            self.self_blocks = cpu_planes.self_pair_shift_blocks(p, q, visited)
+        self.pair_cost = float(len(self.shift_blocks) * p * q * spec.n_conv)  # the entries of the visited blocks
 
     def prepare(self, x):
         n, p, q, ch = x.shape
@@ -106,6 +128,7 @@ class NumbaEngine:
             s.fix_last,
             self.ntk,
             self._cp.constants(self.dtype),
+            *self.lap,
         )
         if order is not None:
             sums[order] = sums.copy()
@@ -163,20 +186,31 @@ class PerLayerEngine:
 
 
 def make_engine(backend: str, network: Network, shape: tuple, kind: str, dtype: np.dtype, depths=None) -> Engine:
-    """The engine for ``backend`` (already resolved); falls back to per-layer for other networks.
+    """The engine for ``backend`` (already resolved): the backend's fused engine where its
+    ``supports`` accepts the network's :class:`Architecture` (``Network.canonical``), else the
+    per-layer path.
 
     ``depths``: ask the Numba engine for the kernels of these depths in one pass (the only engine
-    that gives several; :func:`cntk_core.gram.depths_in_one_pass` says when callers may ask).
+    that gives several; :func:`cntk_core.gram.depths_in_one_pass` says when callers may ask); any
+    other engine refuses more than one depth (``ValueError``).
     """
     spec = network.canonical()
-    if backend == "numba" and spec is not None:
+    if backend == "numba" and NumbaEngine.supports(spec):
         return NumbaEngine(spec, shape, kind, dtype, depths)
+    if depths is not None and list(depths) != [network.n_relu + 1]:
+        raise ValueError(f"depths {list(depths)}: only the fused CPU engine gives several depths in one pass")
+    if backend == "numba" and spec is not None and spec.pools:
+        from .cpu_stages import StagedEngine  # pooled networks (Myrtle), stage by stage
+
+        if StagedEngine.supports(spec):
+            return StagedEngine(spec, shape, kind, dtype)
     if backend == "cupy":
         import cupy
 
         if spec is not None:
             from .gpu import FusedGPUEngine
 
-            return FusedGPUEngine(spec, shape, kind, dtype)
+            if FusedGPUEngine.supports(spec):
+                return FusedGPUEngine(spec, shape, kind, dtype)
         return PerLayerEngine(network, shape, kind, dtype, xp=cupy)
     return PerLayerEngine(network, shape, kind, dtype)

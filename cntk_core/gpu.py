@@ -10,7 +10,12 @@ thread block holds one shift block in shared memory (2 buffers x (Sigma, Theta) 
 in float32 at 32x32), runs all ``L`` layers with one barrier per layer, and writes one float64
 partial readout sum; a second kernel adds the partials of each pair in shift-block order (so a value
 never depends on the launch it was part of). The vanilla readout needs only shift block ``(0, 0)``,
-the ``delta = 0`` plane.
+the ``delta = 0`` plane. The LAP readout with window ``c`` (zero padding) weights entry
+``[i, j, i', j']`` by the integer ``n_P(i, i') * n_Q(j, j')`` (the kernel's ``lap_count``; the pair's
+sum is scaled by ``(2c + 1)^-4``) and visits only the shift blocks holding displacements with
+``|di|, |dj| <= 2c`` (:func:`shift_block_list`). Networks with pooling, circular padding or another
+readout are not fused here (:meth:`FusedGPUEngine.supports`); they run on the per-layer path with
+CuPy arrays. The flip-symmetrised kernel is formed by the Gram driver from two evaluations.
 
 Per device: the kernels are compiled and loaded once per device (CuPy), and a thread block needing more
 than 48 KB of shared memory needs the kernel's limit raised on that device. The limit belongs to
@@ -38,7 +43,7 @@ import numpy as np
 
 from .architecture import Architecture
 from .recurrence import gap_scale
-from .validation import check_kind
+from .validation import ParameterError, check_kind
 
 #: rough GPU/CPU-core speed ratio: ``pair_cost`` is divided by it so that the Gram driver (which
 #: sizes its calls for one CPU core) hands the GPU a few thousand GAP pairs per call
@@ -54,6 +59,8 @@ THREADS_ENV = "CNTK_GPU_THREADS"
 #: NVRTC options (CuPy adds ``-ftz=true`` and ``-arch``) and the template instances it compiles
 NVRTC_OPTIONS = ("-std=c++17",)
 NAME_EXPRESSIONS = ("cntk_shift_blocks<float>", "cntk_shift_blocks<double>")
+#: readouts the fused kernel computes (with zero padding and no pooling: FusedGPUEngine.supports)
+FUSED_READOUTS = ("gap", "vanilla", "lap")
 _STATIC_SMEM_LIMIT = 48 * 1024
 _CTYPES = {"float32": "float", "float64": "double"}
 #: dynamic shared memory limit set so far per (device id, kernel name); only ever raised
@@ -65,16 +72,51 @@ def kernel_source() -> str:
     return importlib.resources.files("cntk_core").joinpath("cuda", "cntk_planes.cu").read_text()
 
 
-def shift_block_list(p: int, q: int, readout: str) -> np.ndarray:
+def _check_lap_c(readout: str, lap_c) -> int | None:
+    """``lap_c`` as an int >= 0 for ``readout="lap"`` (``ParameterError`` otherwise), ``None`` else."""
+    if readout != "lap":
+        return None
+    if lap_c is None or isinstance(lap_c, bool) or int(lap_c) != lap_c or lap_c < 0:
+        raise ParameterError("lap_c", f"readout='lap' needs lap_c, an int >= 0, got {lap_c!r}")
+    return int(lap_c)
+
+
+def lap_groups(n: int, c: int) -> np.ndarray:
+    """Row (or column) groups ``g`` of one axis of length ``n`` that hold a displacement ``|d| <= 2c``
+    (``d = g`` or ``g - n``): ``0 .. 2c`` and ``n - 2c .. n - 1``, ascending, ``min(n, 4c + 1)`` of them."""
+    g = np.arange(n)
+    return g[(g <= 2 * c) | (g >= n - 2 * c)]
+
+
+def shift_block_list(p: int, q: int, readout: str, lap_c: int | None = None) -> np.ndarray:
     """Shift blocks ``(gi, gj)`` to visit, int32 ``(n_shift_blocks, 2)``: all ``P*Q`` for GAP, ``(0, 0)``
-    for vanilla.
+    for vanilla, and for LAP with window ``lap_c = c`` those holding an entry of nonzero weight
+    (``gi`` in :func:`lap_groups` of ``P``, ``gj`` of ``Q``: ``min(P, 4c+1) * min(Q, 4c+1)`` blocks).
 
     The first row is always ``(0, 0)`` (the ``delta = 0`` plane), which the variance pass uses.
     """
+    c = _check_lap_c(readout, lap_c)
     if readout == "vanilla":
         return np.zeros((1, 2), np.int32)
-    gi, gj = np.meshgrid(np.arange(p), np.arange(q), indexing="ij")
+    rows, cols = (np.arange(p), np.arange(q)) if c is None else (lap_groups(p, c), lap_groups(q, c))
+    gi, gj = np.meshgrid(rows, cols, indexing="ij")
     return np.stack([gi.ravel(), gj.ravel()], axis=1).astype(np.int32)
+
+
+def readout_scale(p: int, q: int, readout: str, lap_c: int | None = None) -> float:
+    """Factor of a pair's summed (weighted) readout: ``1 / (PQ)^2`` (GAP), 1 (vanilla),
+    ``1 / (2c + 1)^4`` (LAP, whose integer weights the kernel applies per entry)."""
+    c = _check_lap_c(readout, lap_c)
+    if c is not None:
+        return float(2 * c + 1) ** -4
+    return 1.0 if readout == "vanilla" else gap_scale(p, q)
+
+
+def kernel_lap_c(p: int, q: int, readout: str, lap_c: int | None = None) -> int:
+    """The kernel's ``lap_c`` argument: -1 (no weights) for GAP and vanilla, else ``min(c, max(P, Q) - 1)``
+    (a window covering an axis counts every centre, so larger ones weigh alike; no int overflow)."""
+    c = _check_lap_c(readout, lap_c)
+    return -1 if c is None else min(c, max(p, q) - 1)
 
 
 def threads_for(p: int, q: int) -> int:
@@ -142,10 +184,21 @@ class FusedGPUEngine:
     ``CNTK_GPU_THREADS`` or :func:`threads_for`); ``max_pairs`` the pairs per launch (default: from
     free GPU memory; either way at most ``MAX_BLOCKS // n_shift_blocks``).
 
+    Networks: :meth:`supports` (readout ``gap``, ``vanilla`` or ``lap``; zero padding; no pooling);
+    others raise ``ParameterError``. ``spec.flip`` is not this engine's business: it computes the
+    network's kernel, and the Gram driver forms the flip-symmetrised one from two evaluations.
+
     Memory: ``prepare`` holds the images and their variance maps ``(n, L, P, Q)`` on the GPU; a
     launch of B pairs allocates ``B * n_shift_blocks`` float64 partial sums (8 KB per GAP pair at
-    32x32). Shared memory per thread block: ``threads * 8 + 4 * P * Q * itemsize`` bytes.
+    32x32; LAP: ``min(P, 4c+1) * min(Q, 4c+1)`` shift blocks). Shared memory per thread block:
+    ``threads * 8 + 4 * P * Q * itemsize`` bytes.
     """
+
+    @staticmethod
+    def supports(spec: Architecture | None) -> bool:
+        """Whether the fused kernel computes ``spec``'s network: readout in :data:`FUSED_READOUTS`,
+        zero padding, no pooling (``flip`` does not matter: the Gram driver applies it)."""
+        return spec is not None and spec.readout in FUSED_READOUTS and spec.padding == "zero" and not spec.pools
 
     def __init__(
         self,
@@ -158,6 +211,13 @@ class FusedGPUEngine:
         max_pairs: int | None = None,
     ):
         check_kind(kind)
+        if not self.supports(spec):
+            param = "pools" if spec.pools else "padding" if spec.padding != "zero" else "readout"
+            raise ParameterError(
+                param,
+                f"the fused GPU kernel runs readouts {FUSED_READOUTS} with zero padding and no pooling, not "
+                f"{spec!r}; such networks run on the per-layer path (cntk_core.network_kernel on backend='cupy')",
+            )
         dt = np.dtype(dtype)
         if dt.name not in _CTYPES:
             raise ValueError(f"dtype must be float32 or float64, got {dt}")
@@ -169,13 +229,14 @@ class FusedGPUEngine:
         self.p, self.q, self.c = (int(s) for s in shape)
         if self.p * self.q * self.q >= 2**32:  # the kernel's r = e / Q by reciprocal is exact below
             raise ValueError(f"images of {self.p}x{self.q} are too large for the GPU kernel; use backend='numba'")
-        self.shift_blocks = shift_block_list(self.p, self.q, spec.readout)
+        self.shift_blocks = shift_block_list(self.p, self.q, spec.readout, spec.lap_c)
         self.n_shift_blocks = len(self.shift_blocks)
-        self.scale = 1.0 if spec.readout == "vanilla" else gap_scale(self.p, self.q)
+        self.scale = readout_scale(self.p, self.q, spec.readout, spec.lap_c)
+        self.lap_arg = kernel_lap_c(self.p, self.q, spec.readout, spec.lap_c)  # the kernel's argument
         entries = self.p * self.q * self.n_shift_blocks  # covariance entries per pair
         self.pair_cost = float(entries * spec.n_conv) / GPU_SPEEDUP
         #: flops per pair by the count of benchmarks/gpu_check.py (for reporting)
-        self.flops_per_pair = float(entries) * flops_per_entry(spec.n_conv, self.c, self.ntk)
+        self.flops_per_pair = float(entries) * flops_per_entry(spec.n_conv, self.c, self.ntk, self.lap_arg >= 0)
         self.threads = int(_threads(threads) or threads_for(self.p, self.q))
         if self.threads < 32 or self.threads > 1024 or self.threads & (self.threads - 1):
             raise ValueError(f"threads must be a power of two in [32, 1024], got {self.threads}")
@@ -238,7 +299,7 @@ class FusedGPUEngine:
         partial = cp.empty(n * n_blocks, cp.float64)
         args = (xa, xb, va, vb, rows, cols, blocks_dev, i32(n_blocks), i32(self.p), i32(self.q), i32(self.c))
         args += (i32(self.spec.n_conv), i32(self.spec.fix_first), i32(self.spec.fix_last), i32(self.ntk))
-        args += (i32(record), partial)
+        args += (i32(record), i32(-1 if record else self.lap_arg), partial)
         self._shift_block_kernel((n * n_blocks,), (self.threads,), args, shared_mem=self.smem)
         out = cp.empty(n, cp.float64)
         self._reduce_kernel(((n + 255) // 256,), (256,), (partial, i32(n), i32(n_blocks), np.float64(self.scale), out))
@@ -322,13 +383,14 @@ class FusedGPUEngine:
         return out
 
 
-def flops_per_entry(n_conv: int, channels: int, ntk: bool = True) -> float:
+def flops_per_entry(n_conv: int, channels: int, ntk: bool = True, weighted: bool = False) -> float:
     """Floating-point operations per covariance entry of one pair (the count of gpu_check.py).
 
     Input ``2C``; per layer h = 1..L: box sum of Sigma (8 adds), of Theta (8, NTK, h >= 2), ReLU dual
     14 (prod, sqrt, div, pi - angle, rho*(...), rho*rho, 1 - ., sqrt, +, norm*, *1/(9pi), k_dot's
-    *1/(9pi), and 2 for kdot*Theta + K; arccos, sqrt and division count 1 each, clamps 0); readout 1.
+    *1/(9pi), and 2 for kdot*Theta + K; arccos, sqrt and division count 1 each, clamps 0); readout 1,
+    and 1 more for the LAP weight's multiply (``weighted``; its integer count is not a flop).
     """
     relu = 14.0 if ntk else 11.0
     theta_box = 8.0 * (n_conv - 1) if ntk else 0.0
-    return 2.0 * channels + 8.0 * n_conv + theta_box + relu * n_conv + 1.0
+    return 2.0 * channels + 8.0 * n_conv + theta_box + relu * n_conv + 1.0 + float(weighted)

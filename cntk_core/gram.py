@@ -26,6 +26,7 @@ import numpy as np
 from .architecture import MIN_DEPTH, Architecture
 from .backend import resolve_backend
 from .engines import make_engine
+from .flip import FlipEngine
 from .layers import Network
 from .scaling import scaled_back, unit_scaled
 from .validation import (
@@ -65,6 +66,10 @@ def kernel_matrix(
     kind: str = "ntk",
     fix_first: bool | None = None,
     fix_last: bool | None = None,
+    lap_c: int | None = None,
+    padding: str = "zero",
+    pools: tuple[int, ...] = (),
+    flip: bool = False,
     dtype="float64",
     backend: str | None = None,
     progress: Progress = None,
@@ -72,16 +77,20 @@ def kernel_matrix(
     out: np.ndarray | None = None,
     cancel: Cancel = None,
 ) -> np.ndarray:
-    """CNTK (``kind="ntk"``) or CNN-GP (``kind="nngp"``) Gram matrix of the paper's network.
+    """CNTK (``kind="ntk"``) or CNN-GP (``kind="nngp"``) Gram matrix of the paper's network and its extensions.
 
     Parameters
     ----------
     x1, x2 : float arrays ``[n1, P, Q, C]`` and ``[n2, P, Q, C]`` (NHWC, preprocessed pixels).
         With ``x2=None`` the symmetric Gram of ``x1`` is computed (upper triangle only, mirrored).
     depth : the paper's depth ``d`` = number of 3x3 conv layers + 1 (>= 2).
-    readout : ``"gap"`` (CNTK-GAP) or ``"vanilla"`` (CNTK-V, flatten + FC).
+    readout : ``"gap"`` (CNTK-GAP), ``"vanilla"`` (CNTK-V, flatten + FC) or ``"lap"`` (local
+        average pooling over shifts of up to ``lap_c`` pixels, Li et al. 2019).
     fix : the official ``--fix``: first and last layer not trained; ``fix_first`` / ``fix_last``
         set the two halves separately. NNGP values do not depend on fix.
+    lap_c, padding, pools, flip : the extensions of :class:`~cntk_core.architecture.Architecture`
+        (LAP's window; ``"zero"`` or ``"circular"`` padding; 2x2 average pooling after these conv
+        counts, e.g. ``(2, 3)``; the flip-symmetrised kernel, at twice the cost).
     dtype : arithmetic precision, ``"float64"`` (default) or ``"float32"``; sums are float64.
     backend : ``"numba"`` | ``"numpy"`` | ``"cupy"`` | ``None`` (``CNTK_BACKEND`` or automatic).
     progress : show a tqdm bar; ``None`` shows one only for long calls; or a callable
@@ -106,7 +115,9 @@ def kernel_matrix(
     for a, b > 0. So 1e150-scale pixels give their finite kernel instead of NaN; a kernel beyond
     float64's range (about 1e308) raises ``OverflowError``.
     """
-    arch = Architecture.from_options(depth, readout, fix, fix_first, fix_last)
+    arch = Architecture.from_options(
+        depth, readout, fix, fix_first, fix_last, lap_c=lap_c, padding=padding, pools=pools, flip=flip
+    )
     return network_kernel(
         arch,
         x1,
@@ -133,13 +144,19 @@ def network_kernel(
     block_size: int | None = None,
     out: np.ndarray | None = None,
     cancel: Cancel = None,
+    flip: bool | None = None,
 ) -> np.ndarray:
     """Gram matrix of an :class:`~cntk_core.architecture.Architecture` or of any
     :class:`~cntk_core.layers.Network` (or list of layers); see :func:`kernel_matrix`.
 
-    The paper's architecture runs on the fused path of the chosen backend; any other layer list
-    runs on the per-layer path (full ``(P Q)^2`` tensors per pair: keep such images small).
+    Architectures run on the fused path of the chosen backend where it has one for them; any
+    other layer list runs on the per-layer path (full ``(P Q)^2`` tensors per pair: keep such
+    images small). ``flip``: the flip-symmetrised kernel (:mod:`cntk_core.flip`); ``None`` takes
+    the Architecture's own ``flip`` (``False`` for a layer list).
     """
+    if flip is None:
+        flip = network.flip if isinstance(network, Architecture) else False
+    flip = check_flag(flip, "flip")
     network = as_network(network)
     if not network:
         raise ParameterError(
@@ -152,6 +169,8 @@ def network_kernel(
     shape = (len(x1), len(x2))
     out = np.empty(shape) if out is None else _check_out(out, shape)
     engine = make_engine(resolve_backend(backend), network, x1.shape[1:], kind, dt)
+    if flip:
+        engine = FlipEngine(engine)
     _probe_out(out)  # after every other check: nothing is written into out before the work starts
     _fill(engine, x1, x2, symmetric, [out], progress, block_size, cancel)
     return out
@@ -164,11 +183,19 @@ def as_network(network) -> Network:
     return network if isinstance(network, Network) else Network(network)
 
 
-def depths_in_one_pass(backend: str | None = None) -> bool:
+def depths_in_one_pass(backend: str | None = None, arch: Architecture | None = None) -> bool:
     """Whether :func:`kernel_matrices` on ``backend`` (``None``: the automatic choice) computes all
     its depths in one pass at the cost of the deepest (the fused CPU engine, :class:`~cntk_core.engines.NumbaEngine`,
-    the one engine that takes ``depths``), or one call per depth."""
-    return resolve_backend(backend) == "numba"
+    the one engine that takes ``depths``), or one call per depth; with ``arch``, for that
+    architecture (the fused CPU engine does not run every extension)."""
+    if resolve_backend(backend) != "numba":
+        return False
+    if arch is None:
+        return True
+    from .engines import NumbaEngine
+
+    supports = getattr(NumbaEngine, "supports", None)
+    return supports(arch) if supports is not None else arch.is_paper
 
 
 def kernel_matrices(
@@ -181,6 +208,9 @@ def kernel_matrices(
     kind: str = "ntk",
     fix_first: bool | None = None,
     fix_last: bool | None = None,
+    lap_c: int | None = None,
+    padding: str = "zero",
+    flip: bool = False,
     dtype="float64",
     backend: str | None = None,
     progress: Progress = None,
@@ -193,15 +223,18 @@ def kernel_matrices(
     engine reads every requested depth out on the way to the deepest one: the cost is that of the
     deepest network alone (:func:`depths_in_one_pass`). Other backends loop over the depths (a
     ``progress`` callable then counts the entries of all depths). Allocates one float64
-    ``[n1, n2]`` result per depth; otherwise as :func:`kernel_matrix`.
+    ``[n1, n2]`` result per depth; otherwise as :func:`kernel_matrix` (``lap_c``, ``padding``,
+    ``flip`` too; networks with pooling have one depth each and are not swept here).
     """
     depths = _check_depths(depths)
-    arch = Architecture.from_options(depths[-1], readout, fix, fix_first, fix_last)
+    arch = Architecture.from_options(
+        depths[-1], readout, fix, fix_first, fix_last, lap_c=lap_c, padding=padding, flip=flip
+    )
     check_kind(kind)
     dt = check_dtype(dtype)
     name = resolve_backend(backend)
     x1, x2, symmetric = _inputs(x1, x2)
-    if not depths_in_one_pass(name):  # one call per depth: no engine of the deepest network here
+    if not depths_in_one_pass(name, arch):  # one call per depth: no engine of the deepest network here
         x2_arg = None if symmetric else x2
         results = {}
         for k, d in enumerate(depths):
@@ -212,6 +245,8 @@ def kernel_matrices(
             )  # fmt: skip
         return results
     engine = make_engine(name, arch.network(), x1.shape[1:], kind, dt, depths=depths)
+    if arch.flip:
+        engine = FlipEngine(engine)
     outs = [np.empty((len(x1), len(x2))) for _ in depths]
     _fill(engine, x1, x2, symmetric, outs, progress, block_size, cancel)
     return dict(zip(depths, outs, strict=True))

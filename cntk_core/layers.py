@@ -11,6 +11,7 @@ layer               Sigma                                            Theta
 ``Conv(3, fixed)``  ``tr3(Sigma)``                                   ``tr3(Theta)``
 ``ReLU()``          ``K`` (``relu_dual``)                            ``K_dot * Theta``
 ``AvgPool(w)``      mean over ``w x w`` windows of both positions    same
+``LocalAvgPool(c)`` LAP: ``sum w(p, p') Sigma[p, p']``                same
 ``Flatten()``       ``sum_p Sigma[p, p]``                            same
 ``GlobalAvgPool()`` ``(1/(PQ)^2) sum_{p,p'} Sigma[p, p']``           same
 ``Dense()``         ``Sigma``                                        ``Theta + Sigma``
@@ -28,8 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import recurrence as R
-from .architecture import Architecture
-from .validation import ParameterError, check_flag, check_int
+from .architecture import PADDINGS, Architecture
+from .validation import ParameterError, check_choice, check_flag, check_int
 
 VarianceSource = Callable[[int, object], tuple]
 
@@ -53,10 +54,12 @@ class Layer:
 
 @dataclass(frozen=True)
 class Conv(Layer):
-    """``size x size`` convolution, stride 1, SAME zero padding, no bias. ``fixed``: not trained."""
+    """``size x size`` convolution, stride 1, SAME padding (``"zero"`` or ``"circular"``: wrapping
+    around the image), no bias. ``fixed``: not trained."""
 
     size: int = 3
     fixed: bool = False
+    padding: str = "zero"
 
     def __post_init__(self):
         size = check_int(self.size, "Conv size", 1, " (odd)")
@@ -66,16 +69,22 @@ class Conv(Layer):
             )
         object.__setattr__(self, "size", size)
         object.__setattr__(self, "fixed", check_flag(self.fixed, "Conv fixed"))
+        check_choice(self.padding, "padding", PADDINGS)
 
     def apply(self, sigma, theta, variances, relu_index):
-        sigma = R.tr3(sigma, self.size)
-        theta = R.tr3(theta, self.size)
+        circular = self.padding == "circular"
+        sigma = R.tr3(sigma, self.size, circular)
+        theta = R.tr3(theta, self.size, circular)
         if not self.fixed:
             theta = theta + sigma
         return sigma, theta
 
     def describe(self):
-        return f"Conv {self.size}x{self.size}" + (" (fixed)" if self.fixed else "")
+        return (
+            f"Conv {self.size}x{self.size}"
+            + (" circular" if self.padding == "circular" else "")
+            + (" (fixed)" if self.fixed else "")
+        )
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,28 @@ class GlobalAvgPool(Layer):
 
 
 @dataclass(frozen=True)
+class LocalAvgPool(Layer):
+    """LAP readout (Li et al. 2019): the vanilla readout averaged over translations of both images by
+    up to ``c`` pixels per axis (:func:`cntk_core.recurrence.readout_lap`); ``padding`` says whether
+    translations wrap around (``"circular"``) or drop what leaves the image (``"zero"``)."""
+
+    c: int = 1
+    padding: str = "zero"
+    spatial_out = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "c", check_int(self.c, "lap_c", 0, " (pixels)"))
+        check_choice(self.padding, "padding", PADDINGS)
+
+    def apply(self, sigma, theta, variances, relu_index):
+        circular = self.padding == "circular"
+        return R.readout_lap(sigma, self.c, circular), R.readout_lap(theta, self.c, circular)
+
+    def describe(self):
+        return f"LocalAvgPool c={self.c}" + (" circular" if self.padding == "circular" else "")
+
+
+@dataclass(frozen=True)
 class Dense(Layer):
     """The final fully-connected readout layer (one output). ``fixed``: not trained."""
 
@@ -199,22 +230,36 @@ class Network(tuple):
         return sum(isinstance(layer, ReLU) for layer in self)
 
     def canonical(self) -> Architecture | None:
-        """The :class:`~cntk_core.architecture.Architecture` if this is the paper's CNTK shape (the
-        one the fused engines run), else ``None``."""
+        """The :class:`~cntk_core.architecture.Architecture` if this network has its shape
+        (``[Conv(3), ReLU()]`` blocks of one padding, ``AvgPool(2)`` after some, a readout, ``Dense``),
+        else ``None``. Only Architectures run on the fused engines."""
         layers = list(self)
         if len(layers) < 4 or not isinstance(layers[-1], Dense):
             return None
-        readout = {Flatten: "vanilla", GlobalAvgPool: "gap"}.get(type(layers[-2]))
-        body = layers[:-2]
-        if readout is None or len(body) % 2:
+        head = layers[-2]
+        readout = {Flatten: "vanilla", GlobalAvgPool: "gap", LocalAvgPool: "lap"}.get(type(head))
+        if readout is None:
             return None
-        for k in range(0, len(body), 2):
-            conv, relu = body[k], body[k + 1]
+        body, convs, pools, paddings, k = layers[:-2], 0, [], set(), 0
+        while k < len(body):
+            if isinstance(body[k], AvgPool) and body[k].window == 2 and convs and (not pools or pools[-1] < convs):
+                pools.append(convs)
+                k += 1
+                continue
+            conv, relu = body[k], body[k + 1] if k + 1 < len(body) else None
             if not (isinstance(conv, Conv) and conv.size == 3 and isinstance(relu, ReLU)):
                 return None
-            if k > 0 and conv.fixed:
+            if convs > 0 and conv.fixed:
                 return None
-        return Architecture(len(body) // 2 + 1, readout, body[0].fixed, layers[-1].fixed)
+            paddings.add(conv.padding)
+            convs += 1
+            k += 2
+        if convs == 0 or len(paddings) != 1 or (readout == "lap" and head.padding not in paddings):
+            return None
+        return Architecture(
+            convs + 1, readout, body[0].fixed, layers[-1].fixed,
+            lap_c=head.c if readout == "lap" else None, padding=paddings.pop(), pools=tuple(pools),
+        )  # fmt: skip
 
     def forward(self, sigma, variances: VarianceSource, ntk: bool = True):
         """Run the per-layer rules on input covariances ``sigma`` ``(B, P, Q, P, Q)``.

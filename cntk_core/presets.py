@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .architecture import Architecture
+from .architecture import MYRTLE_POOLS, Architecture
 from .layers import Network
+from .validation import ParameterError
 
 
 def cntk(
@@ -22,3 +23,27 @@ def cntk(
     The same network as ``Architecture.from_options(...).network()``.
     """
     return Architecture.from_options(depth, readout, fix, fix_first, fix_last).network()
+
+
+def myrtle(
+    depth: int = 5,
+    *,
+    fix: bool = False,
+    fix_first: bool | None = None,
+    fix_last: bool | None = None,
+    padding: str = "zero",
+    flip: bool = False,
+) -> Architecture:
+    """The Myrtle network of Shankar et al. (2020) of ``depth`` 5, 7 or 10 as an Architecture.
+
+    Stages of 2,1,1 / 2,2,2 / 3,3,3 blocks of a 3x3 convolution and a ReLU, a 2x2 average pooling
+    after the first and second stage (32x32 -> 16x16 -> 8x8 on CIFAR-10), then global average
+    pooling (the three further 2x2 poolings of the original on 8x8 are exactly that) and a dense
+    layer: ``depth`` = number of convolutions + 1, as for the paper's CNTK. Use it with
+    ``kind="nngp"`` (Shankar et al.'s CNN-GP) or ``"ntk"``.
+    """
+    if depth not in MYRTLE_POOLS:
+        raise ParameterError("depth", f"Myrtle networks have depth 5, 7 or 10, got {depth!r}")
+    return Architecture.from_options(
+        depth, "gap", fix, fix_first, fix_last, pools=MYRTLE_POOLS[depth], padding=padding, flip=flip
+    )

@@ -35,12 +35,16 @@ def get_array_module(a):
     return np
 
 
-def tr3(a, size: int = 3):
-    """The paper's tr3 on a batch of covariance tensors ``(B, P, Q, P, Q) -> (B, P, Q, P, Q)``."""
+def tr3(a, size: int = 3, circular: bool = False):
+    """The paper's tr3 on a batch of covariance tensors ``(B, P, Q, P, Q) -> (B, P, Q, P, Q)``.
+
+    ``circular``: positions wrap around (a ``size x size`` convolution with circular padding), so
+    ``tr3(A)[i,j,i',j'] = sum_{a,b} A[(i+a) % P, (j+b) % Q, (i'+a) % P, (j'+b) % Q]``."""
     xp = get_array_module(a)
     r = size // 2
     p, q = a.shape[1], a.shape[2]
-    padded = xp.pad(a, [(0, 0)] + [(r, r)] * 4)
+    mode = "wrap" if circular else "constant"
+    padded = xp.pad(a, [(0, 0)] + [(r, r)] * 4, mode=mode)
     out = xp.zeros_like(a)
     for da in range(size):
         for db in range(size):
@@ -106,6 +110,36 @@ def diagonal(t):
 def readout_vanilla(t):
     """CNTK-V readout (flatten + FC): ``sum_p t[p, p]`` for each pair, ``(B, P, Q, P, Q) -> (B,)``."""
     return diagonal(t).sum(axis=(1, 2))
+
+
+def lap_counts(n: int, c: int, circular: bool = False) -> np.ndarray:
+    """LAP's weights along one axis of length ``n``: float64 ``[n, n]``, entry ``[u, u']`` the number
+    of pairs of shifts ``(s, s')`` in ``[-c, c]^2`` that move ``u`` and ``u'`` to the same position
+    ``i = u - s = u' - s'`` of the axis (``i`` inside ``0 .. n-1``; with ``circular``, all taken
+    modulo ``n``). The 2-D weight of ``Theta[p, p']`` is the product of the two axes' counts divided
+    by ``(2c + 1)^4`` (:func:`readout_lap`; ``docs/math.md``, "Local average pooling")."""
+    shifts = np.arange(-c, c + 1)
+    counts = np.zeros((n, n))
+    for i in range(n):  # every target position i and the positions u = i + s that reach it
+        u = i + shifts
+        if circular:
+            u = u % n
+        else:
+            u = u[(u >= 0) & (u < n)]
+        np.add.at(counts, (u[:, None], u[None, :]), 1.0)
+    return counts
+
+
+def readout_lap(t, c: int, circular: bool = False):
+    """LAP readout (Li et al. 2019) with window ``c``: ``sum_{p,p'} w(p,p') t[p, p']`` with
+    ``w = lap_counts(P)[i,i'] lap_counts(Q)[j,j'] / (2c+1)^4``, ``(B, P, Q, P, Q) -> (B,)``. ``c = 0``
+    is :func:`readout_vanilla`; its value is the vanilla readout averaged over all translations of
+    the two images by up to ``c`` pixels along each axis."""
+    xp = get_array_module(t)
+    p, q = t.shape[1], t.shape[2]
+    wp = xp.asarray(lap_counts(p, c, circular), dtype=t.dtype)
+    wq = xp.asarray(lap_counts(q, c, circular), dtype=t.dtype)
+    return xp.einsum("bijkl,ik,jl->b", t, wp, wq) / float(2 * c + 1) ** 4
 
 
 def block_mean(a, window: int, axes: tuple[int, ...]):

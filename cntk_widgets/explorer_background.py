@@ -3,7 +3,9 @@ end so that every later depth of that architecture is a cache hit, and serve a r
 for the pass before the pass ends.
 
 The fused CPU engine computes every shallower depth on the way to the deepest one
-(:func:`cntk_core.gram.depths_in_one_pass`), so one pass fills the cache for all of them. A depth
+(:func:`cntk_core.gram.depths_in_one_pass`, for the architectures it runs), so one pass fills the
+cache for all of them. A net with pools (a Myrtle preset, the pool option) has no pass: its depth is
+its own. A depth
 requested while the pass runs is served at the end of the pass's current row block: the rows done
 hold every depth, and the other rows are computed to the requested depth only (a *detour*); then
 the pass goes on. :class:`BackgroundPasses` is a part of
@@ -13,7 +15,7 @@ the pass goes on. :class:`BackgroundPasses` is a part of
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from cntk_core.architecture import MIN_DEPTH
 
@@ -25,13 +27,17 @@ BACKGROUND_CHUNKS = 16
 
 
 def family(spec: NetworkSpec) -> tuple:
-    """The architecture without its depth: specs of one family come out of one multi-depth pass."""
-    return (spec.readout, spec.fix_first, spec.fix_last, spec.kind, spec.pool)
+    """The spec without its depth (every other field): specs of one family come out of one
+    multi-depth pass."""
+    return tuple(v for k, v in asdict(spec).items() if k != "depth")
 
 
 def lowest_depth(spec: NetworkSpec) -> int:
     """The smallest depth :class:`NetworkSpec` allows for ``spec``'s family (one more than the
-    shallowest network where that has no trained layer: :meth:`cntk_core.Architecture.check_trainable`)."""
+    shallowest network where that has no trained layer: :meth:`cntk_core.Architecture.check_trainable`;
+    a Myrtle preset's own depth)."""
+    if spec.preset != "paper":
+        return spec.depth
     try:
         replace(spec, depth=MIN_DEPTH)
     except ValueError:

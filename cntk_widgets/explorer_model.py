@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from .jobs import JobContext, JobModel
 from .kernel_cache import KernelDiskCache, entry_key, images_fingerprint, open_disk_cache
 from .models import ArchitectureModel, NetworkSpec, check_labels, check_nonzero_images, chunked_gram, setting_int
 
+#: how to fix images that a net with pools cannot halve whole (the end of its error)
+_POOL_HINT = ": choose the paper preset without AvgPool(2) for these images"
 #: where a :class:`KernelResult` came from
 SOURCES = ("computed", "background", "memory", "disk")
 
@@ -276,7 +278,8 @@ class KernelExplorerModel(BackgroundPasses, JobModel):
         self.compute(spec)
 
     def _disk_key(self, spec: NetworkSpec) -> str:
-        return entry_key(self._fingerprint, {"gram": "raw", "spec": asdict(spec), "dtype": self.dtype})
+        """The disk cache's key: images, :meth:`NetworkSpec.to_dict` (every field that is set), dtype."""
+        return entry_key(self._fingerprint, {"gram": "raw", "spec": spec.to_dict(), "dtype": self.dtype})
 
     def _lookup(self, spec: NetworkSpec) -> KernelResult | None:
         """A cached result (memory, then disk) marked as such, or ``None``."""
@@ -306,7 +309,8 @@ class KernelExplorerModel(BackgroundPasses, JobModel):
         """Raw Grams ``[n, n]``: of ``spec``, and of every shallower depth of its family when the
         engine gives them in the same pass (unless ``alone``). ``partial``: emit ``"partial"`` events
         as blocks arrive; ``background``: a background pass (finer blocks; serves waiting requests
-        between them)."""
+        between them). A net with pools refuses images whose sides it cannot halve whole."""
+        spec.check_image_shape(*self.images.shape[1:3], hint=_POOL_HINT)
         if self.kernel_fn is not None:
             return {spec: np.asarray(self.kernel_fn(spec, self.images, ctx), dtype=np.float64)}  # test hook
         show = {}  # what happens after each row block: serve a waiting request, or draw the partial picture
@@ -324,20 +328,24 @@ class KernelExplorerModel(BackgroundPasses, JobModel):
 
     def _block_fn(self, spec: NetworkSpec, depths: list[int]) -> Callable:
         """``block_fn(rows, cols, **hooks) -> {depth: block}`` for :func:`chunked_gram`: ``spec``'s
-        family at ``depths`` (:func:`cntk_core.kernel_matrices`; a pooled net, which is no
-        :class:`cntk_core.Architecture`, at its own depth by :func:`cntk_core.network_kernel`)."""
+        family at ``depths`` (:func:`cntk_core.kernel_matrices`; a net with pools, whose depth is its
+        own, at that depth by :func:`cntk_core.network_kernel` of its Architecture)."""
         kw = dict(kind=spec.kind, backend=self.backend, dtype=self.dtype)
-        if spec.pool:
-            net = spec.network()
-            return lambda rows, cols, **hooks: {spec.depth: network_kernel(net, rows, cols, **kw, **hooks)}
         arch = spec.architecture
-        kw.update(readout=arch.readout, fix_first=arch.fix_first, fix_last=arch.fix_last)
+        if arch.pools:
+            return lambda rows, cols, **hooks: {spec.depth: network_kernel(arch, rows, cols, **kw, **hooks)}
+        kw.update(
+            readout=arch.readout, fix_first=arch.fix_first, fix_last=arch.fix_last,
+            lap_c=arch.lap_c, padding=arch.padding, flip=arch.flip,
+        )  # fmt: skip
         return lambda rows, cols, **hooks: kernel_matrices(rows, cols, depths=depths, **kw, **hooks)
 
     def _one_pass(self, spec: NetworkSpec) -> bool:
         """Whether one pass gives every depth up to ``spec.depth`` at the cost of the deepest
-        (:func:`cntk_core.gram.depths_in_one_pass`; never for a pooled net)."""
-        return not spec.pool and depths_in_one_pass(self.backend)
+        (:func:`cntk_core.gram.depths_in_one_pass` for its architecture: the fused CPU engine; never
+        for a net with pools, whose depth is fixed)."""
+        arch = spec.architecture
+        return not arch.pools and depths_in_one_pass(self.backend, arch)
 
     def _show_partial(self, spec: NetworkSpec, ctx: JobContext, rows: int, grams) -> None:
         """Emit ``"partial"`` with what is known of ``spec``'s normalised kernel (as :meth:`_result`

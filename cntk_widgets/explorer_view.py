@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 
 from ._display import error_html, png_bytes, resend_state_later, sync_figure_state
 from .explorer_model import KernelExplorerModel
+from .models import per_layer_note
 from .picker import ArchitecturePicker
 
 #: heatmap cells per side: above this many images the heatmap shows block means of consecutive
@@ -264,7 +265,8 @@ class KernelExplorer(W.VBox):
             self.status.value = self._background_text(0.0)
         elif event == "start":
             self.progress.value, self.progress.bar_style = 0.0, "info"
-            self.status.value = f"computing {html.escape(m.spec.title)} …"
+            slow = per_layer_note(m.spec, *m.images.shape[1:3])
+            self.status.value = f"computing {html.escape(m.spec.title)} …" + (f" ({html.escape(slow)})" if slow else "")
         elif event == "partial":  # row blocks of the requested kernel: draw them as they arrive
             self.progress.value = m.progress
             part = m.partial

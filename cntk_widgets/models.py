@@ -14,12 +14,12 @@ their own modules.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from cntk_core import KINDS, Architecture
-from cntk_core.architecture import MIN_DEPTH
+from cntk_core.architecture import MIN_DEPTH, MYRTLE_POOLS
 from cntk_core.validation import ParameterError, check_choice, check_flag
 
 from .jobs import ENGINE_LOCK, JobContext, engine_hooks
@@ -40,19 +40,41 @@ def setting_int(value, name: str, minimum: int = 1, hint: str = "") -> int:
         raise ParameterError(getattr(exc, "param", name), str(exc)) from None
 
 
+#: the picker's network presets: the 2019 paper's CNTK (any depth; optional ``pool``) and the Myrtle
+#: networks of Shankar et al. (2020), whose depth and pooling are fixed
+PRESETS = ("paper",) + tuple(f"myrtle-{d}" for d in MYRTLE_POOLS)
+#: LAP's window when a readout switches to LAP without one (pixels)
+DEFAULT_LAP_C = 2
+#: the new fields and their defaults: left out of :meth:`NetworkSpec.to_dict` when at them, so that
+#: the kernels cached before they existed keep their keys
+_EXTENSIONS = {"lap_c": None, "padding": "zero", "flip": False, "preset": "paper"}
+
+
+def preset_depth(preset: str) -> int | None:
+    """The fixed depth of a Myrtle preset (``"myrtle-7"`` -> 7); ``None`` for ``"paper"``."""
+    check_choice(preset, "preset", PRESETS)
+    return None if preset == "paper" else int(preset.split("-")[1])
+
+
 @dataclass(frozen=True)
 class NetworkSpec:
-    """The paper's network (:class:`cntk_core.Architecture`), its kernel and one lab option;
-    hashable (used as a cache key).
+    """The network (:class:`cntk_core.Architecture`), its kernel and the lab's options; hashable
+    (used as a cache key).
 
-    depth : the paper's depth d = number of 3x3 convs + 1 (2 .. :data:`MAX_DEPTH`).
-    readout : one of :data:`cntk_core.READOUTS`: ``"gap"`` (CNTK-GAP) or ``"vanilla"`` (CNTK-V).
+    depth : d = number of 3x3 convs + 1 (2 .. :data:`MAX_DEPTH`; a Myrtle preset's own depth).
+    readout : one of :data:`cntk_core.READOUTS`: ``"gap"`` (CNTK-GAP), ``"vanilla"`` (CNTK-V) or
+        ``"lap"`` (local average pooling of Li et al. 2019, with ``lap_c``).
     fix_first / fix_last : first conv / final FC layer not trained (the official ``--fix``).
     kind : one of :data:`cntk_core.KINDS`: ``"ntk"`` (CNTK) or ``"nngp"`` (CNN-GP).
-    pool : insert ``AvgPool(2)`` after the first conv block (halves the image side; runs on the
-        engine's per-layer path, so keep images small).
+    pool : the paper preset's ``AvgPool(2)`` after the first conv block (halves the image side).
+    lap_c : LAP's window in pixels (an int >= 0) with ``readout="lap"``, else ``None``.
+    padding : ``"zero"`` or ``"circular"`` (every conv and LAP wrap around the image).
+    flip : the flip-symmetrised kernel ``(K(x, x') + K(x, flip x')) / 2`` (horizontal flip).
+    preset : one of :data:`PRESETS`: ``"paper"``, or ``"myrtle-5"`` / ``"myrtle-7"`` /
+        ``"myrtle-10"`` (depth 5 / 7 / 10, a 2x2 pool after two convs: image sides divisible by 4).
 
-    :attr:`architecture` is the first four fields as the core's value; it checks them (and
+    Pools, circular padding and flip run on the engine's per-layer path (slower: keep images small).
+    :attr:`architecture` is the core's one value of all this but ``kind``; it checks the fields (and
     :meth:`~cntk_core.Architecture.check_trainable` refuses an NTK with no trained layer).
     """
 
@@ -62,45 +84,109 @@ class NetworkSpec:
     fix_last: bool = False
     kind: str = "ntk"
     pool: bool = False
+    lap_c: int | None = None
+    padding: str = "zero"
+    flip: bool = False
+    preset: str = "paper"
 
     def __post_init__(self):
-        arch = Architecture(self.depth, self.readout, self.fix_first, self.fix_last)
+        fixed_depth = preset_depth(self.preset)
+        object.__setattr__(self, "pool", check_flag(self.pool, "pool"))
+        if fixed_depth is not None:
+            name = f"Myrtle-{fixed_depth}"
+            if self.depth != fixed_depth:
+                raise ParameterError(
+                    "depth",
+                    f"{name} has depth {fixed_depth}, got depth {self.depth} (other depths: the paper preset)",
+                )
+            if self.pool:
+                raise ParameterError(
+                    "pool", f"{name} has its own pools: the 'AvgPool(2) after block 1' option is the paper preset's"
+                )
+        pools = MYRTLE_POOLS[fixed_depth] if fixed_depth is not None else ((1,) if self.pool else ())
+        arch = Architecture(
+            self.depth, self.readout, self.fix_first, self.fix_last,
+            lap_c=self.lap_c, padding=self.padding, pools=pools, flip=self.flip,
+        )  # fmt: skip
         if arch.depth > MAX_DEPTH:
             raise ParameterError(
                 "depth", f"depth must be between {MIN_DEPTH} and {MAX_DEPTH} (convs + 1), got {arch.depth}"
             )
         check_choice(self.kind, "kind", KINDS)
-        object.__setattr__(self, "pool", check_flag(self.pool, "pool"))
         arch.check_trainable(self.kind)
-        for name in ("depth", "fix_first", "fix_last"):
+        for name in ("depth", "fix_first", "fix_last", "lap_c", "flip"):
             object.__setattr__(self, name, getattr(arch, name))
         object.__setattr__(self, "_architecture", arch)  # not a field: equality and hash ignore it
 
     @property
     def architecture(self) -> Architecture:
-        """The network without the lab's ``pool`` option and without the kernel's ``kind``."""
+        """The network as the core's value (pools from ``preset`` / ``pool``), without ``kind``."""
         return self._architecture
 
     def network(self):
-        """The :class:`cntk_core.Network` (Conv/ReLU blocks, optional AvgPool, readout, Dense)."""
-        from cntk_core import AvgPool
+        """The :class:`cntk_core.Network` (Conv/ReLU blocks, AvgPools, readout, Dense). Without
+        ``flip``, which is no layer: compute kernels of :attr:`architecture` to have it."""
+        return self.architecture.network()
 
-        net = self.architecture.network()
-        if self.pool:
-            net = type(net)(tuple(net[:2]) + (AvgPool(2),) + tuple(net[2:]))
-        return net
+    def to_dict(self) -> dict:
+        """The fields with JSON types, each of ``lap_c``, ``padding``, ``flip``, ``preset`` only when
+        not at its default (the form the lab's disk cache keys were made of before they existed)."""
+        d = asdict(self)
+        for key, default in _EXTENSIONS.items():
+            if d[key] == default:
+                del d[key]
+        return d
 
     def describe(self) -> str:
-        """Header line (name, kind) and the layer list from ``Network.describe()``."""
-        return f"{self.title}\n{self.network().describe()}"
+        """Header line (name, kind) and the layer list from ``Network.describe()`` (and the flip)."""
+        flip = "\nkernel: (K(x, x') + K(x, flip x')) / 2 (flip-symmetrised)" if self.flip else ""
+        return f"{self.title}\n{self.network().describe()}{flip}"
 
     @property
     def title(self) -> str:
         """The paper's name (:meth:`cntk_core.Architecture.title`) and the lab's extras, e.g.
-        ``"CNTK-GAP-3, fixed first & last, AvgPool(2)"``."""
+        ``"CNTK-GAP-3, fixed first & last, AvgPool(2)"``, ``"CNTK-Myrtle-5"``, ``"CNTK-LAP2-4-circ+flip"``."""
         fixes = [w for w, f in (("first", self.fix_first), ("last", self.fix_last)) if f and self.kind == "ntk"]
+        arch = replace(self.architecture, pools=()) if self.pool else self.architecture
         extra = (", fixed " + " & ".join(fixes) if fixes else "") + (", AvgPool(2)" if self.pool else "")
-        return self.architecture.title(self.kind) + extra
+        return arch.title(self.kind) + extra
+
+    @property
+    def image_multiple(self) -> int:
+        """What the image sides must be a multiple of: 2 per 2x2 pool (1 without pools)."""
+        return 2 ** len(self.architecture.pools)
+
+    def check_image_shape(self, height: int, width: int, hint: str = "") -> None:
+        """``ParameterError("pools")`` unless ``height x width`` images go through every pool whole
+        (sides divisible by :attr:`image_multiple`); ``hint`` ends the message (how to fix it)."""
+        m = self.image_multiple
+        if height % m or width % m:
+            pools = self.architecture.pools
+            after = ("convs " if len(pools) > 1 else "conv ") + " and ".join(str(p) for p in pools)
+            times = {1: "once", 2: "twice"}.get(m.bit_length() - 1, f"{m.bit_length() - 1} times")
+            raise ParameterError(
+                "pools",
+                f"{self.title} halves the image side {times} (AvgPool(2) after {after}): the images' height "
+                f"and width must be divisible by {m}, got {height}x{width} px{hint}",
+            )
+
+
+#: image area (pixels) up to which the per-layer engine is quick enough for the lab (8x8)
+QUICK_PER_LAYER_AREA = 64
+
+
+def per_layer_note(spec: NetworkSpec, height: int, width: int, hint: str = "use smaller images") -> str | None:
+    """A warning for nets that run on the per-layer engine (pools or circular padding: full
+    ``(H W)^2`` tensors per pair, cost growing as the image area squared) on images larger than
+    8x8 px, ending in ``(hint)``; ``None`` otherwise."""
+    arch = spec.architecture
+    if not (arch.pools or arch.padding == "circular") or height * width <= QUICK_PER_LAYER_AREA:
+        return None
+    factor = (height * width / QUICK_PER_LAYER_AREA) ** 2
+    return (
+        f"{spec.title} runs on the per-layer engine (pools or circular padding), whose cost grows as the image "
+        f"area squared: {height}x{width} px take about {factor:.0f}x as long per pair as 8x8 px ({hint})"
+    )
 
 
 class ArchitectureModel:
@@ -108,11 +194,18 @@ class ArchitectureModel:
 
     ``observe(callback)`` registers ``callback(spec)``, called after every change that produced a
     new valid spec. ``set(**fields)`` validates first: a bad value raises ``ValueError`` /
-    ``TypeError`` and leaves the model unchanged.
+    ``TypeError`` and leaves the model unchanged. It completes what a control changes alone: a
+    Myrtle ``preset`` brings its depth (and turns ``pool`` off); a readout other than LAP drops
+    ``lap_c``, and LAP without one takes the last window used (:attr:`lap_c`, first
+    :data:`DEFAULT_LAP_C`).
     """
 
     def __init__(self, spec: NetworkSpec | None = None, **fields):
-        self._spec = replace(spec or NetworkSpec(), **fields)
+        self._spec = spec or NetworkSpec()
+        self.lap_c = DEFAULT_LAP_C if self._spec.lap_c is None else self._spec.lap_c
+        if fields:  # completed as by set(): ArchitectureModel(preset="myrtle-5") has depth 5
+            self._spec = replace(self._spec, **self._completed(fields))
+            self.lap_c = self.lap_c if self._spec.lap_c is None else self._spec.lap_c
         self._observers: list[Callable[[NetworkSpec], None]] = []
 
     @property
@@ -123,12 +216,27 @@ class ArchitectureModel:
         unknown = set(fields) - set(NetworkSpec.__dataclass_fields__)
         if unknown:
             raise TypeError(f"unknown architecture field(s) {sorted(unknown)}")
-        new = replace(self._spec, **fields)
+        new = replace(self._spec, **self._completed(fields))
+        if new.lap_c is not None:
+            self.lap_c = new.lap_c
         if new != self._spec:
             self._spec = new
             for callback in list(self._observers):
                 callback(new)
         return new
+
+    def _completed(self, fields: dict) -> dict:
+        """``fields`` with what a change of ``preset`` or ``readout`` implies (see the class)."""
+        fields = dict(fields)
+        if "preset" in fields and fields["preset"] != self._spec.preset:
+            depth = preset_depth(fields["preset"])
+            if depth is not None:
+                fields.setdefault("depth", depth)
+                fields.setdefault("pool", False)
+        if "lap_c" not in fields:
+            lap = fields.get("readout", self._spec.readout) == "lap"
+            fields["lap_c"] = (self._spec.lap_c if self._spec.lap_c is not None else self.lap_c) if lap else None
+        return fields
 
     def network(self):
         return self._spec.network()

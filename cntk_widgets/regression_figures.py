@@ -102,7 +102,15 @@ def image_grid(images: np.ndarray, predictions, y_test, class_names, n: int) -> 
 
 
 # -- the history plot ----------------------------------------------------------------------------
-HISTORY_GROUP_FIELDS = ("kind", "readout", "fix_first", "fix_last", "pool", "dataset", "image_size", "ridge")
+HISTORY_GROUP_FIELDS = (
+    "kind", "readout", "lap_c", "padding", "flip", "preset", "fix_first", "fix_last", "pool",
+    "dataset", "image_size", "ridge", "zca", "flip_augment", "patches", "patch_size",
+)  # fmt: skip
+#: what :func:`history_group` takes for a field that a history entry lacks (runs recorded before it existed)
+_HISTORY_DEFAULTS = {
+    "lap_c": None, "padding": "zero", "flip": False, "preset": "paper",
+    "zca": None, "flip_augment": False, "patches": 0, "patch_size": 5,
+}  # fmt: skip
 HISTORY_WIDTH, HISTORY_PLOT_HEIGHT = 560, 280  # px; the plot area keeps these whatever the legend holds
 HISTORY_LEGEND_ROW_PX = 22
 HISTORY_FONT_PX = 13
@@ -110,18 +118,33 @@ HISTORY_MARGIN = dict(l=70, r=20, t=44)  # bottom margin: the x axis title, then
 HISTORY_AXIS_PX = 56
 
 
+def _field(h: dict, name: str):
+    return h.get(name, _HISTORY_DEFAULTS.get(name))
+
+
 def history_group(h: dict, other: str) -> tuple:
     """The settings a history line holds fixed: everything but its x axis (depth or training size)."""
-    return tuple(h[f] for f in HISTORY_GROUP_FIELDS) + (h[other],)
+    return tuple(_field(h, f) for f in HISTORY_GROUP_FIELDS) + (h[other],)
 
 
 def history_label(h: dict, other: str) -> str:
     """Legend entry naming every setting of :func:`history_group`, e.g. ``CNTK-GAP fixed first, n_train=20,
-    digits 8px, ridge 0``."""
-    name = family_name(h["readout"], h["kind"])
+    digits 8px, ridge 0``; the later networks and preprocessing where set, e.g. ``CNTK-LAP2 Myrtle-5
+    circular +flip, ..., ridge 0, ZCA 0.1, flip-augmented, 32 patches 5x5``."""
+    name = family_name(h["readout"], h["kind"], _field(h, "lap_c"))
     fixes = [w for w in ("first", "last") if h[f"fix_{w}"]]
     extra = (" fixed " + " & ".join(fixes) if fixes else "") + (" AvgPool" if h["pool"] else "")
-    return f"{name}{extra}, {other}={h[other]}, {h['dataset']} {h['image_size']}px, ridge {h['ridge']:g}"
+    preset = _field(h, "preset")
+    extra += (f" Myrtle-{preset.split('-')[1]}" if preset != "paper" else "") + (
+        " circular" if _field(h, "padding") == "circular" else ""
+    )
+    extra += " +flip" if _field(h, "flip") else ""
+    prep = "" if _field(h, "zca") is None else f", ZCA {_field(h, 'zca'):g}"
+    prep += ", flip-augmented" if _field(h, "flip_augment") else ""
+    prep += (
+        f", {h['patches']} patches {_field(h, 'patch_size')}x{_field(h, 'patch_size')}" if _field(h, "patches") else ""
+    )
+    return f"{name}{extra}, {other}={h[other]}, {h['dataset']} {h['image_size']}px, ridge {h['ridge']:g}{prep}"
 
 
 def history_lines(history: list[dict], key: str) -> list[dict]:

@@ -2,7 +2,10 @@
 
 The recipe is the paper's (``docs/math.md``, section 6): pixels / scale, per-channel standardisation with
 training statistics, targets 0.9 / -0.1, ``(K_train + ridge * mean(diag K_train) * I) alpha = Y``,
-prediction ``argmax K_test,train alpha``. ``ridge = 0`` is the paper's plain solve.
+prediction ``argmax K_test,train alpha``. ``ridge = 0`` is the paper's plain solve. Optional
+preprocessing of the later papers (:class:`LabSettings`): ZCA whitening, flip augmentation of the
+training set, and Coates et al.'s random-patch features (:class:`cntk_core.data.RandomPatches`); the
+flip-symmetrised kernel is a choice of the architecture (:attr:`NetworkSpec.flip`).
 """
 
 from __future__ import annotations
@@ -15,32 +18,34 @@ from typing import Any
 
 import numpy as np
 
-from cntk_core import data as _data
-from cntk_core.data import check_dataset_name
-from cntk_core.recurrence import block_mean as _block_mean
-from cntk_core.validation import check_real
+from cntk_core.validation import ParameterError
 
 from .jobs import JobContext, JobModel
-from .models import ArchitectureModel, NetworkSpec, chunked_gram, cross_gram, setting_int
+from .models import ArchitectureModel, NetworkSpec, chunked_gram, cross_gram, per_layer_note
+from .regression_data import (
+    MIN_IMAGE_SIDE,
+    PATCH_BIAS,
+    LabSettings,
+    available_datasets,
+    block_mean,
+    default_downsample,
+    max_downsample,
+    prepare_images,
+)
 
-MIN_IMAGE_SIDE = 4  # downsampling below this many pixels per side is refused (the kernel sees almost nothing)
-
-
-def available_datasets() -> tuple[str, ...]:
-    """The data sets whose files are present without a download (always ``"digits"``; see
-    :func:`cntk_core.data.available_datasets`: ``"cifar10"`` once its tarball is in the cache)."""
-    return _data.available_datasets()
-
-
-def max_downsample(height: int, width: int) -> int:
-    """The largest ``downsample`` that keeps ``height x width`` images at least ``MIN_IMAGE_SIDE`` px wide."""
-    return max(1, min(height, width) // MIN_IMAGE_SIDE)
-
-
-def default_downsample(height: int, width: int) -> int:
-    """A sensible ``downsample`` for a data set: images of about 8 px per side (CIFAR 32 -> 4, digits 8 -> 1)."""
-    return max(1, min(height, width) // 8)
-
+__all__ = [  # the settings and data helpers live in regression_data; importable from here as before
+    "MIN_IMAGE_SIDE",
+    "PATCH_BIAS",
+    "LabSettings",
+    "RegressionLabModel",
+    "RegressionResult",
+    "available_datasets",
+    "block_mean",
+    "default_downsample",
+    "max_downsample",
+    "prepare_images",
+    "solve_predict",
+]
 
 #: how :meth:`RegressionLabModel.control_changes` names a setting (as the lab's controls do)
 _LABELS = {
@@ -50,35 +55,14 @@ _LABELS = {
     "fix_last": "fix last layer",
     "pool": "AvgPool",
     "dataset": "data",
+    "preset": "network",
+    "lap_c": "LAP c",
+    "flip": "flip-symmetrised kernel",
+    "zca": "ZCA",
+    "flip_augment": "flip augmentation",
+    "patches": "random patches",
+    "patch_size": "patch size",
 }
-
-
-@dataclass(frozen=True)
-class LabSettings:
-    """What a run depends on besides the architecture. ``ridge`` is relative to ``mean(diag K)``;
-    ``downsample`` averages raw pixels over ``downsample x downsample`` blocks (e.g. 4: CIFAR 32 -> 8)."""
-
-    dataset: str = "digits"
-    n_per_class: int = 10
-    n_test_per_class: int = 10
-    ridge: float = 0.0
-    seed: int = 0
-    downsample: int = 1
-
-    def __post_init__(self):
-        check_dataset_name(self.dataset)
-        for name in ("n_per_class", "n_test_per_class", "downsample"):
-            object.__setattr__(self, name, setting_int(getattr(self, name), name, 1))
-        try:
-            ridge = float(check_real(self.ridge, "ridge"))  # a number (not a string), finite
-        except (TypeError, ValueError):
-            ridge = -1.0
-        if ridge < 0:
-            raise ValueError(
-                f"ridge must be a finite number >= 0 (relative to mean(diag K); 0: no ridge), got {self.ridge!r}"
-            )
-        object.__setattr__(self, "ridge", ridge)
-        object.__setattr__(self, "seed", setting_int(self.seed, "seed", 0))
 
 
 @dataclass(frozen=True)
@@ -109,21 +93,20 @@ class RegressionResult:
             "fix_last": s.fix_last,
             "kind": s.kind,
             "pool": s.pool,
+            "preset": s.preset,
+            "lap_c": s.lap_c,
+            "padding": s.padding,
+            "flip": s.flip,
             "n_train": self.n_train,
             "ridge": self.settings.ridge,
+            "zca": self.settings.zca,
+            "flip_augment": self.settings.flip_augment,
+            "patches": self.settings.patches,
+            "patch_size": self.settings.patch_size,
             "image_size": int(self.test_images.shape[1]),
             "accuracy": self.accuracy,
             "seconds": self.seconds,
         }
-
-
-def block_mean(x: np.ndarray, f: int) -> np.ndarray:
-    """Average ``[n, H, W, C]`` pixels over ``f x f`` blocks -> float64 ``[n, H // f, W // f, C]``
-    (:func:`cntk_core.recurrence.block_mean`, the average pooling of the AvgPool layer)."""
-    h, w = x.shape[1:3]
-    if h // f == 0 or w // f == 0:
-        raise ValueError(f"downsample={f} is larger than the {h}x{w} images")
-    return _block_mean(np.asarray(x, dtype=np.float64), f, (1, 2))
 
 
 def solve_predict(k_train: np.ndarray, k_test: np.ndarray, y_train: np.ndarray, n_classes: int, ridge: float):
@@ -222,6 +205,22 @@ class RegressionLabModel(JobModel):
                 f"use downsample <= {top}"
             )
 
+    def check_image_shape(self, spec: NetworkSpec | None = None, settings: LabSettings | None = None) -> None:
+        """``ParameterError("pools")`` when ``spec``'s pools cannot halve the downsampled images whole
+        (:meth:`NetworkSpec.check_image_shape`); the message names the downsample factors that can."""
+        spec, s = spec or self.architecture.spec, settings or self.settings
+        lim = self.limits(s.dataset)
+        h, w, m = lim["height"], lim["width"], spec.image_multiple
+        by_size = {(h // f, w // f): f for f in range(1, lim["max_downsample"] + 1)}  # the menu's: largest factor
+        good = sorted(f for (a, b), f in by_size.items() if a % m == 0 and b % m == 0)
+        if good:
+            hint = f" ({s.dataset} {h}x{w} with downsample {s.downsample}): use downsample " + (
+                " or ".join(", ".join(map(str, good)).rsplit(", ", 1))
+            )
+        else:
+            hint = f" ({s.dataset} {h}x{w}): no downsample factor gives such images; choose the paper preset"
+        spec.check_image_shape(h // s.downsample, w // s.downsample, hint=hint)
+
     def dataset(self, name: str | None = None):
         """The :class:`cntk_core.data.Dataset` (loaded once per name)."""
         name = name or self.settings.dataset
@@ -233,8 +232,12 @@ class RegressionLabModel(JobModel):
 
     def subset(self, settings: LabSettings | None = None):
         """``(x_train, y_train, x_test, y_test, x_test_raw, class_names)``: a balanced, preprocessed
-        subset; float64 NHWC images, int labels; ``x_test_raw`` is raw pixels / pixel scale."""
-        from cntk_core.data import balanced_subset, preprocess
+        subset; float64 NHWC images, int labels; ``x_test_raw`` is raw pixels / pixel scale.
+
+        Preprocessing, fitted on the drawn training images only: downsampling, then
+        :func:`~cntk_widgets.regression_data.prepare_images` (standardisation, ZCA, flip augmentation:
+        ``2 n`` training images, random patches). Allocates the subset's images a few times over."""
+        from cntk_core.data import balanced_subset
 
         s = settings or self.settings
         ds = self.dataset(s.dataset)
@@ -254,15 +257,25 @@ class RegressionLabModel(JobModel):
         xte, yte = balanced_subset(ds.x_test, ds.y_test, s.n_test_per_class, seed=s.seed, n_classes=ds.n_classes)
         if s.downsample > 1:
             xtr, xte = block_mean(xtr, s.downsample), block_mean(xte, s.downsample)
-        p = preprocess(xtr, xte, scale=ds.pixel_scale)
-        return p.x_train, ytr, p.x_test, yte, xte / ds.pixel_scale, ds.class_names
+        x_train, ytr, x_test = prepare_images(xtr, ytr, xte, ds.pixel_scale, s)
+        return x_train, ytr, x_test, yte, xte / ds.pixel_scale, ds.class_names
 
     def run(self):
         """Start one run with the current architecture and settings."""
         spec, settings = self.architecture.spec, self.settings
-        self.notice = self.cancelled = None
+        self.cancelled = None
+        self.notice = self._slow_note(spec, settings)
         self._follow = (spec, settings)
         return self._runner.submit(lambda ctx: self._one(spec, settings, ctx, 0.0, 1.0))
+
+    def _slow_note(self, spec: NetworkSpec, settings: LabSettings) -> str | None:
+        """:func:`~cntk_widgets.models.per_layer_note` for the run's images (with a downsample hint)."""
+        try:
+            lim = self.limits(settings.dataset)
+        except (OSError, ValueError):  # the run itself says why the data set cannot be used
+            return None
+        h, w = lim["height"] // settings.downsample, lim["width"] // settings.downsample
+        return per_layer_note(spec, h, w, hint="downsample for a quick run")
 
     def sweep(
         self,
@@ -274,11 +287,16 @@ class RegressionLabModel(JobModel):
         """Run every depth (with the current settings) or every training size (current architecture).
 
         A depth the current architecture does not allow (depth 2 with both layers fixed) raises
-        ``ValueError``, or with ``skip_invalid=True`` is left out and named in :attr:`notice`.
+        ``ValueError``, or with ``skip_invalid=True`` is left out and named in :attr:`notice`; a depth
+        sweep of a Myrtle preset (a fixed depth) raises ``ValueError``.
         """
         if (depths is None) == (n_per_class is None):
             raise ValueError("give exactly one of depths= or n_per_class=")
         base_spec, base = self.architecture.spec, self.settings
+        if depths is not None and base_spec.preset != "paper":
+            raise ParameterError(
+                "depth", f"sweep: {base_spec.title} has a fixed depth: a depth sweep needs the paper preset"
+            )
         plan, skipped = [], []
         for value in depths if depths is not None else n_per_class:
             try:
@@ -294,7 +312,9 @@ class RegressionLabModel(JobModel):
                 skipped.append(f"depth {value} ({exc})")
         if not plan:
             raise ValueError("empty sweep" + (": skipped " + "; ".join(skipped) if skipped else ""))
-        self.notice = "sweep skips " + "; ".join(skipped) if skipped else None
+        notes = ["sweep skips " + "; ".join(skipped)] if skipped else []
+        notes += [n for n in [self._slow_note(*plan[-1])] if n is not None]  # pools and images: as every step's
+        self.notice = "; ".join(notes) or None
         self.cancelled = None
         self._follow = (base_spec, base)
 
@@ -339,8 +359,9 @@ class RegressionLabModel(JobModel):
 
     def _one(self, spec: NetworkSpec, settings: LabSettings, ctx: JobContext, lo: float, hi: float):
         t0 = time.perf_counter()
+        self.check_image_shape(spec, settings)
         xtr, ytr, xte, yte, raw_test, names = self.subset(settings)
-        net = spec.network()
+        net = spec.architecture  # not spec.network(): the flip-symmetrised kernel is no layer
         n_tr, n_te = len(xtr), len(xte)
         # progress: the train upper triangle, then test x train, reported by the engine's own hooks
         mid = lo + (hi - lo) * (n_tr * (n_tr + 1) / 2) / (n_tr * (n_tr + 1) / 2 + n_te * n_tr)

@@ -26,6 +26,8 @@ from .regression_model import LabSettings, RegressionLabModel, available_dataset
 __all__ = ["RegressionLab", "history_group", "history_label"]
 
 _LABEL = {"description_width": "initial"}  # descriptions are never cut ("downsample", "train/class")
+#: the random-patch menu: ``(label, K)``, K patches (2 K feature channels); 0: off
+PATCH_OPTIONS = (("off", 0), ("16", 16), ("32", 32), ("64", 64), ("128", 128))
 
 
 class RegressionLab(W.VBox):
@@ -74,6 +76,11 @@ class RegressionLab(W.VBox):
         self.downsample = W.Dropdown(description="downsample", style=_LABEL)
         self.ridge = W.FloatLogSlider(value=1e-6, base=10, min=-8, max=0, description="ridge", style=_LABEL)
         self.use_ridge = W.Checkbox(value=False, description="ridge on", indent=False)
+        self.use_zca = W.Checkbox(value=False, description="ZCA", indent=False)
+        self.zca = W.FloatLogSlider(value=0.1, base=10, min=-4, max=1, description="ZCA eps", style=_LABEL)
+        self.flip_augment = W.Checkbox(value=False, description="flip augmentation (2x training set)", indent=False)
+        self.patches = W.Dropdown(options=list(PATCH_OPTIONS), description="random patches", style=_LABEL)
+        self.patch_size = W.IntSlider(value=5, min=2, max=8, description="patch size", style=_LABEL)
         self.run_button = W.Button(description="run", button_style="primary")
         self.sweep_depth_button = W.Button(description="sweep depth")
         self.sweep_size_button = W.Button(description="sweep train size")
@@ -141,6 +148,11 @@ class RegressionLab(W.VBox):
         self.downsample.observe(lambda c: self._from_widget(downsample=c["new"]), names="value")
         self.ridge.observe(lambda c: self.use_ridge.value and self._from_widget(ridge=c["new"]), names="value")
         self.use_ridge.observe(lambda c: self._from_widget(ridge=self.ridge.value if c["new"] else 0.0), names="value")
+        self.zca.observe(lambda c: self.use_zca.value and self._from_widget(zca=c["new"]), names="value")
+        self.use_zca.observe(lambda c: self._from_widget(zca=self.zca.value if c["new"] else None), names="value")
+        self.flip_augment.observe(lambda c: self._from_widget(flip_augment=c["new"]), names="value")
+        self.patches.observe(lambda c: self._from_widget(patches=c["new"]), names="value")
+        self.patch_size.observe(lambda c: self._from_widget(patch_size=c["new"]), names="value")
         self.history_x.observe(lambda _c: self._draw_history(), names="value")
         self.run_button.on_click(lambda _b: self._submit(self.model.run))
         self.sweep_depth_button.on_click(
@@ -155,6 +167,11 @@ class RegressionLab(W.VBox):
             + [
                 W.HBox([self.dataset, self.n_per_class, self.n_test]),
                 W.HBox([self.downsample, self.use_ridge, self.ridge]),
+                W.HBox(
+                    [self.use_zca, self.zca, self.flip_augment],
+                    layout=W.Layout(flex_flow="row wrap", align_items="center"),
+                ),
+                W.HBox([self.patches, self.patch_size], layout=W.Layout(flex_flow="row wrap", align_items="center")),
                 W.HBox(
                     [
                         self.run_button,
@@ -258,6 +275,16 @@ class RegressionLab(W.VBox):
                 self.ridge.min, self.ridge.max = min(-8, math.floor(e)), max(0, math.ceil(e))
                 self.ridge.value = s.ridge
             self.use_ridge.value = s.ridge > 0
+            if s.zca:  # a log slider has no 0 (plain ZCA, settable in code): it keeps its value then
+                e = math.log10(s.zca)
+                self.zca.min, self.zca.max = min(-4, math.floor(e)), max(1, math.ceil(e))
+                self.zca.value = s.zca
+            self.use_zca.value = s.zca is not None
+            self.flip_augment.value = s.flip_augment
+            if s.patches not in [v for _, v in self.patches.options]:
+                self.patches.options = sorted([*self.patches.options, (str(s.patches), s.patches)], key=lambda o: o[1])
+            self.patches.value = s.patches
+            set_int_slider(self.patch_size, s.patch_size, self.patch_size.max)
         finally:
             self._syncing = False
 
@@ -317,11 +344,13 @@ class RegressionLab(W.VBox):
         names = list(r.class_names)
         h, w = r.test_images.shape[1:3]
         self._stale = ""
+        mirrors = f" ({r.n_train // 2} and their mirrors)" if r.settings.flip_augment else ""
         self._accuracy_text = (
             f"<b>{html.escape(r.spec.title)}</b>, {r.settings.dataset} {h}x{w} px"
             f"{f' (downsample {r.settings.downsample})' if r.settings.downsample > 1 else ''}, "
-            f"{r.n_train} training images, ridge {r.settings.ridge:g}: test accuracy <b>{100 * r.accuracy:.1f} %</b> "
-            f"({len(r.y_test)} test images, {r.seconds:.1f} s)"
+            f"{html.escape(r.settings.preprocessing())}, "
+            f"{r.n_train} training images{mirrors}, ridge {r.settings.ridge:g}: test accuracy "
+            f"<b>{100 * r.accuracy:.1f} %</b> ({len(r.y_test)} test images, {r.seconds:.1f} s)"
         )
         self._show_accuracy()
         with self.confusion_fig.batch_update():

@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,6 +54,56 @@ def find_chromium() -> str | None:
 
 def playwright_available() -> bool:
     return importlib.util.find_spec("playwright") is not None
+
+
+def browser_required() -> bool:
+    """Whether a missing browser fails the tests instead of skipping them (``CI=true`` or ``REQUIRE_BROWSER=1``)."""
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_BROWSER") == "1"
+
+
+def chromium_or_skip() -> str:
+    """Chromium's path for a browser test; without Chromium or the playwright package the test skips
+    (fails where :func:`browser_required`)."""
+    import pytest
+
+    path = find_chromium()
+    problem = None if path else "Chromium is not installed (apt-get install -y --no-install-recommends chromium)"
+    if path and not playwright_available():
+        problem = "the playwright package is not installed (pip install playwright; no `playwright install`)"
+    if problem:
+        if browser_required():
+            pytest.fail(f"browser tests are required here (CI=true or REQUIRE_BROWSER=1) but {problem}", pytrace=False)
+        pytest.skip(problem)
+    return path
+
+
+def playwright_session():
+    """The body of a (module-scoped) ``playwright`` fixture: yields a started ``sync_playwright()``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+def screenshot_folder(tmp_path_factory, name: str):
+    """The body of a ``shots`` fixture: yields a new temporary folder ``name``, printed at the end."""
+    folder = tmp_path_factory.mktemp(name)
+    yield folder
+    print(f"\nbrowser screenshots: {folder}")
+
+
+@contextmanager
+def browser_page(p, chromium: str, server: Server):
+    """``(page, log)``: a page of a new browser (:func:`open_browser`, first viewport); afterwards the
+    browser is closed and ``server`` stopped (also when opening the browser failed)."""
+    browser = None
+    try:
+        browser, ctx, log = open_browser(p, chromium, VIEWPORTS[0])
+        yield ctx.new_page(), log
+    finally:
+        if browser is not None:
+            browser.close()
+        server.stop()
 
 
 def _sibling(name: str):

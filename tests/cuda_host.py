@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 import cntk_core
-from cntk_core.gpu import shift_block_list, threads_for
-from cntk_core.recurrence import gap_scale
+from cntk_core.gpu import kernel_lap_c, readout_scale, shift_block_list, threads_for
 
 CUDA_DIR = Path(cntk_core.__file__).parent / "cuda"
 PLANES = Path(os.environ.get("CNTK_TEST_CUDA_SOURCE") or CUDA_DIR / "cntk_planes.cu")
@@ -76,7 +75,7 @@ def build_host_lib(source: Path | None = None, fma: bool = True) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(so))
     ptr, i32 = ctypes.c_void_p, ctypes.c_int
     for name in ("cntk_host_shift_blocks_f32", "cntk_host_shift_blocks_f64"):
-        getattr(lib, name).argtypes = [i32] * 5 + [ptr] * 7 + [i32] * 9 + [ptr]
+        getattr(lib, name).argtypes = [i32] * 5 + [ptr] * 7 + [i32] * 10 + [ptr]
     lib.cntk_host_reduce.argtypes = [i32] * 3 + [ptr, i32, i32, ctypes.c_double, ptr]
     lib.cntk_host_set_ulp_noise.argtypes = [i32]
     lib.cntk_host_set_ulp_noise.restype = None
@@ -90,10 +89,10 @@ def _ptr(a) -> int:
 
 def launch_shift_blocks(lib, grid, nt, smem, args, order=FORWARD, ftz=False) -> int:
     """``cntk_shift_blocks<T>`` with CuPy-style ``args`` (the tuple ``FusedGPUEngine._launch`` passes): flags."""
-    x1, x2, v1, v2, rows, cols, blocks, n_blocks, p, q, c, L, ff, fl, ntk, record, partial = args
+    x1, x2, v1, v2, rows, cols, blocks, n_blocks, p, q, c, L, ff, fl, ntk, record, lap_c, partial = args
     fn = lib.cntk_host_shift_blocks_f32 if x1.dtype == np.float32 else lib.cntk_host_shift_blocks_f64
     arrays = [_ptr(a) for a in (x1, x2, v1, v2, rows, cols, blocks)]
-    ints = [int(a) for a in (n_blocks, p, q, c, L, ff, fl, ntk, record)]
+    ints = [int(a) for a in (n_blocks, p, q, c, L, ff, fl, ntk, record, lap_c)]
     return fn(int(grid), int(nt), int(smem), int(order), int(ftz), *arrays, *ints, _ptr(partial))
 
 
@@ -104,12 +103,27 @@ def launch_reduce(lib, grid, nt, args, order=FORWARD) -> int:
 
 
 def host_matrix(
-    lib, x1, x2, depth, readout, fix_first, fix_last, kind, dtype, *, threads=None, order=FORWARD, ftz=False
+    lib,
+    x1,
+    x2,
+    depth,
+    readout,
+    fix_first,
+    fix_last,
+    kind,
+    dtype,
+    *,
+    lap_c=None,
+    threads=None,
+    order=FORWARD,
+    ftz=False,
 ) -> np.ndarray:
     """Kernel matrix from the host-built kernels, driven as ``FusedGPUEngine`` drives them: one record
-    launch per block of images (variance maps), one launch of a thread block per (pair, shift block),
-    ``cntk_reduce``. ``threads`` per thread block (default the engine's
-    :func:`cntk_core.gpu.threads_for`); asserts no flags."""
+    launch per block of images (variance maps), one launch of a thread block per (pair, shift block)
+    of :func:`cntk_core.gpu.shift_block_list`, ``cntk_reduce``. ``lap_c``: LAP's window (with
+    ``readout="lap"``; passed to the kernel as ``FusedGPUEngine`` does, :func:`cntk_core.gpu.kernel_lap_c`).
+    ``threads`` per thread block (default the engine's :func:`cntk_core.gpu.threads_for`); asserts
+    no flags."""
     dt = np.dtype(dtype)
     x1 = np.ascontiguousarray(x1, dt)
     x2 = np.ascontiguousarray(x2, dt)
@@ -123,19 +137,19 @@ def host_matrix(
         v = np.zeros((len(x), L, p, q), dt)
         idx = np.arange(len(x), dtype=i32)
         partial = np.empty(len(x))
-        args = (x, x, v, v, idx, idx, np.zeros(2, i32), 1, p, q, c, L, 1, 0, 1, 1, partial)
+        args = (x, x, v, v, idx, idx, np.zeros(2, i32), 1, p, q, c, L, 1, 0, 1, 1, -1, partial)
         assert launch_shift_blocks(lib, len(x), nt, smem, args, order, ftz) == 0
         return v
 
     v1, v2 = variances(x1), variances(x2)
-    blocks = np.ascontiguousarray(shift_block_list(p, q, readout).ravel())
+    blocks = np.ascontiguousarray(shift_block_list(p, q, readout, lap_c).ravel())
     n_blocks = len(blocks) // 2
     rows, cols = (a.ravel().astype(i32) for a in np.meshgrid(np.arange(len(x1)), np.arange(len(x2)), indexing="ij"))
     partial = np.empty(len(rows) * n_blocks)
     args = (x1, x2, v1, v2, rows, cols, blocks, n_blocks, p, q, c, L, int(fix_first), int(fix_last))
-    args += (int(kind == "ntk"), 0, partial)
+    args += (int(kind == "ntk"), 0, kernel_lap_c(p, q, readout, lap_c), partial)
     assert launch_shift_blocks(lib, len(rows) * n_blocks, nt, smem, args, order, ftz) == 0
     out = np.empty(len(rows))
-    scale = 1.0 if readout == "vanilla" else gap_scale(p, q)
+    scale = readout_scale(p, q, readout, lap_c)
     assert launch_reduce(lib, (len(rows) + 31) // 32, 32, (partial, len(rows), n_blocks, scale, out), order) == 0
     return out.reshape(len(x1), len(x2))

@@ -167,10 +167,11 @@ static int launch(int grid, int nt, int smem_bytes, int order, int ftz, std::fun
 template <typename T>
 static int shift_blocks(int grid, int nt, int smem_bytes, int order, int ftz, const T* x1, const T* x2, T* v1,
                         const T* v2, const int* rows, const int* cols, const int* sb, int n_shift_blocks, int P,
-                        int Q, int C, int L, int fix_first, int fix_last, int ntk, int record, double* partial) {
+                        int Q, int C, int L, int fix_first, int fix_last, int ntk, int record, int lap_c,
+                        double* partial) {
     return launch(grid, nt, smem_bytes, order, ftz, [&] {
         cntk_shift_blocks<T>(x1, x2, v1, v2, rows, cols, sb, n_shift_blocks, P, Q, C, L, fix_first, fix_last, ntk,
-                             record, partial);
+                             record, lap_c, partial);
     });
 }
 
@@ -191,17 +192,19 @@ void cntk_host_set_ulp_noise(int ulps) { cntk::host_ulp_noise = ulps; }
 int cntk_host_shift_blocks_f32(int grid, int nt, int smem_bytes, int order, int ftz, const float* x1,
                                const float* x2, float* v1, const float* v2, const int* rows, const int* cols,
                                const int* sb, int n_shift_blocks, int P, int Q, int C, int L, int fix_first,
-                               int fix_last, int ntk, int record, double* partial) {
+                               int fix_last, int ntk, int record, int lap_c, double* partial) {
     return cntk_host::shift_blocks<float>(grid, nt, smem_bytes, order, ftz, x1, x2, v1, v2, rows, cols, sb,
-                                          n_shift_blocks, P, Q, C, L, fix_first, fix_last, ntk, record, partial);
+                                          n_shift_blocks, P, Q, C, L, fix_first, fix_last, ntk, record, lap_c,
+                                          partial);
 }
 
 int cntk_host_shift_blocks_f64(int grid, int nt, int smem_bytes, int order, int ftz, const double* x1,
                                const double* x2, double* v1, const double* v2, const int* rows, const int* cols,
                                const int* sb, int n_shift_blocks, int P, int Q, int C, int L, int fix_first,
-                               int fix_last, int ntk, int record, double* partial) {
+                               int fix_last, int ntk, int record, int lap_c, double* partial) {
     return cntk_host::shift_blocks<double>(grid, nt, smem_bytes, order, ftz, x1, x2, v1, v2, rows, cols, sb,
-                                           n_shift_blocks, P, Q, C, L, fix_first, fix_last, ntk, record, partial);
+                                           n_shift_blocks, P, Q, C, L, fix_first, fix_last, ntk, record, lap_c,
+                                           partial);
 }
 
 int cntk_host_reduce(int grid, int nt, int order, const double* partial, int n_pairs, int n_shift_blocks,

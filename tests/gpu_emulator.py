@@ -8,6 +8,8 @@ the 4-D reference takes seconds (``tests/test_gpu_fake_cupy.py`` uses it there).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from cntk_core.architecture import Architecture
@@ -42,13 +44,27 @@ def _relu_dual_block(s, prod):
     return norm * j1 * inv_9pi, j0 * inv_9pi
 
 
-def emulate_shift_block(xa, xb, va, vb, gi, gj, n_conv, fix_first, fix_last, ntk, record=False) -> float:
+@functools.cache
+def lap_axis_counts(n: int, c: int) -> np.ndarray:
+    """LAP's integer weights along one axis (zero padding), counted literally: ``[u, v]`` = the
+    number of window centres ``m`` in ``0 .. n-1`` with ``|u - m| <= c`` and ``|v - m| <= c``."""
+    counts = np.zeros((n, n), np.int64)
+    for m in range(n):
+        inside = [u for u in range(n) if abs(u - m) <= c]
+        for u in inside:
+            for v in inside:
+                counts[u, v] += 1
+    return counts
+
+
+def emulate_shift_block(xa, xb, va, vb, gi, gj, n_conv, fix_first, fix_last, ntk, record=False, lap_c=None) -> float:
     """What one thread block of ``cntk_shift_blocks`` computes: the float64 readout sum of shift block ``(gi, gj)``.
 
     xa, xb: ``(P, Q, C)`` images in the arithmetic dtype; va, vb: ``(L, P, Q)`` variance maps
     (with ``record``, ``va`` receives the maps of the self pair ``xa == xb`` and ``vb`` is unused).
     Entry ``[r, c]`` of the shift block is covariance entry ``[i, j, r, c]``, ``i = (r + gi) % P``,
-    ``j = (c + gj) % Q``.
+    ``j = (c + gj) % Q``. ``lap_c``: LAP's window (each entry's value times its integer weight
+    ``n_P(i, r) * n_Q(j, c)``, :func:`lap_axis_counts`), ``None`` for GAP / vanilla (unweighted).
     """
     p, q, _ = xa.shape
     r = np.arange(p)[:, None]
@@ -77,18 +93,23 @@ def emulate_shift_block(xa, xb, va, vb, gi, gj, n_conv, fix_first, fix_last, ntk
             t = t + k
         s_src, t_src = k, t
         if h == n_conv:
-            total = float((t if ntk else k).astype(np.float64).sum())
+            value = (t if ntk else k).astype(np.float64)
+            if lap_c is not None:
+                value = value * (lap_axis_counts(p, lap_c)[i, r] * lap_axis_counts(q, lap_c)[j, c])
+            total = float(value.sum())
     return total
 
 
 def emulate_matrix(x1, x2, spec: Architecture, kind: str = "ntk", dtype="float64") -> np.ndarray:
-    """``[n1, n2]`` kernel from :func:`emulate_shift_block` over all shift blocks (small inputs only)."""
+    """``[n1, n2]`` kernel from :func:`emulate_shift_block` over the engine's shift blocks
+    (:func:`cntk_core.gpu.shift_block_list`; small inputs only)."""
     dt = np.dtype(dtype)
     x1 = np.asarray(x1, dt)
     x2 = np.asarray(x2, dt)
     p, q = x1.shape[1], x1.shape[2]
-    blocks = shift_block_list(p, q, spec.readout)
-    scale = 1.0 if spec.readout == "vanilla" else gap_scale(p, q)
+    lap_c = spec.lap_c if spec.readout == "lap" else None
+    blocks = shift_block_list(p, q, spec.readout, lap_c)
+    scale = {"vanilla": 1.0, "gap": gap_scale(p, q)}.get(spec.readout) or (2 * lap_c + 1) ** -4.0
     L = spec.n_conv
 
     def variances(x):
@@ -102,7 +123,9 @@ def emulate_matrix(x1, x2, spec: Architecture, kind: str = "ntk", dtype="float64
     for a in range(len(x1)):
         for b in range(len(x2)):
             parts = [
-                emulate_shift_block(x1[a], x2[b], v1[a], v2[b], gi, gj, L, spec.fix_first, spec.fix_last, kind == "ntk")
+                emulate_shift_block(
+                    x1[a], x2[b], v1[a], v2[b], gi, gj, L, spec.fix_first, spec.fix_last, kind == "ntk", lap_c=lap_c
+                )
                 for gi, gj in blocks
             ]
             out[a, b] = sum(parts) * scale  # shift-block order, as cntk_reduce

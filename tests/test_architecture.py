@@ -35,7 +35,7 @@ def test_fix_first_and_fix_last_override_fix_and_none_keeps_it(fix, fix_first, f
 def test_defaults_and_derived_counts():
     arch = Architecture(4)
     assert (arch.readout, arch.fix_first, arch.fix_last, arch.fix) == ("gap", False, False, False)
-    assert arch.n_conv == 3 and MIN_DEPTH == 2 and READOUTS == ("gap", "vanilla")
+    assert arch.n_conv == 3 and MIN_DEPTH == 2 and READOUTS == ("gap", "vanilla", "lap")
 
 
 # -- checks, each naming its parameter -----------------------------------------------------------------
@@ -147,11 +147,13 @@ def test_titles_are_the_papers_names():
     assert Architecture(11, "vanilla").title() == "CNTK-V-11"
     assert Architecture(5).title("nngp") == "CNN-GP-GAP-5"
     assert Architecture(11, "vanilla", True, True).title("nngp") == "CNN-GP-V-11"
-    assert [family_name(r, k) for k in ("ntk", "nngp") for r in READOUTS] == [
+    assert [family_name(r, k, 2) for k in ("ntk", "nngp") for r in READOUTS] == [
         "CNTK-GAP",
         "CNTK-V",
+        "CNTK-LAP2",
         "CNN-GP-GAP",
         "CNN-GP-V",
+        "CNN-GP-LAP2",
     ]
     with raises_param("kind"):
         Architecture(3).title("gp")

@@ -1,5 +1,6 @@
 """The CUDA kernels built for the CPU (``tests/cuda_host.py``): several emulated threads per block in
-barrier phases, every thread order, against the independent float64 reference (:mod:`cntk_core.testing`);
+barrier phases, every thread order, against the independent float64 reference (:mod:`cntk_core.testing`),
+for the GAP, vanilla and LAP readouts;
 the float32 range window of the GPU kernel (``cntk_core.scaling.exponent_window``) at both ends, with
 flush-to-zero as NVRTC's ``-ftz=true``; and that these tests fail on a kernel with a missing barrier
 or a wrong split of entries among threads.
@@ -53,6 +54,51 @@ def test_host_kernels_match_reference(lib, shape, depth, readout, fix, kind, thr
     for dtype in ("float64", "float32"):
         got = host_matrix(lib, x1, x2, depth, readout, fix, fix, kind, dtype, threads=threads, order=order)
         np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref).max())
+
+
+# LAP (zero padding): (shape, depth, c, fix_first, fix_last, kind, threads). Non-square and odd
+# sizes; c = 0 (vanilla), 1, 2, a c whose 4c+1 covers one axis but not the other (7x13, c = 2),
+# and c >= max(P, Q) - 1 (every shift block, every weight P*Q; the kernel gets c capped at 4).
+LAP_CASES = [
+    ((5, 7, 2), 3, 1, True, True, "ntk", 8),
+    ((6, 4, 3), 4, 2, False, False, "nngp", None),
+    ((7, 6, 1), 3, 0, False, True, "ntk", 16),
+    ((7, 13, 2), 3, 2, True, False, "ntk", 32),
+    ((4, 5, 2), 3, 6, False, False, "ntk", 8),
+    ((3, 8, 3), 5, 1, True, True, "nngp", None),
+]
+
+
+@pytest.mark.parametrize("order", ORDERS, ids=["forward", "reverse", "shuffled"])
+@pytest.mark.parametrize("shape,depth,c,fix_first,fix_last,kind,threads", LAP_CASES)
+def test_host_lap_kernels_match_reference(lib, shape, depth, c, fix_first, fix_last, kind, threads, order):
+    x1, x2 = _pairs(shape, depth * 17 + c)
+    ref = reference_matrix(x1, x2, depth, "lap", fix_first, fix_last, kind, lap_c=c)
+    for dtype in ("float64", "float32"):
+        got = host_matrix(
+            lib, x1, x2, depth, "lap", fix_first, fix_last, kind, dtype, lap_c=c, threads=threads, order=order
+        )
+        np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_host_lap_window_zero_is_vanilla_bit_for_bit(lib, dtype):
+    """c = 0: one shift block, (0, 0), every weight 1, scale 1: the vanilla kernel exactly."""
+    x1, x2 = _pairs((7, 5, 3), 4)
+    args = (x1, x2, 4, "lap", False, True, "ntk", dtype)
+    lap = host_matrix(lib, *args, lap_c=0, order=SHUFFLED)
+    vanilla = host_matrix(lib, x1, x2, 4, "vanilla", False, True, "ntk", dtype, order=SHUFFLED)
+    np.testing.assert_array_equal(lap, vanilla)
+
+
+def test_host_lap_kernels_agree_with_numpy_emulation(lib):
+    """The C++ kernel's closed-form LAP weights and the emulator's literal counts agree to rounding."""
+    x = make_images(3, (6, 7, 2), seed=8)
+    for c in (1, 2, 9):
+        spec = cntk_core.Architecture(4, "lap", False, True, lap_c=c)
+        emu = emulate_matrix(x[:2], x[1:], spec, "ntk")
+        host = host_matrix(lib, x[:2], x[1:], 4, "lap", False, True, "ntk", "float64", lap_c=c, order=SHUFFLED)
+        np.testing.assert_allclose(host, emu, rtol=1e-13)
 
 
 def test_host_kernels_agree_with_numpy_emulation(lib):
@@ -186,6 +232,34 @@ def test_broken_kernels_fail_these_tests(tmp_path, name):
         assert not np.allclose(got, ref, rtol=1e-4), f"order {order}"
 
 
+#: mutations of the LAP weight (lap_count): the window's top edge not clamped to the axis (weights
+#: of entries near the far edge too large), and the count one short (the closed form's "+ 1" lost)
+LAP_MUTATIONS = {
+    "lap-top-unclamped": ("b = hi < n - 1 ? hi : n - 1", "b = hi"),
+    "lap-count-short": ("return b >= a ? b - a + 1 : 0;", "return b >= a ? b - a : 0;"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAP_MUTATIONS))
+def test_broken_lap_weights_fail_these_tests(tmp_path, name):
+    old, new = LAP_MUTATIONS[name]
+    text = PLANES.read_text()
+    assert old in text, f"mutation {name} no longer applies: {old!r}"
+    path = tmp_path / f"{name}.cu"
+    path.write_text(text.replace(old, new))
+    bad = build_host_lib(path)
+    shape, depth, c, fix_first, fix_last, kind, threads = LAP_CASES[0]
+    x1, x2 = _pairs(shape, depth * 17 + c)
+    ref = reference_matrix(x1, x2, depth, "lap", fix_first, fix_last, kind, lap_c=c)
+    got = host_matrix(bad, x1, x2, depth, "lap", fix_first, fix_last, kind, "float64", lap_c=c, threads=threads)
+    assert not np.allclose(got, ref, rtol=1e-4)
+    # GAP and vanilla do not use the weights: unchanged
+    np.testing.assert_array_equal(
+        host_matrix(bad, x1, x2, depth, "gap", True, True, kind, "float64"),
+        host_matrix(build_host_lib(), x1, x2, depth, "gap", True, True, kind, "float64"),
+    )
+
+
 def test_emulation_reports_a_divergent_barrier(tmp_path):
     """A barrier inside the per-entry loop is reached a different number of times by different
     threads (undefined behaviour on the GPU): the launch says so."""
@@ -198,6 +272,6 @@ def test_emulation_reports_a_divergent_barrier(tmp_path):
     v = np.zeros((1, 2, 5, 7))
     idx = np.zeros(1, np.int32)
     nt = threads_for(5, 7)
-    args = (x, x, v, v, idx, idx, np.zeros(2, np.int32), 1, 5, 7, 2, 2, 1, 0, 1, 1, np.zeros(1))
+    args = (x, x, v, v, idx, idx, np.zeros(2, np.int32), 1, 5, 7, 2, 2, 1, 0, 1, 1, -1, np.zeros(1))
     assert launch_shift_blocks(bad, 1, 8, 8 * 8 + 4 * 35 * 8, args) & DIVERGENT
     assert launch_shift_blocks(build_host_lib(), 1, nt, nt * 8 + 4 * 35 * 8, args) == 0

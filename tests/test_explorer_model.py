@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import make_images, raises_param
+from conftest import make_images, raises_param, rel_err
 from explorer_fakes import BACKEND
 from explorer_fakes import interrupting_kernel as _interrupting
 from explorer_fakes import spec_kernel as _engine
@@ -480,3 +480,105 @@ def test_a_cancel_stops_a_long_row_block_within_a_second(images, tmp_path, monke
     assert block[-1][0] < block[-1][1]  # that block never finished
     assert m.result is None and m.cancelled == "cancelled" and NetworkSpec(depth=3, readout="vanilla") not in m.cache
     m.close()
+
+
+# -- the later networks: LAP, circular padding, flip, pools ----------------------------------------------
+_LATER = [  # (spec, image shape, backend, dtype)
+    (NetworkSpec(depth=4, readout="lap", lap_c=1), (5, 5, 2), "numba", "float64"),
+    (NetworkSpec(depth=3, readout="lap", lap_c=2, padding="circular", kind="nngp"), (4, 5, 1), "numpy", "float64"),
+    (NetworkSpec(depth=3, readout="gap", flip=True, fix_first=True, fix_last=True), (5, 4, 3), "numba", "float32"),
+    (NetworkSpec(depth=5, preset="myrtle-5"), (4, 4, 2), "numpy", "float64"),
+    (NetworkSpec(depth=7, preset="myrtle-7", kind="nngp", flip=True), (4, 8, 1), "numpy", "float32"),
+    (NetworkSpec(depth=3, readout="vanilla", pool=True, padding="circular"), (4, 6, 2), "numpy", "float64"),
+]
+
+
+@pytest.mark.parametrize("spec, shape, backend, dtype", _LATER, ids=[f"{s.title} {b}" for s, _, b, *_ in _LATER])
+def test_the_later_networks_in_the_explorer_equal_the_oracle(spec, shape, backend, dtype):
+    """Every kernel the explorer shows or keeps for a later network (and the shallower depths its pass
+    computed on the way) against the 4-D oracle: float64 to 1e-7, float32 to 1e-4 (relative)."""
+    from cntk_core.testing import reference_arch_matrix
+
+    x = make_images(6, shape, seed=sum(shape) + spec.depth)
+    y = np.array([1, 0, 2, 1, 0, 2])
+    m = KernelExplorerModel(x, y, architecture=ArchitectureModel(spec), backend=backend, dtype=dtype,
+                            synchronous=True, disk_cache=False)  # fmt: skip
+    assert m.error is None and m.result.spec == spec
+    xs = x[np.argsort(y, kind="stable")]
+    for cached, result in m.cache.items():
+        assert cached.to_dict() == {**spec.to_dict(), "depth": cached.depth}  # only spec's own family
+        ref = reference_arch_matrix(xs, xs, cached.architecture, cached.kind)
+        assert rel_err(result.raw, ref) <= TOLERANCE[dtype], cached.title
+        assert rel_err(result.normalized, _normalized(ref)) <= TOLERANCE[dtype], cached.title
+    if spec.architecture.pools:
+        assert list(m.cache) == [spec]  # a net with pools has one depth: nothing else is computed
+    m.close()
+
+
+def test_nets_with_pools_are_never_swept_and_keep_apart_from_the_paper_family(images, tmp_path, monkeypatch):
+    """No background pass for a net with pools (its depth is fixed), none of its kernels in another
+    family's pass, and the paper family's pass still fills every depth."""
+    x, y = make_images(6, (4, 4, 1), seed=5), np.array([0, 1, 0, 1, 2, 2])
+    calls = []
+    real = em.network_kernel
+
+    def recording(net, *args, **kw):
+        calls.append(net)
+        return real(net, *args, **kw)
+
+    monkeypatch.setattr(em, "network_kernel", recording)
+    arch = ArchitectureModel(depth=5, preset="myrtle-5")
+    m = KernelExplorerModel(x, y, architecture=arch, backend="numba", disk_cache=False, prefetch_depth=6,
+                            autostart=False)  # fmt: skip
+    assert not m._one_pass(arch.spec) and not m._one_pass(NetworkSpec(pool=True)) and m._one_pass(NetworkSpec())
+    m.compute()
+    assert m.wait().spec == arch.spec and m.error is None
+    m.wait(background=True)
+    assert list(m.cache) == [arch.spec] and set(calls) == {arch.spec.architecture}
+    arch.set(preset="paper")  # depth 5, no pools: its family is swept to the slider's end
+    m.wait()
+    m.wait(background=True)
+    paper = {s for s in m.cache if s.preset == "paper"}
+    assert paper == {NetworkSpec(depth=d) for d in range(2, 7)}
+    assert all(not s.pool and not s.architecture.pools for s in paper) and m.error is None
+    m.close()
+
+
+def test_a_net_with_pools_says_which_image_sizes_it_needs(tmp_path):
+    x, y = make_images(4, (6, 6, 1), seed=2), np.array([0, 1, 0, 1])
+    arch = ArchitectureModel(depth=3)
+    m = KernelExplorerModel(x, y, architecture=arch, backend=BACKEND, synchronous=True, disk_cache=False)
+    arch.set(preset="myrtle-5")
+    assert "CNTK-Myrtle-5 halves the image side twice" in m.error and "divisible by 4, got 6x6 px" in m.error
+    assert m.result.spec == NetworkSpec(depth=3)  # the last good picture stays
+    arch.set(preset="paper", pool=True)  # 6 is even: one pool is fine
+    assert m.error is None and m.result.spec == NetworkSpec(depth=5, pool=True)
+
+
+def test_disk_cache_keys_tell_every_new_setting_apart_and_keep_the_old_ones(images, tmp_path):
+    """Keys of the paper's specs are what they were before the new fields (cached kernels stay valid);
+    each new field changes the key; and a second session reads a later network's kernel from disk."""
+    from cntk_widgets.kernel_cache import entry_key, images_fingerprint
+
+    m = _model(images, tmp_path, synchronous=True)
+    old = {"depth": 3, "readout": "gap", "fix_first": False, "fix_last": False, "kind": "ntk", "pool": False}
+    fp = images_fingerprint(m.images)
+    assert m._disk_key(NetworkSpec()) == entry_key(fp, {"gram": "raw", "spec": old, "dtype": "float64"})
+    specs = [
+        NetworkSpec(depth=5),
+        NetworkSpec(depth=5, preset="myrtle-5"),
+        NetworkSpec(depth=5, pool=True),
+        NetworkSpec(depth=5, readout="vanilla"),
+        NetworkSpec(depth=5, readout="lap", lap_c=0),
+        NetworkSpec(depth=5, readout="lap", lap_c=1),
+        NetworkSpec(depth=5, padding="circular"),
+        NetworkSpec(depth=5, flip=True),
+        NetworkSpec(depth=5, flip=True, kind="nngp"),
+    ]
+    assert len({m._disk_key(s) for s in specs}) == len(specs)
+    lap = NetworkSpec(depth=3, readout="lap", lap_c=1, flip=True)
+    m.compute(lap)
+    again = _model(images, tmp_path, synchronous=True)
+    again.compute(lap)
+    assert again.result.source == "disk" and again.result.spec == lap
+    np.testing.assert_array_equal(again.result.raw, m.result.raw)

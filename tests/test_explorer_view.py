@@ -96,10 +96,10 @@ def test_pooling_option_runs_per_layer_network(nine):
     ex = KernelExplorer(x8, np.arange(5) % 2, backend=BACKEND, synchronous=True)
     ex.picker.pool.value = True
     net = ex.picker.network
-    assert isinstance(net[2], cntk_core.AvgPool) and net.canonical() is None
+    assert isinstance(net[2], cntk_core.AvgPool) and net.canonical() == cntk_core.Architecture(3, pools=(1,))
     order = np.argsort(np.arange(5) % 2, kind="stable")
-    direct = cntk_core.network_kernel(net, x8[order], kind="ntk", backend=BACKEND)
-    np.testing.assert_allclose(ex.matrix, _normalise(direct), rtol=1e-10)
+    ref = reference_matrix(x8[order], x8[order], 3, pools=(1,))
+    np.testing.assert_allclose(ex.matrix, _normalise(ref), rtol=1e-9)
 
 
 def test_many_images_get_block_means_and_a_light_hover():
@@ -393,3 +393,48 @@ def test_cancel_and_close_leave_a_consistent_state(six):
     with pytest.raises(RuntimeError, match="closed"):
         ex.model.compute()
     ex.model.close()  # idempotent
+
+
+# -- the later networks through the picker ----------------------------------------------------------------
+def test_the_pickers_later_networks_reach_the_heatmap(images):
+    """LAP (with its c control), circular padding, flip and a Myrtle preset chosen in the picker: the
+    heatmap is the 4-D oracle's normalised kernel and its title names the kernel."""
+    x, y = images
+    order = np.argsort(y, kind="stable")
+    ex = KernelExplorer(x, y, backend=BACKEND, synchronous=True, disk_cache=False)
+    p = ex.picker
+    p.lap_c.value = 1
+    p.readout.value = "lap"
+    p.padding.value = "circular"
+    p.flip.value = True
+    ref = reference_matrix(x[order], x[order], 3, "lap", lap_c=1, padding="circular", flip=True)
+    np.testing.assert_allclose(ex.matrix, _normalise(ref), rtol=1e-7)
+    assert ex.heatmap.layout.title.text.endswith("CNTK-LAP1-3-circ+flip")
+    p.readout.value = "gap"
+    p.padding.value = "zero"
+    p.flip.value = False
+    p.preset.value = "myrtle-7"
+    ref = reference_matrix(x[order], x[order], 7, "gap", pools=(2, 4))
+    np.testing.assert_allclose(ex.matrix, _normalise(ref), rtol=1e-7)
+    assert ex.heatmap.layout.title.text.endswith("CNTK-Myrtle-7") and ex.error.value == ""
+
+
+def test_a_pooled_net_on_images_it_cannot_halve_shows_the_error_in_the_widget():
+    x, y = make_images(4, (6, 6, 1), seed=1), np.array([0, 1, 0, 1])
+    ex = KernelExplorer(x, y, backend=BACKEND, synchronous=True, disk_cache=False)
+    ex.picker.preset.value = "myrtle-10"
+    assert "ValueError" in ex.error.value and "divisible by 4, got 6x6 px" in ex.error.value
+    assert "still showing CNTK-GAP-3" in ex.heatmap.layout.title.text and ex.progress.bar_style == "danger"
+
+
+def test_the_status_warns_when_the_per_layer_engine_meets_large_images():
+    x, y = make_images(3, (12, 12, 1), seed=2), np.array([0, 1, 1])
+    ex = KernelExplorer(x, y, backend=BACKEND, synchronous=True, disk_cache=False)
+    shown = []
+    ex.status.observe(lambda c: shown.append(c["new"]), names="value")
+    ex.picker.padding.value = "circular"
+    assert any("per-layer engine" in s and "12x12 px take about 5x as long" in s for s in shown), shown
+    shown.clear()
+    ex.picker.padding.value = "zero"  # the fused engine: no warning
+    ex.picker.depth.value = 4
+    assert shown and not any("per-layer" in s for s in shown)

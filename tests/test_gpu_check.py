@@ -1,6 +1,8 @@
 """``benchmarks/gpu_check.py`` on the CPU: it always ends with its verdict and writes its JSON, whatever
-fails; timing runs check finiteness; ``--threads`` reaches the Gram checks; and its float32 tolerance
-is what the kernel's arithmetic supports (the host build's error, with FMA and asin/acos noise)."""
+fails; timing runs check finiteness; ``--threads`` reaches the Gram checks; its float32 tolerance
+is what the kernel's arithmetic supports (the host build's error, with FMA and asin/acos noise); and
+its checks and timings of the newer paths (LAP, flip, Myrtle, circular padding) run end to end on the
+fake CuPy of ``test_gpu_fake_cupy.py`` (the ``.cu`` built for the host, NumPy arrays), at small sizes."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cuda_host import build_host_lib, host_matrix
+from test_gpu_fake_cupy import fake_gpu, host_lib  # noqa: F401  (fixtures: the fake CuPy)
 
+from cntk_core import Architecture
 from cntk_core.testing import reference_matrix
 
 GPU_CHECK = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
@@ -69,7 +73,7 @@ def test_non_finite_timing_values_fail_and_rows_are_kept(fake_run, monkeypatch):
     monkeypatch.setattr(gpu_check, "equality_checks", _one_passing_check)
     row = {"config": "x", "fused_pairs_per_s": 1.0, "baseline_pairs_per_s": 1.0, "speedup": 1.0}
     row |= {"flops_per_pair": 1.0, "tflops": 1.0, "cifar10_hours": 1.0, "kernel": {}, "threads": 256}
-    results = iter([True, False, True, True])
+    results = iter([True, False] + [True] * (len(gpu_check.TIMED) - 2))
     monkeypatch.setattr(gpu_check, "_timing_row", lambda *a: dict(row, finite=next(results)))
     code, lines, report = fake_run()
     assert code == 1 and lines[-1].startswith(f"{len(gpu_check.TIMED)}/{1 + len(gpu_check.TIMED)} checks passed")
@@ -128,3 +132,60 @@ def test_float32_tolerance_is_what_the_arithmetic_supports():
         lib.cntk_host_set_ulp_noise(0)
     tol = gpu_check.TOL["float32"]
     assert 5 * worst <= tol <= 20 * worst, (worst, tol)
+
+
+def test_extension_checks_run_and_pass_on_the_fake_gpu(fake_gpu, monkeypatch):  # noqa: F811
+    """extension_checks on the fake CuPy: every network of TINY_EXTENSIONS through network_kernel
+    (fused with the host-built kernels, or per-layer on NumPy arrays) against cntk_core.testing,
+    the Grams at small sizes against the CPU (here the per-layer NumPy path, which the oracle tests
+    check; gpu_check itself asks the Numba backend), and LAP c=0 against vanilla bit for bit."""
+    import cntk_core.gram as gram
+
+    monkeypatch.setattr(gram, "resolve_backend", lambda backend=None: backend or "cupy")
+    small = [(arch, 6, dtypes) for arch, _, dtypes in gpu_check.GRAM_EXTENSIONS if arch.depth <= 11]
+    monkeypatch.setattr(gpu_check, "GRAM_EXTENSIONS", small)
+    monkeypatch.setattr(gpu_check, "CPU_BACKEND", "numpy")
+    monkeypatch.setattr(gpu_check, "LAP0_SHAPE", (3, 7, 6, 3))
+    checks = gpu_check.Checks()
+    gpu_check.extension_checks(checks, np.random.default_rng(0))
+    names = [c["check"] for c in checks.results]
+    assert len(names) == 2 * len(gpu_check.TINY_EXTENSIONS) + sum(len(d) for _, _, d in small) + 1
+    assert all(c["ok"] for c in checks.results), [c for c in checks.results if not c["ok"]]
+    assert sum(n.startswith("fused") for n in names) >= 2 * 5 and sum(n.startswith("per-layer") for n in names) >= 8
+    assert any("fused + flip" in n for n in names) and any("per-layer + flip" in n for n in names)
+
+
+def test_extension_checks_fail_on_a_wrong_kernel(fake_gpu, monkeypatch):  # noqa: F811
+    """The same checks see a fused LAP that is off by a factor (here: GAP's scale instead of LAP's)."""
+    import cntk_core.gpu as gpu
+    import cntk_core.gram as gram
+
+    monkeypatch.setattr(gram, "resolve_backend", lambda backend=None: backend or "cupy")
+    monkeypatch.setattr(gpu_check, "TINY_EXTENSIONS", gpu_check.TINY_EXTENSIONS[:1])
+    monkeypatch.setattr(gpu_check, "GRAM_EXTENSIONS", [])
+    monkeypatch.setattr(gpu, "readout_scale", lambda p, q, readout, lap_c=None: 1.0)
+    checks = gpu_check.Checks()
+    gpu_check.extension_checks(checks, np.random.default_rng(0))
+    assert [c["ok"] for c in checks.results] == [False, False, True]  # float32, float64; c=0 is unscaled
+
+
+def test_timing_rows_of_every_path_on_the_fake_gpu(fake_gpu, monkeypatch, capsys):  # noqa: F811
+    """_timing_row for each TIMED configuration (fused, flip, per-layer) on 8x8 images with few pairs:
+    the row's keys, finite values, no fused columns for per-layer rows, and the table prints them."""
+    real_rate = gpu_check.rate
+    monkeypatch.setattr(gpu_check, "rate", lambda eng, x, first, t, cap, rng: real_rate(eng, x[:4], 3, 0.0, 3, rng))
+    x = np.random.default_rng(1).standard_normal((4, 8, 8, 3)).astype(np.float32)
+    rows = []
+    for name, arch, path in gpu_check.TIMED:
+        arch = Architecture.from_dict({**arch.to_dict(), "depth": min(arch.depth, 5)})  # Myrtle-5 unchanged
+        row = gpu_check._timing_row(name, arch, path, x, None, np.random.default_rng(2))
+        assert row.pop("finite") is True and row["path"] == path
+        assert (row["fused_pairs_per_s"] is None) == (path == "per-layer") == (row["tflops"] is None)
+        assert row["baseline_pairs_per_s"] > 0 and row["cifar10_hours"] > 0
+        rows.append(row)
+    by_name = {r["config"]: r for r in rows}
+    assert [r["path"] for r in rows].count("per-layer") == 2
+    assert by_name["CNTK-GAP-11+flip"]["flops_per_pair"] == 2 * by_name["CNTK-GAP-11"]["flops_per_pair"] > 0
+    gpu_check._table(rows, 67.0, 8)
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| CNTK")]
+    assert len(table) == len(gpu_check.TIMED) and sum("| n/a | " in line for line in table) == 2

@@ -1,8 +1,9 @@
 """FusedGPUEngine's Python side without a GPU: a fake CuPy (two devices) whose kernels are the ``.cu``
 built for the host (``tests/cuda_host.py``), against the float64 references. Covers the launch
-arguments, the record pass, shift blocks, reduction and scale, OOM retry, the shared-memory limit per device
-and kernel, the grid cap on pairs per launch, ``CNTK_GPU_THREADS``, and the float32 range rules as
-``kernel_matrix`` applies them to the GPU engine."""
+arguments, the record pass, shift blocks (LAP's subset included), reduction and scale, OOM retry, the
+shared-memory limit per device and kernel, the grid cap on pairs per launch, ``CNTK_GPU_THREADS``,
+the float32 range rules as ``kernel_matrix`` applies them to the GPU engine, the networks the engine
+refuses, and the flip-symmetrised kernel through the Gram driver on the fused engine."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from cuda_host import FORWARD, REVERSE, SHUFFLED, build_host_lib, launch_reduce,
 from gpu_emulator import emulate_matrix
 
 import cntk_core
+from cntk_core import Architecture, ParameterError
 from cntk_core.gpu import NAME_EXPRESSIONS
-from cntk_core.testing import reference_matrix
+from cntk_core.testing import reference_arch_matrix, reference_matrix
 
 TOL = {"float32": 1e-4, "float64": 1e-7}
 
@@ -40,7 +42,7 @@ class _FakeState:
     current = 0
     optin = {0: 232448, 1: 232448}  # MaxSharedMemoryPerBlockOptin per device (H100: 227 KB)
     func_smem: dict = {}  # (device, kernel name) -> max dynamic shared memory attribute
-    launches: list = []  # (device, kernel name, shared_mem)
+    launches: list = []  # (device, kernel name, shared_mem, grid)
 
 
 class _HostArray(np.ndarray):
@@ -72,8 +74,16 @@ class _FakeDevice:
         _FakeState.current = self._prev
 
 
-class _FakeCupy:
-    """Just enough of the CuPy namespace for FusedGPUEngine, on NumPy."""
+class _NumpyFallback(type):
+    """Names the fake does not define come from NumPy (the per-layer engine's array functions)."""
+
+    def __getattr__(cls, name):
+        return getattr(np, name)
+
+
+class _FakeCupy(metaclass=_NumpyFallback):
+    """Just enough of the CuPy namespace for FusedGPUEngine, on NumPy; anything else (the per-layer
+    engine's array functions) is NumPy's."""
 
     int32, float64 = np.int32, np.float64
 
@@ -120,6 +130,8 @@ class _FakeKernel:
     """What ``RawModule.get_function`` returns: a new object per call, whose shared-memory attribute
     belongs to the kernel on the current device (shared by every object of that name)."""
 
+    num_regs = local_size_bytes = 0  # what gpu_check reports of a kernel
+
     def __init__(self, lib, name, order):
         self.lib, self.name, self.order = lib, name, order
 
@@ -142,7 +154,7 @@ class _FakeKernel:
         if shared_mem > max(_STATIC_SMEM, self.max_dynamic_shared_size_bytes):
             raise RuntimeError(f"CUDA_ERROR_INVALID_VALUE: {shared_mem} bytes of shared memory on device {dev}")
         assert all(isinstance(a, (_HostArray, np.integer, np.floating)) for a in args), [type(a) for a in args]
-        _FakeState.launches.append((dev, self.name, shared_mem))
+        _FakeState.launches.append((dev, self.name, shared_mem, int(grid[0])))
         if self.name == "cntk_reduce":
             assert shared_mem == 0 and launch_reduce(self.lib, grid[0], block[0], args, self.order) == 0
             return
@@ -179,8 +191,8 @@ def fake_gpu(monkeypatch, host_lib):
     order = {"order": FORWARD}
     monkeypatch.setattr(gpu, "_module", lambda: _FakeModule(host_lib, order["order"]))
 
-    def make(depth, readout, fix, kind, dtype, shape, order=FORWARD, **kw):
-        spec = cntk_core.cntk(depth, readout, fix).canonical()
+    def make(depth, readout, fix, kind, dtype, shape, order=FORWARD, lap_c=None, **kw):
+        spec = Architecture(depth, readout, fix, fix, lap_c=lap_c)
         eng = gpu.FusedGPUEngine(spec, shape, kind, np.dtype(dtype), **kw)
         for k in (eng._shift_block_kernel, eng._reduce_kernel):
             k.order = order
@@ -196,20 +208,92 @@ def _matrix(eng, x1, x2):
 
 
 @pytest.mark.parametrize(
-    "shape,depth,readout,fix,kind,dtype,order",
+    "shape,depth,readout,fix,kind,dtype,order,c",
     [
-        ((5, 7, 2), 3, "gap", True, "ntk", "float64", REVERSE),
-        ((6, 4, 3), 4, "gap", False, "nngp", "float32", FORWARD),
-        ((9, 13, 3), 6, "vanilla", False, "ntk", "float32", SHUFFLED),
+        ((5, 7, 2), 3, "gap", True, "ntk", "float64", REVERSE, None),
+        ((6, 4, 3), 4, "gap", False, "nngp", "float32", FORWARD, None),
+        ((9, 13, 3), 6, "vanilla", False, "ntk", "float32", SHUFFLED, None),
+        ((7, 6, 2), 3, "lap", False, "ntk", "float64", SHUFFLED, 1),
+        ((9, 5, 3), 4, "lap", True, "nngp", "float32", REVERSE, 2),
+        ((5, 5, 2), 3, "lap", True, "ntk", "float32", FORWARD, 0),
+        ((4, 6, 1), 3, "lap", False, "ntk", "float64", FORWARD, 8),
     ],
 )
-def test_engine_python_side_with_host_kernels(fake_gpu, shape, depth, readout, fix, kind, dtype, order):
+def test_engine_python_side_with_host_kernels(fake_gpu, shape, depth, readout, fix, kind, dtype, order, c):
     z = make_images(4, shape, seed=2)
     x1, x2 = z[:3], z[2:]  # one image in both
-    eng = fake_gpu(depth, readout, fix, kind, dtype, shape, order=order, max_pairs=4)
+    eng = fake_gpu(depth, readout, fix, kind, dtype, shape, order=order, max_pairs=4, lap_c=c)
     got = _matrix(eng, x1, x2)
-    ref = reference_matrix(x1, x2, depth, readout, fix, fix, kind)
+    ref = reference_matrix(x1, x2, depth, readout, fix, fix, kind, lap_c=c)
     np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref).max())
+
+
+@pytest.mark.parametrize(
+    "shape,c,blocks", [((7, 6, 2), 1, 25), ((9, 5, 1), 2, 45), ((6, 6, 1), 0, 1), ((4, 6, 1), 8, 24)]
+)
+def test_lap_launches_only_the_weighted_shift_blocks(fake_gpu, shape, c, blocks):
+    """LAP's pair launch has min(P, 4c+1) * min(Q, 4c+1) thread blocks per pair (counted here by
+    hand); c = 0 is the vanilla launch and gives the vanilla kernel bit for bit."""
+    x = make_images(3, shape, seed=c)
+    eng = fake_gpu(3, "lap", False, "ntk", "float64", shape, lap_c=c)
+    assert eng.n_shift_blocks == blocks
+    state = eng.prepare(x)
+    _FakeState.launches.clear()
+    rows, cols = np.triu_indices(3)
+    got = eng.pairs(state, state, rows, cols)
+    grids = [(name, grid) for _, name, _, grid in _FakeState.launches]
+    assert grids == [("cntk_shift_blocks<double>", len(rows) * blocks), ("cntk_reduce", 1)]
+    ref = reference_matrix(x, x, 3, "lap", False, False, "ntk", lap_c=c)
+    np.testing.assert_allclose(got, ref[rows, cols], rtol=1e-12)
+    if c == 0:
+        vanilla = fake_gpu(3, "vanilla", False, "ntk", "float64", shape)
+        st = vanilla.prepare(x)
+        np.testing.assert_array_equal(got, vanilla.pairs(st, st, rows, cols))
+
+
+@pytest.mark.parametrize(
+    "arch,param",
+    [
+        (cntk_core.myrtle(5), "pools"),
+        (Architecture(3, "gap", pools=(1,)), "pools"),
+        (Architecture(3, "gap", padding="circular"), "padding"),
+        (Architecture(3, "lap", lap_c=1, padding="circular"), "padding"),
+    ],
+)
+def test_engine_refuses_networks_it_does_not_fuse(fake_gpu, arch, param):
+    import cntk_core.gpu as gpu
+
+    with pytest.raises(ParameterError) as err:
+        gpu.FusedGPUEngine(arch, (8, 8, 3), "ntk", np.dtype("float64"))
+    assert err.value.param == param and "per-layer" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "shape,arch,kind,dtype",
+    [
+        ((6, 7, 2), Architecture(3, "lap", True, True, lap_c=1, flip=True), "ntk", "float64"),
+        ((5, 6, 3), Architecture(4, "gap", flip=True), "nngp", "float32"),
+        ((5, 5, 2), Architecture(3, "vanilla", flip=True), "ntk", "float64"),
+    ],
+)
+def test_flip_kernel_through_the_driver_on_the_fused_engine(fake_gpu, monkeypatch, shape, arch, kind, dtype):
+    """network_kernel(Architecture(..., flip=True), backend="cupy"): the Gram driver wraps the fused
+    engine (two evaluations per pair) and matches the oracle's flip-symmetrised kernel."""
+    import cntk_core.gram as gram
+
+    monkeypatch.setattr(gram, "resolve_backend", lambda backend=None: "cupy")
+    x = make_images(4, shape, seed=shape[1])
+    got = cntk_core.network_kernel(arch, x[:3], x[1:], kind=kind, dtype=dtype, backend="cupy")
+    assert {name for _, name, _, _ in _FakeState.launches} == {"cntk_shift_blocks<" + _CT[dtype] + ">", "cntk_reduce"}
+    ref = reference_arch_matrix(x[:3], x[1:], arch, kind)
+    np.testing.assert_allclose(got, ref, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref).max())
+    gram_ = cntk_core.network_kernel(arch, x, kind=kind, dtype=dtype, backend="cupy")  # symmetric: self pairs
+    ref = reference_arch_matrix(x, x, arch, kind)
+    np.testing.assert_allclose(gram_, ref, rtol=TOL[dtype], atol=TOL[dtype] * np.abs(ref).max())
+    np.testing.assert_array_equal(gram_, gram_.T)
+
+
+_CT = {"float32": "float", "float64": "double"}
 
 
 def test_engine_oom_retry_with_host_kernels(fake_gpu):
@@ -256,7 +340,7 @@ def test_shared_memory_limit_is_the_largest_any_engine_needs(fake_gpu):
     assert _FakeState.func_smem == {(0, "cntk_shift_blocks<double>"): big.smem}  # not lowered, not set again
     np.testing.assert_allclose(_matrix(big, x, x), want, rtol=1e-12)
     assert _FakeState.func_smem == {(0, "cntk_shift_blocks<double>"): big.smem} and big.smem == 53248
-    assert max(s for _, _, s in _FakeState.launches) == 53248
+    assert max(s for _, _, s, _ in _FakeState.launches) == 53248
 
 
 def test_shared_memory_limit_is_set_on_the_device_that_launches(fake_gpu):

@@ -176,11 +176,39 @@ def _check_classroom(nb):
     assert _shown(_cell(nb, "classroom_comparison("), WIDGET), "the comparison panel is not displayed"
 
 
+def _check_kernel_zoo(nb):
+    """05: one row per kernel with accuracy in 0-100 % and a time, the figure, and every comparison
+    stated with its own band (a verdict that agrees with the printed difference and band)."""
+    printed = _printed(_cell(nb, "compare_kernels(x_train"))
+    rows = re.findall(r"^(\S+)\s+([\d.]+) ± ([\d.]+) %\s+([\d.]+) s$", printed, re.M)
+    assert len(rows) == 7, printed
+    assert all(0 <= float(a) <= 100 and float(s) > 0 for _, a, _, s in rows), rows
+    assert {"CNN-GP-Myrtle-5", "CNN-GP-LAP1-4+flip"} <= {r[0] for r in rows}, rows
+    assert _shown(_cell(nb, "make_subplots("), PLOTLY), "the accuracy/time figure is not displayed"
+    verdicts = _printed(_cell(nb, "def compare("))
+    found = re.findall(r": ([+-][\d.]+) points \(± ([\d.]+)\): (higher|lower|within noise)$", verdicts, re.M)
+    assert len(found) == 6, verdicts
+    for diff, band, verdict in found:
+        d, b = float(diff), float(band)
+        expected = "higher" if d > b else "lower" if d < -b else "within noise"
+        assert verdict == expected or abs(abs(d) - b) < 0.11, (diff, band, verdict)  # rounding at the edge
+    assert re.search(r"cost relative to vanilla: LAP1 \d+x, LAP2 \d+x, GAP \d+x, flip [\d.]+x", verdicts), verdicts
+
+
+def _check_what_the_ntk_predicts(nb):
+    """06: the checks live beside the widgets' tests (tests/test_teaching_views.py)."""
+    from test_teaching_views import check_what_the_ntk_predicts
+
+    check_what_the_ntk_predicts(nb)
+
+
 CHECKS = {
     "01_from_ntk_to_cntk.ipynb": _check_ntk_to_cntk,
     "02_cntk_explorer.ipynb": _check_explorer,
     "03_cifar10_regression.ipynb": _check_cifar10_regression,
     "04_scaling_up.ipynb": _check_scaling_up,
+    "05_kernel_zoo.ipynb": _check_kernel_zoo,
+    "06_what_the_ntk_predicts.ipynb": _check_what_the_ntk_predicts,
     "classroom.ipynb": _check_classroom,
 }
 
@@ -201,7 +229,7 @@ def _cifar10_for(monkeypatch, tmp_path) -> None:
 def test_notebook_runs_and_shows_its_results(path: Path, monkeypatch, tmp_path):
     assert path.name in CHECKS, f"{path.name}: add the checks of what it shows to CHECKS"
     monkeypatch.delenv("CNTK_LAB_DATASET", raising=False)  # each notebook's own default
-    if path.name.startswith("03_"):
+    if path.name.startswith(("03_", "05_")):
         _cifar10_for(monkeypatch, tmp_path)
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(

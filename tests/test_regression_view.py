@@ -38,6 +38,10 @@ def _controls(lab: RegressionLab) -> tuple[dict, dict]:
         fix_first=p.fix_first.value,
         fix_last=p.fix_last.value,
         pool=p.pool.value,
+        lap_c=p.lap_c.value if p.readout.value == "lap" else None,
+        padding=p.padding.value,
+        flip=p.flip.value,
+        preset=p.preset.value,
     )
     settings = dict(
         dataset=lab.dataset.value,
@@ -45,6 +49,10 @@ def _controls(lab: RegressionLab) -> tuple[dict, dict]:
         n_test_per_class=lab.n_test.value,
         downsample=lab.downsample.value,
         ridge=lab.ridge.value if lab.use_ridge.value else 0.0,
+        zca=lab.zca.value if lab.use_zca.value else None,
+        flip_augment=lab.flip_augment.value,
+        patches=lab.patches.value,
+        patch_size=lab.patch_size.value,
     )
     return spec, settings
 
@@ -455,3 +463,69 @@ def test_missing_cifar_subset_raises_a_clear_error(monkeypatch, tmp_path):
     assert lab.dataset.value == "cifar10-subset" and "CNTK_CIFAR10_SUBSET" in lab.error.value
     lab.run()
     assert "FileNotFoundError" in lab.error.value and lab.model.result is None
+
+
+# -- the later kernels and the preprocessing ----------------------------------------------------------------
+def test_preprocessing_controls_drive_the_settings_and_the_result_names_them():
+    lab = RegressionLab(**TINY)
+    lab.use_zca.value = True
+    lab.zca.value = 0.5
+    lab.flip_augment.value = True
+    lab.patches.value = 16
+    lab.patch_size.value = 3
+    s = lab.model.settings
+    assert (s.zca, s.flip_augment, s.patches, s.patch_size) == (pytest.approx(0.5), True, 16, 3)
+    lab.picker.model.set(readout="lap", lap_c=1, flip=True)
+    lab.run()
+    r = lab.model.result
+    assert lab.error.value == "" and r.n_train == 20
+    text = lab.accuracy.value
+    assert "CNTK-LAP1-3+flip" in text and "standardised, ZCA eps 0.5, flip-augmented, 16 random 3x3 patches" in text
+    assert "20 training images (10 and their mirrors)" in text
+    _assert_controls_show(lab, r)
+    lab.use_zca.value = False
+    assert lab.model.settings.zca is None and "ZCA None (shown: 0.5)" in lab.accuracy.value
+    lab.model.set(zca=0.02, patches=24)  # from code: the controls follow (a menu entry for 24 patches)
+    assert lab.use_zca.value and lab.zca.value == pytest.approx(0.02) and lab.patches.value == 24
+    lab.model.set(zca=0.0)  # plain ZCA: on, the log slider keeps a value it can show
+    assert lab.use_zca.value and lab.zca.value > 0
+
+
+def test_history_lines_keep_the_later_kernels_and_preprocessing_apart():
+    lab = RegressionLab(**TINY, ridge=1e-3)  # 10 training images, some kernels nearly singular
+    base_arch = dict(preset="paper", depth=3, readout="gap", padding="zero", flip=False)
+    base_settings = dict(zca=None, flip_augment=False, patches=0)
+    runs = [  # each differs from the paper's GAP-3 on standardised digits in one thing
+        (dict(), dict()),
+        (dict(readout="lap", lap_c=1), dict()),
+        (dict(readout="lap", lap_c=2), dict()),
+        (dict(padding="circular"), dict()),
+        (dict(flip=True), dict()),
+        (dict(preset="myrtle-5", depth=5), dict()),
+        (dict(), dict(zca=0.1)),
+        (dict(), dict(flip_augment=True)),
+        (dict(), dict(patches=8)),
+    ]
+    for arch, settings in runs:
+        lab.picker.model.set(**{**base_arch, **arch})
+        lab.model.set(**{**base_settings, **settings})
+        lab.run()
+        assert lab.error.value == "", lab.error.value
+    names = [t.name for t in lab.history_fig.data]
+    assert len(names) == len(runs) and len(set(names)) == len(runs)
+    for part in ("CNTK-LAP1", "CNTK-LAP2", "circular", "+flip", "Myrtle-5", "ZCA 0.1", "flip-augmented", "8 patches"):
+        assert sum(part in n for n in names) == 1, (part, names)
+
+
+def test_a_net_with_pools_names_the_downsample_factors_that_work(cifar_like):
+    lab = RegressionLab(dataset=cifar_like, downsample=3, **TINY)  # 32 -> 10 px
+    lab.picker.preset.value = "myrtle-5"
+    lab.run()
+    assert "divisible by 4, got 10x10 px" in lab.error.value and "use downsample 1, 2, 4 or 8" in lab.error.value
+    assert lab.model.result is None
+    assert "per-layer engine" in lab.model.notice and "10x10 px take about 2x" in lab.model.notice  # a note
+    lab.downsample.value = 4
+    lab.run()
+    assert lab.error.value == "" and lab.model.result.spec.title == "CNTK-Myrtle-5" and lab.model.notice is None
+    lab.sweep_depth_button.click()  # a Myrtle net has its own depth: the button says so
+    assert "fixed depth" in lab.error.value and len(lab.model.history) == 1

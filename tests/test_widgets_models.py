@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_images, raises_param
+from conftest import make_images, raises_param, rel_err
 
 import cntk_core
 import cntk_core.gram
+import cntk_core.presets
 from cntk_core import ParameterTypeError
 from cntk_widgets.jobs import Superseded
 from cntk_widgets.models import NetworkSpec, check_labels, chunked_gram, cross_gram
@@ -149,3 +150,135 @@ def test_row_blocks_use_the_engines_progress_and_cancel_hooks(images, monkeypatc
     with pytest.raises(Superseded):
         gram(stale)
     assert len(stale.fractions) == 4  # no engine call after the job turned stale
+
+
+# -- NetworkSpec: the later networks (LAP, padding, flip, Myrtle presets) ---------------------------------
+def test_network_spec_carries_every_field_into_one_architecture():
+    from cntk_core.architecture import MYRTLE_POOLS
+
+    spec = NetworkSpec(depth=4, readout="lap", lap_c=np.int64(3), padding="circular", flip=True, fix_first=True)
+    arch = spec.architecture
+    assert (arch.depth, arch.readout, arch.lap_c, arch.padding, arch.flip, arch.fix_first) == (
+        4, "lap", 3, "circular", True, True,
+    )  # fmt: skip
+    assert type(spec.lap_c) is int and arch.pools == ()
+    assert NetworkSpec(depth=3, pool=True).architecture.pools == (1,)  # the paper preset's pooling option
+    for depth, pools in MYRTLE_POOLS.items():
+        myrtle = NetworkSpec(depth=depth, preset=f"myrtle-{depth}", kind="nngp")
+        assert myrtle.architecture == cntk_core.presets.myrtle(depth) and myrtle.architecture.pools == pools
+        assert myrtle.title == f"CNN-GP-Myrtle-{depth}"
+    assert NetworkSpec(depth=4, readout="lap", lap_c=2, padding="circular", flip=True).title == "CNTK-LAP2-4-circ+flip"
+    # the describe() text shows the pools and the LAP readout
+    text = NetworkSpec(depth=5, preset="myrtle-5", readout="lap", lap_c=1).describe()
+    assert text.count("AvgPool 2x2") == 2 and "LocalAvgPool c=1" in text
+    assert "flip" in NetworkSpec(flip=True).describe()
+
+
+def test_network_spec_refuses_settings_that_do_not_go_together():
+    with raises_param("depth", match="Myrtle-7 has depth 7"):
+        NetworkSpec(depth=5, preset="myrtle-7")
+    with raises_param("pool", match="own pools"):
+        NetworkSpec(depth=5, preset="myrtle-5", pool=True)
+    with raises_param("preset"):
+        NetworkSpec(preset="myrtle-6")
+    with raises_param("lap_c"):  # LAP needs its window
+        NetworkSpec(readout="lap")
+    with raises_param("lap_c"):  # and only LAP has one
+        NetworkSpec(readout="gap", lap_c=1)
+    with raises_param("lap_c"):
+        NetworkSpec(readout="lap", lap_c=-1)
+    with raises_param("padding"):
+        NetworkSpec(padding="reflect")
+    with raises_param("flip", ParameterTypeError):
+        NetworkSpec(flip="yes")
+
+
+def test_network_spec_to_dict_names_each_new_field_only_when_set():
+    """The disk cache's keys are made of to_dict: the paper's specs keep the form they had before the new
+    fields (entries cached then stay valid), and every new field that is set changes it."""
+    old_form = {"depth": 3, "readout": "gap", "fix_first": False, "fix_last": False, "kind": "ntk", "pool": False}
+    assert NetworkSpec().to_dict() == old_form
+    variants = [
+        NetworkSpec(),
+        NetworkSpec(readout="lap", lap_c=0),
+        NetworkSpec(readout="lap", lap_c=1),
+        NetworkSpec(readout="vanilla"),  # LAP c=0 has the vanilla value, but is another spec
+        NetworkSpec(padding="circular"),
+        NetworkSpec(flip=True),
+        NetworkSpec(pool=True),
+        NetworkSpec(depth=5),
+        NetworkSpec(depth=5, preset="myrtle-5"),
+    ]
+    dicts = [v.to_dict() for v in variants]
+    assert len({repr(sorted(d.items())) for d in dicts}) == len(variants)
+    assert dicts[1]["lap_c"] == 0 and dicts[8]["preset"] == "myrtle-5" and dicts[5]["flip"] is True
+
+
+def test_architecture_model_completes_a_preset_and_the_lap_window():
+    from cntk_widgets.models import DEFAULT_LAP_C, ArchitectureModel
+
+    assert ArchitectureModel(preset="myrtle-5").spec.depth == 5  # completed in the constructor too
+    assert ArchitectureModel(readout="lap").spec.lap_c == DEFAULT_LAP_C
+    with raises_param("depth"):  # but what is given explicitly is kept (and refused here)
+        ArchitectureModel(preset="myrtle-5", depth=4)
+    m = ArchitectureModel(depth=3, pool=True)
+    assert m.set(preset="myrtle-7").depth == 7 and m.spec.pool is False  # the preset brings its depth
+    with raises_param("depth"):  # a Myrtle net's depth is fixed
+        m.set(depth=4)
+    assert m.spec.depth == 7
+    assert m.set(preset="paper").depth == 7  # the paper preset keeps the depth
+    assert m.set(readout="lap").lap_c == DEFAULT_LAP_C
+    m.set(lap_c=4)
+    assert m.set(readout="gap").lap_c is None
+    assert m.set(readout="lap").lap_c == 4  # the last window used
+    seen = []
+    m.observe(seen.append)
+    m.set(preset="myrtle-5")
+    assert [s.depth for s in seen] == [5] and seen[0].lap_c == 4
+
+
+def test_image_shape_check_of_nets_with_pools():
+    NetworkSpec(depth=5, preset="myrtle-5").check_image_shape(8, 12)
+    NetworkSpec(pool=True).check_image_shape(6, 2)
+    NetworkSpec().check_image_shape(5, 7)  # no pools: any size
+    with raises_param("pools", match=r"divisible by 4, got 6x8 px \(hint\)$"):
+        NetworkSpec(depth=10, preset="myrtle-10").check_image_shape(6, 8, hint=" (hint)")
+    with raises_param("pools", match="AvgPool.*divisible by 2"):
+        NetworkSpec(pool=True).check_image_shape(5, 4)
+
+
+#: specs of the later networks, on images their pools can halve, with the backends that run them
+_NEW_SPECS = [
+    (NetworkSpec(depth=3, readout="lap", lap_c=1), (5, 5, 2), "numba"),
+    (NetworkSpec(depth=4, readout="lap", lap_c=2, kind="nngp", fix_last=True), (4, 6, 1), "numba"),
+    (NetworkSpec(depth=3, readout="vanilla", padding="circular"), (4, 5, 2), "numpy"),
+    (NetworkSpec(depth=3, readout="lap", lap_c=1, padding="circular", flip=True), (4, 4, 1), "numpy"),
+    (NetworkSpec(depth=4, readout="gap", flip=True, fix_first=True), (5, 4, 3), "numba"),
+    (NetworkSpec(depth=5, preset="myrtle-5", kind="nngp"), (4, 4, 2), "numpy"),
+    (NetworkSpec(depth=3, pool=True, readout="vanilla"), (4, 6, 1), "numpy"),
+]
+
+
+@pytest.mark.parametrize("spec, shape, backend", _NEW_SPECS, ids=[f"{s.title} {b}" for s, _, b, *_ in _NEW_SPECS])
+def test_lab_grams_of_the_later_networks_equal_the_oracle(spec, shape, backend):
+    """chunked_gram / cross_gram of a spec's Architecture (the flip is no layer: it comes with the
+    Architecture, not with spec.network()) against the 4-D oracle, float64."""
+    from cntk_core.testing import reference_arch_matrix
+
+    seed = sum(map(ord, spec.title)) + sum(shape)  # reproducible, different per case
+    x, y = make_images(5, shape, seed=seed), make_images(3, shape, seed=seed + 1)
+    ref = reference_arch_matrix(x, x, spec.architecture, spec.kind)
+    got = chunked_gram(spec.architecture, x, kind=spec.kind, backend=backend, n_chunks=2)
+    assert rel_err(got, ref) <= 1e-7
+    cross = cross_gram(spec.architecture, y, x, kind=spec.kind, backend=backend, n_chunks=2)
+    assert rel_err(cross, reference_arch_matrix(y, x, spec.architecture, spec.kind)) <= 1e-7
+
+
+def test_per_layer_note_warns_only_for_per_layer_nets_on_large_images():
+    from cntk_widgets.models import per_layer_note
+
+    assert per_layer_note(NetworkSpec(depth=5, preset="myrtle-5"), 8, 8) is None  # 8x8: quick enough
+    assert per_layer_note(NetworkSpec(depth=11, readout="lap", lap_c=3), 32, 32) is None  # fused engine
+    note = per_layer_note(NetworkSpec(depth=5, preset="myrtle-5"), 32, 32)
+    assert "CNTK-Myrtle-5 runs on the per-layer engine" in note and "about 256x" in note
+    assert "16x16 px take about 16x" in per_layer_note(NetworkSpec(padding="circular"), 16, 16)

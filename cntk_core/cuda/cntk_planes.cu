@@ -18,6 +18,14 @@
 // also the boundary between the two planes of a shift block. The vanilla readout only needs shift
 // block (0, 0) (= the delta = 0 plane).
 //
+// Readouts. GAP and vanilla add the last layer's entries unweighted (lap_c < 0); the caller scales
+// the pair's sum (1 / (PQ)^2, 1). LAP with window c (lap_c = c >= 0, zero padding; docs/math.md)
+// weights entry [i, j, i', j'] by the integer n_P(i, i') * n_Q(j, j'), n_P(u, u') = the number of
+// window centres m in 0..P-1 with |u - m| <= c and |u' - m| <= c (lap_count), and the caller
+// scales by (2c + 1)^-4. Only entries with |i - i'| <= 2c and |j - j'| <= 2c weigh anything, so the
+// caller launches only the shift blocks (gi, gj) with gi in 0..2c or P-2c..P-1 (same for gj):
+// c = 0 is shift block (0, 0) alone, with weight 1 on every entry (the vanilla readout exactly).
+//
 // One thread block = one (pair, shift block). Shared memory: 2 buffers x (Sigma, Theta) x P*Q entries
 // of T, plus one double per thread for the readout reduction. One __syncthreads per layer: layer h
 // reads the previous layer's K and Theta (box sums of neighbours) and writes its own into the other
@@ -137,6 +145,15 @@ CNTK_HD inline void relu_dual(T s, T prod, T& k, T& k_dot) {
     k_dot = (const_pi<T>() - angle) * const_inv9pi<T>();
 }
 
+// LAP weight along one axis of length n (zero padding): the number of window centres m in 0..n-1
+// with u and v both in [m - c, m + c], i.e. |[max(u, v) - c, min(u, v) + c] & [0, n - 1]|. The caller
+// keeps c <= max(P, Q) - 1 (a larger c counts the same: every centre), so nothing overflows.
+CNTK_HD inline int lap_count(int u, int v, int n, int c) {
+    const int lo = (u > v ? u : v) - c, hi = (u < v ? u : v) + c;
+    const int a = lo > 0 ? lo : 0, b = hi < n - 1 ? hi : n - 1;
+    return b >= a ? b - a + 1 : 0;
+}
+
 // Entry e of shift block (gi, gj): position (r, c) of the second image and (i, j) = (r + gi, c + gj)
 // modulo (P, Q) of the first one. r = e / Q as a multiply by qinv = ceil(2^32 / Q) (reciprocal_q):
 // floor(e * qinv / 2^32) == e / Q whenever e * Q < 2^32, true here since e < P * Q and P * Q * Q
@@ -159,11 +176,12 @@ CNTK_HD inline void shift_block_position(int e, unsigned long long qinv, int gi,
 // e = tid, tid + nt, ...; no phase reads an entry that another thread writes in the same phase.
 //   xa, xb: P x Q x C images; va, vb: L x P x Q variance maps (unused in record mode);
 //   buf: 4 * P * Q entries of T (S/K ping, Theta ping, S/K pong, Theta pong); vrec: L x P x Q
-//   output of record mode. Returns this thread's float64 sum of Theta (ntk) or K over its entries.
+//   output of record mode; lap_c: the LAP window (< 0: GAP or vanilla, no weights). Returns this
+//   thread's float64 sum of Theta (ntk) or K over its entries, each times its LAP weight (lap_count).
 template <typename T>
 CNTK_HD double shift_block_thread(int tid, int nt, const T* xa, const T* xb, const T* va, const T* vb, T* vrec,
                                   T* buf, int gi, int gj, int P, int Q, int C, int L, bool fix_first,
-                                  bool fix_last, bool ntk, bool record) {
+                                  bool fix_last, bool ntk, bool record, int lap_c) {
     const int PQ = P * Q;
     T* s_src = buf;
     T* t_src = buf + PQ;
@@ -181,7 +199,6 @@ CNTK_HD double shift_block_thread(int tid, int nt, const T* xa, const T* xb, con
         s_src[e] = acc;
     }
     CNTK_SYNC();
-    double total = 0.0;
     for (int h = 1; h <= L; ++h) {
         const bool add_k = !(fix_last && h == L);
         for (int e = tid; e < PQ; e += nt) {
@@ -212,7 +229,7 @@ CNTK_HD double shift_block_thread(int tid, int nt, const T* xa, const T* xb, con
                 s_dst[e] = k;
                 t_dst[e] = t;
             } else {
-                total += ntk ? double(t) : double(k);
+                s_dst[e] = ntk ? t : k;  // the readout's operand, summed below
             }
         }
         CNTK_SYNC();
@@ -222,6 +239,17 @@ CNTK_HD double shift_block_thread(int tid, int nt, const T* xa, const T* xb, con
         tmp = t_src;
         t_src = t_dst;
         t_dst = tmp;
+    }
+    // readout: this thread's own entries of the last layer (no other thread's), in the order it wrote them
+    double total = 0.0;
+    for (int e = tid; e < PQ; e += nt) {
+        double value = double(s_src[e]);
+        if (lap_c >= 0) {
+            int r, c, i, j;
+            shift_block_position(e, qinv, gi, gj, P, Q, r, c, i, j);
+            value *= double(lap_count(i, r, P, lap_c) * lap_count(j, c, Q, lap_c));
+        }
+        total += value;
     }
     return total;
 }
@@ -233,12 +261,12 @@ CNTK_HD double shift_block_thread(int tid, int nt, const T* xa, const T* xb, con
 // Pair k = blockIdx.x / n_shift_blocks uses images rows[k] of x1 and cols[k] of x2, shift block
 // (shift_blocks[2t], shift_blocks[2t+1]) with t = blockIdx.x % n_shift_blocks. partial[blockIdx.x] =
 // the thread block's sum. Record mode: x2 == x1, rows == cols, n_shift_blocks == 1, shift block (0, 0);
-// v1 receives the variance maps.
+// v1 receives the variance maps. lap_c: the LAP window, or -1 for GAP and vanilla (see the header).
 template <typename T>
 CNTK_GLOBAL void cntk_shift_blocks(const T* __restrict__ x1, const T* __restrict__ x2, T* v1, const T* v2,
                                    const int* __restrict__ rows, const int* __restrict__ cols,
                                    const int* __restrict__ shift_blocks, int n_shift_blocks, int P, int Q, int C,
-                                   int L, int fix_first, int fix_last, int ntk, int record,
+                                   int L, int fix_first, int fix_last, int ntk, int record, int lap_c,
                                    double* __restrict__ partial) {
     CNTK_DYNAMIC_SMEM(cntk_smem);
     const int nt = blockDim.x, tid = threadIdx.x;
@@ -252,7 +280,8 @@ CNTK_GLOBAL void cntk_shift_blocks(const T* __restrict__ x1, const T* __restrict
     const T* vb = (record ? v1 : v2) + b * vmap;
     const double part = cntk::shift_block_thread<T>(tid, nt, x1 + a * img, x2 + b * img, va, vb, va, buf,
                                                     shift_blocks[2 * sb], shift_blocks[2 * sb + 1], P, Q, C, L,
-                                                    fix_first != 0, fix_last != 0, ntk != 0, record != 0);
+                                                    fix_first != 0, fix_last != 0, ntk != 0, record != 0,
+                                                    lap_c);
     // fixed-order tree reduction: the result does not depend on other blocks or on the launch size
     red[tid] = part;
     CNTK_SYNC();
@@ -282,8 +311,8 @@ extern "C" CNTK_GLOBAL void cntk_reduce(const double* __restrict__ partial, int 
 // them from CuPy's name_expressions instead
 template __global__ void cntk_shift_blocks<float>(const float*, const float*, float*, const float*, const int*,
                                                   const int*, const int*, int, int, int, int, int, int, int, int,
-                                                  int, double*);
+                                                  int, int, double*);
 template __global__ void cntk_shift_blocks<double>(const double*, const double*, double*, const double*,
                                                    const int*, const int*, const int*, int, int, int, int, int,
-                                                   int, int, int, int, double*);
+                                                   int, int, int, int, int, double*);
 #endif

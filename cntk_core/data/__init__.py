@@ -1,5 +1,6 @@
 """Data for cntk-lab: CIFAR-10 (download, tarball, folder), the exact CIFAR-10 subset, sklearn digits,
-subsets and the paper's preprocessing.
+subsets, the paper's preprocessing (with optional ZCA whitening, flip augmentation and Coates et al.'s
+random-patch features, :class:`RandomPatches`).
 
 >>> from cntk_core.data import load_dataset, preprocess
 >>> ds = load_dataset("digits")                     # offline: uint8 [n, 8, 8, 1], pixel_scale 16
@@ -27,6 +28,7 @@ from ._cifar import (
 from ._dataset import CIFAR10_CLASSES, Dataset
 from ._download import CACHE_ENV, CIFAR10_URL, URL_ENV, cache_dir, cifar10_url, download_cifar10
 from ._errors import DataError, DataUnavailableError
+from ._patches import RandomPatches
 from ._preprocess import STATS, ZCA, Preprocessed, Standardizer, hflip, hflip_augment, preprocess
 from ._safepickle import RestrictedUnpickler, safe_loads
 from ._setup import (
@@ -66,6 +68,7 @@ __all__ = [
     "DataUnavailableError",
     "Dataset",
     "Preprocessed",
+    "RandomPatches",
     "RestrictedUnpickler",
     "Standardizer",
     "SUBSET_ENV",

@@ -43,6 +43,7 @@ Modules
 - :mod:`.estimator`: :class:`CNTKClassifier` (scikit-learn) and :func:`precomputed_kernels`.
 - :mod:`.experiment`: :func:`run_experiment` and its :class:`ExperimentResult`.
 - :mod:`.small_data`: small-data learning curves, one Gram per kernel (:func:`learning_curves`).
+- :mod:`.zoo`: several kernels on one split, accuracy with standard errors and times (:func:`compare_kernels`).
 - :mod:`.experiment_data`: subset picking and the paper's preprocessing (:func:`standardize`).
 - :mod:`._checks`: the input checks (:func:`check_kernel` is public); labels use
   :func:`cntk_core.validation.check_labels`.
@@ -68,6 +69,7 @@ from .solve import (  # the targets 0.9 / -0.1: module constants as before, not 
     solve_kernel,
 )
 from .spectra import effective_dimension, eigenspectrum, normalized_gram, participation_ratio
+from .zoo import ZooRow, compare_kernels, zoo_table
 
 __all__ = [
     "CNTKClassifier",
@@ -78,8 +80,10 @@ __all__ = [
     "LearningCurve",
     "RidgeSelection",
     "SingularKernelError",
+    "ZooRow",
     "accuracy",
     "check_kernel",
+    "compare_kernels",
     "confusion_matrix",
     "default_ridge_grid",
     "effective_dimension",
@@ -101,4 +105,5 @@ __all__ = [
     "select_ridge",
     "solve_kernel",
     "standardize",
+    "zoo_table",
 ]

@@ -1,4 +1,8 @@
-"""The end-to-end experiment: data -> paper preprocessing -> kernels -> solve -> metrics, in one call.
+"""The end-to-end experiment: data -> preprocessing -> kernels -> solve -> metrics, in one call.
+
+Preprocessing is the paper's standardisation, optionally followed by ZCA whitening, Coates et al.'s
+random-patch features and flip augmentation (:func:`~.experiment_data.preprocess_split`); the kernel
+is any :class:`~cntk_core.architecture.Architecture` (LAP, circular padding, pools, flip).
 
 Accuracies are fractions in [0, 1], timings seconds; the reported ridge is absolute (in the kernel's
 units) and relative to ``mean(diag(K_train))``.
@@ -12,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from ..architecture import Architecture
 from ..data import SUBSETS
 from ..validation import ParameterError, ParameterTypeError, check_choice, check_flag, check_int, check_labels
 from ._checks import check_ridge_choice
-from .experiment_data import pick_subset, standardize
+from .experiment_data import check_preprocessing, pick_subset, preprocess_split
 from .metrics import accuracy, confusion_matrix, per_class_accuracy
 from .ridge import RidgeSelection, select_ridge
 from .solve import kernel_regression
@@ -46,6 +51,9 @@ class ExperimentResult:
     ridge_selection: RidgeSelection | None = None
     K_train: np.ndarray | None = field(default=None, repr=False)
     K_test: np.ndarray | None = field(default=None, repr=False)
+    kernel: str = ""  # the Architecture's title, e.g. "CNTK-LAP2-5+flip"
+    architecture: dict = field(default_factory=dict)  # Architecture.to_dict()
+    preprocessing: dict = field(default_factory=dict)  # see experiment_data.preprocess_split
 
     @property
     def stderr(self) -> float:
@@ -64,6 +72,9 @@ class ExperimentResult:
             "readout": self.readout,
             "fix": self.fix,
             "kind": self.kind,
+            "kernel": self.kernel,
+            "architecture": dict(self.architecture),
+            "preprocessing": dict(self.preprocessing),
             "dtype": self.dtype,
             "backend": self.backend,
             "accuracy": self.accuracy,
@@ -84,8 +95,9 @@ class ExperimentResult:
         width = max(5, *(len(n) for n in names))
         lines = [
             f"dataset {self.dataset}: {self.n_train} train / {self.n_test} test images of shape {self.image_shape}",
-            f"kernel: CNTK depth {self.depth}, readout {self.readout}, fix={self.fix}, kind {self.kind}, "
-            f"dtype {self.dtype}, backend {self.backend}",
+            f"kernel: {self.kernel or 'CNTK'} (depth {self.depth}, readout {self.readout}, fix={self.fix}, "
+            f"kind {self.kind}), dtype {self.dtype}, backend {self.backend}",
+            f"preprocessing: {_describe_preprocessing(self.preprocessing)}",
             f"ridge: {self.ridge_mode} -> {self.ridge:.4g} ({self.relative_ridge:.3g} x mean diag)",
             f"accuracy: {100 * self.accuracy:.2f} % (+/- {100 * self.stderr:.2f} binomial s.e.)",
             "per-class accuracy:",
@@ -113,6 +125,17 @@ def run_experiment(
     readout: str = "gap",
     fix: bool = False,
     kind: str = "ntk",
+    lap_c: int | None = None,
+    padding: str = "zero",
+    pools: tuple[int, ...] = (),
+    flip: bool = False,
+    zca: float | bool | None = None,
+    flip_augment: bool = False,
+    random_patches: int | None = None,
+    patch_size: int = 5,
+    patch_bias: float = 1.0,
+    patch_pool: int = 1,
+    patch_zca: float = 0.01,
     ridge: str | float = "none",
     n_folds: int = 5,
     backend: str | None = None,
@@ -136,6 +159,19 @@ def run_experiment(
     ``"all"`` training images of the data set (as the official code, which standardises the whole
     training set before any subset is taken) or only the ``"used"`` ones (see :func:`standardize`).
     ``keep_kernels`` stores K_train / K_test in the result.
+
+    The kernel: ``depth``, ``readout`` (``"gap"``, ``"vanilla"``, ``"lap"`` with ``lap_c``), ``fix``,
+    ``padding``, ``pools`` and ``flip`` (the flip-symmetrised kernel) make the
+    :class:`~cntk_core.architecture.Architecture` (its title is the result's ``kernel``); ``kind``
+    is CNTK or CNN-GP.
+
+    Preprocessing after the standardisation, each step fitted on the training images in use only
+    (never on test images; see :func:`~.experiment_data.preprocess_split`): ``zca`` (a number >= 0,
+    the ZCA regulariser relative to the mean eigenvalue, ``True`` for 0.1); ``random_patches = K``
+    (>= 2): Coates et al.'s features of :class:`~cntk_core.data.RandomPatches` with ``patch_size``,
+    ``patch_bias``, ``patch_pool``, ``patch_zca`` and ``seed`` (``2 K`` channels); ``flip_augment``:
+    the training set followed by its mirror images (twice the images and labels: the result's
+    ``n_train`` counts both, ``preprocessing["n_train_images"]`` the originals).
     """
     from .. import data
     from ..backend import resolve_backend
@@ -157,6 +193,11 @@ def run_experiment(
     per_class = check_flag(per_class, "per_class")
     keep_kernels = check_flag(keep_kernels, "keep_kernels")
     check_choice(subset, "subset", SUBSETS)
+    arch = Architecture.from_options(depth, readout, fix, lap_c=lap_c, padding=padding, pools=pools, flip=flip)
+    title = arch.title(kind)  # checks kind too
+    zca, flip_augment, patches = check_preprocessing(
+        zca, flip_augment, random_patches, patch_size, patch_bias, patch_pool, patch_zca, seed
+    )
     x_tr, y_tr = pick_subset(ds.x_train, np.asarray(ds.y_train), n_train, "n_train", per_class, subset, seed)
     x_te, y_te = pick_subset(ds.x_test, np.asarray(ds.y_test), n_test, "n_test", per_class, subset, seed)
     if ridge == "cv" and n_folds > len(y_tr):
@@ -164,15 +205,19 @@ def run_experiment(
             "n_folds",
             f"n_folds={n_folds} is larger than the {len(y_tr)} training images: ridge='cv' needs n_folds <= n_train",
         )
-    x_tr, x_te = standardize(ds, x_tr, x_te, stats=stats)
+    x_tr, y_tr, x_te, prep = preprocess_split(
+        ds, x_tr, y_tr, x_te, stats=stats, zca=zca, flip_augment=flip_augment, patches=patches
+    )
     y_tr = check_labels(y_tr, name="y_train")  # before the kernels: bad labels fail in a second, not an hour
     y_te = check_labels(y_te, name="y_test")
+    arch.stage_shape(*x_tr.shape[1:3])  # pools on images too small: refused before the kernels
     class_names = list(getattr(ds, "class_names", None) or range(int(max(y_tr.max(), y_te.max())) + 1))
     n_classes = len(class_names)
     timings["data"] = time.perf_counter() - t0
 
     be = resolve_backend(backend)
     kw = dict(depth=depth, readout=readout, fix=fix, kind=kind, dtype=dtype, backend=be, progress=progress)
+    kw.update(lap_c=arch.lap_c, padding=arch.padding, pools=arch.pools, flip=arch.flip)
     t = time.perf_counter()
     K_train = kernel_matrix(x_tr, **kw)
     timings["gram_train"] = time.perf_counter() - t
@@ -216,4 +261,24 @@ def run_experiment(
         ridge_selection=selection,
         K_train=K_train if keep_kernels else None,
         K_test=K_test if keep_kernels else None,
+        kernel=title,
+        architecture=arch.to_dict(),
+        preprocessing=prep,
     )
+
+
+def _describe_preprocessing(p: dict) -> str:
+    """One line for :meth:`ExperimentResult.report` from the ``preprocessing`` record."""
+    if not p:
+        return "standardised"
+    parts = [f"standardised ({p.get('stats')} training statistics)"]
+    if p.get("zca") is not None:
+        parts.append(f"ZCA eps {p['zca']:g}")
+    rp = p.get("random_patches")
+    if rp:
+        parts.append(
+            f"{rp['n_patches']} random {rp['size']}x{rp['size']} patches (bias {rp['bias']:g}, pool {rp['pool']})"
+        )
+    if p.get("flip_augment"):
+        parts.append(f"flip-augmented ({p.get('n_train_images')} -> {2 * p.get('n_train_images', 0)} training images)")
+    return ", ".join(parts)
