@@ -425,7 +425,8 @@ REGRESSION_STATE = r"""() => {
 RESULT_LINE = re.compile(
     r"(?P<title>CNN-GP|CNTK)-(?P<readout>GAP|V)-(?P<depth>\d+)"
     r"(?P<extra>(?:, fixed [a-z &]+)?(?:, AvgPool\(2\))?),"
-    r" (?P<data>\S+) (?P<h>\d+)x(?P<w>\d+) px(?: \(downsample (?P<down>\d+)\))?, (?P<n_train>\d+) training images,"
+    r" (?P<data>\S+) (?P<h>\d+)x(?P<w>\d+) px(?: \(downsample (?P<down>\d+)\))?, (?:(?P<prep>standardised.*?), )?"
+    r"(?P<n_train>\d+) training images,"
     r" ridge (?P<ridge>[\d.e+-]+): test accuracy (?P<acc>[\d.]+) % \((?P<n_test>\d+) test images"
 )
 
