@@ -194,8 +194,7 @@ def depths_in_one_pass(backend: str | None = None, arch: Architecture | None = N
         return True
     from .engines import NumbaEngine
 
-    supports = getattr(NumbaEngine, "supports", None)
-    return supports(arch) if supports is not None else arch.is_paper
+    return NumbaEngine.supports(arch)
 
 
 def kernel_matrices(

@@ -323,7 +323,7 @@ class TrainingDynamicsModel(JobModel):
             K, K_test = (self.disk_cache.get(self._disk_key(spec, data, p)) for p in ("train", "test"))
         source = "disk"
         if K is None or K_test is None or K.shape != (n, n) or K_test.shape != (n_test, n):
-            net, kw = spec.network(), dict(kind=spec.kind, backend=self.backend)
+            net, kw = spec.architecture, dict(kind=spec.kind, backend=self.backend)  # carries flip
             mid = n * (n + 1) / 2 / (n * (n + 1) / 2 + n_test * n)  # progress: train triangle, then test rows
             K = chunked_gram(net, data.x_train, ctx=ctx.scaled(0.0, mid), n_chunks=6, **kw)
             K_test = cross_gram(net, data.x_test, data.x_train, ctx=ctx.scaled(mid, 1.0), n_chunks=4, **kw)
