@@ -44,11 +44,14 @@ def load_version(rev: str, tmp: Path):
         ).stdout
     except subprocess.CalledProcessError as err:
         raise SystemExit(f"cannot read cntk_core/cpu_planes.py at {rev!r}: {err.stderr.strip()}") from None
-    name = "cpu_planes_" + "".join(ch if ch.isalnum() else "_" for ch in rev)
-    path = tmp / f"{name}.py"
+    stem = "cpu_planes_" + "".join(ch if ch.isalnum() else "_" for ch in rev)
+    path = tmp / f"{stem}.py"
     path.write_text(src)
+    # a submodule of the package, so that its relative imports (.recurrence, .cpu_threads) resolve
+    name = f"cntk_core.{stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    module.__package__ = "cntk_core"
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
@@ -59,7 +62,8 @@ def run_pairs(cp, x, p, maps, rows, cols, layers, c):
     # versions before the rename of shift tiles to shift blocks call the list all_tiles
     blocks = (cp.shift_blocks if hasattr(cp, "shift_blocks") else cp.all_tiles)(p, p, "gap")
     # versions from before per-block weights (self pairs' half sums) take no weights argument
-    weights = (np.ones(len(blocks)),) if "weights" in inspect.signature(cp.pair_sums.py_func).parameters else ()
+    fn = getattr(cp.pair_sums, "py_func", cp.pair_sums)  # a compiled function in versions before cpu_threads
+    weights = (np.ones(len(blocks)),) if "weights" in inspect.signature(fn).parameters else ()
     return cp.pair_sums(x, x, maps, maps, p, rows, cols, blocks, *weights, layers, False, False, True, c)
 
 

@@ -14,9 +14,10 @@ Run (one command, 5 to 8 minutes on an H100; needs CuPy and a CUDA device):
    The networks beyond the 2019 paper, each against the CPU: the LAP readout on the fused engine
    (c = 0, 1, 2, 4 and one beyond the image; c = 0 bit-identical to vanilla), the flip-symmetrised
    kernel through ``cntk_core.network_kernel(Architecture(..., flip=True), x, backend="cupy")`` (the
-   Gram driver's wrapper around the fused engine), and a Myrtle-5 network and circular-padding
-   networks, which run on the per-layer path with CuPy arrays: against cntk_core.testing on tiny
-   images and against ``backend="numba"`` (the CPU's fused or per-layer engine) at 32x32.
+   Gram driver's wrapper around the fused engine), Myrtle-5 networks on the staged engine
+   (:mod:`cntk_core.gpu_stages`, one launch per stage) and circular-padding networks, which run on
+   the per-layer path with CuPy arrays: against cntk_core.testing on tiny images and against
+   ``backend="numba"`` (the CPU's fused or per-layer engine) at 32x32 (staged: fused tolerances).
    Tolerances (relative to the largest entry): fused float32 2e-6, float64 1e-7. The float32 one is
    ~8x the largest error of the same kernel built for the host (tests/cuda_host.py) on these very
    configurations, 2.6e-7 (GAP-21 32x32), with fused multiply-adds and +-2-ulp noise on asin/acos as
@@ -28,9 +29,10 @@ Run (one command, 5 to 8 minutes on an H100; needs CuPy and a CUDA device):
    layer, the official code's design) measured in the same run; the baseline runs on few pairs.
    Then the newer paths: CNTK-LAP4-11 and CNTK-LAP2-21 (fused, against their per-layer baseline),
    CNTK-GAP-11+flip (the flip wrapper of :mod:`cntk_core.flip` around the fused engine and around
-   the baseline: two evaluations per pair), and CNTK-Myrtle-5 and CNTK-GAP-5-circ, which only the
-   per-layer CuPy path runs (their fused columns read n/a, and their CIFAR-10 hours are the
-   per-layer path's).
+   the baseline: two evaluations per pair), CNN-GP-Myrtle-5 and -7 (NNGP) and CNTK-Myrtle-5 on
+   the staged engine against the per-layer baseline (no FLOP count: n/a), and CNTK-GAP-5-circ,
+   which only the per-layer CuPy path runs (its fused columns read n/a, and its CIFAR-10 hours are
+   the per-layer path's).
    Every timed call's values must be finite (a check per configuration); a configuration that
    raises is a failed check, and the run goes on.
 3. Achieved FLOP rate of the fused path against the card's FP32 peak. Count per covariance entry of
@@ -79,8 +81,8 @@ TINY = [
     ((11, 8, 3), 11, "vanilla", True, "nngp"),
 ]
 #: (shape, Architecture, kind) of the checks of the newer paths against cntk_core.testing: LAP on the
-#: fused engine (c beyond the image: every weight P*Q), flip through the Gram driver, and networks
-#: that run on the per-layer path (pooling, circular padding)
+#: fused engine (c beyond the image: every weight P*Q), flip through the Gram driver, pooled networks
+#: on the staged engine, and circular padding on the per-layer path
 TINY_EXTENSIONS = [
     ((9, 13, 3), Architecture(4, "lap", lap_c=1), "ntk"),
     ((8, 8, 3), Architecture(5, "lap", True, True, lap_c=2), "nngp"),
@@ -120,7 +122,9 @@ TIMED = [
     )
 ]
 TIMED += [(a.title(), a, "flip") for a in (Architecture(11, "gap", True, True, flip=True),)]
-TIMED += [(a.title(), a, "per-layer") for a in (myrtle(5), Architecture(5, "gap", padding="circular"))]
+TIMED += [(a.title(kind), a, "staged", kind) for a, kind in ((myrtle(5), "nngp"), (myrtle(7), "nngp"),
+                                                            (myrtle(5), "ntk"))]  # fmt: skip
+TIMED += [(a.title(), a, "per-layer") for a in (Architecture(5, "gap", padding="circular"),)]
 
 
 def _rel(a, b) -> float:
@@ -267,8 +271,10 @@ def equality_checks(checks: Checks, threads):
 def _path(arch: Architecture) -> str:
     """Which GPU path ``network_kernel(arch, backend="cupy")`` takes (flip wraps either)."""
     from cntk_core.gpu import FusedGPUEngine
+    from cntk_core.gpu_stages import StagedGPUEngine
 
-    path = "fused" if FusedGPUEngine.supports(arch.network().canonical()) else "per-layer"
+    spec = arch.network().canonical()
+    path = "fused" if FusedGPUEngine.supports(spec) else "staged" if StagedGPUEngine.supports(spec) else "per-layer"
     return path + (" + flip" if arch.flip else "")
 
 
@@ -281,7 +287,7 @@ def extension_checks(checks: Checks, rng) -> None:
         x2 = np.concatenate([x1[:1], rng.standard_normal((2,) + shape)])
         ref = reference_arch_matrix(x1, x2, arch, kind)
         path = _path(arch)
-        tol = TOL if path.startswith("fused") else TOL_PER_LAYER
+        tol = TOL_PER_LAYER if path.startswith("per-layer") else TOL
         for dtype in ("float32", "float64"):
 
             def tiny(arch=arch, kind=kind, dtype=dtype, ref=ref, x1=x1, x2=x2, tol=tol):
@@ -295,7 +301,7 @@ def extension_checks(checks: Checks, rng) -> None:
         x = rng.standard_normal((3, size, size, 3))
         ref = cntk_core.network_kernel(arch, x, backend=CPU_BACKEND)
         path = _path(arch)
-        tol = TOL if path.startswith("fused") else TOL_PER_LAYER
+        tol = TOL_PER_LAYER if path.startswith("per-layer") else TOL
         for dtype in dtypes:
 
             def sym(arch=arch, dtype=dtype, ref=ref, x=x, tol=tol):
@@ -352,12 +358,12 @@ def timings(checks: Checks, threads, deadline: float, size: int = 32, rows: list
     rng = np.random.default_rng(1)
     x = rng.standard_normal((512, size, size, 3)).astype(np.float32)
     rows = [] if rows is None else rows
-    for name, arch, path in TIMED:
+    for name, arch, path, *kind in TIMED:
         if time.perf_counter() > deadline:
             print(f"SKIP timing {name}: time budget used up", flush=True)
             continue
         try:
-            row = _timing_row(name, arch, path, x, threads, rng)
+            row = _timing_row(name, arch, path, x, threads, rng, *kind)
         except Exception as exc:
             checks.add(f"timing {name}", False, f"{type(exc).__name__}: {exc}")
             continue
@@ -367,22 +373,29 @@ def timings(checks: Checks, threads, deadline: float, size: int = 32, rows: list
     return rows
 
 
-def _timing_row(name, arch, path, x, threads, rng) -> dict:
+def _timing_row(name, arch, path, x, threads, rng, kind="ntk") -> dict:
     """One timed configuration: ``path`` "fused" (the fused engine and the per-layer baseline),
-    "flip" (both inside :class:`cntk_core.flip.FlipEngine`, as ``network_kernel`` wraps them) or
+    "flip" (both inside :class:`cntk_core.flip.FlipEngine`, as ``network_kernel`` wraps them),
+    "staged" (:class:`cntk_core.gpu_stages.StagedGPUEngine` and the baseline; no FLOP count) or
     "per-layer" (the per-layer CuPy engine alone: the fused columns are ``None``)."""
     import cupy
 
     from cntk_core.engines import PerLayerEngine
     from cntk_core.flip import FlipEngine
     from cntk_core.gpu import FusedGPUEngine
+    from cntk_core.gpu_stages import StagedGPUEngine
 
     net = arch.network()
     f32 = np.dtype("float32")
     wrap = FlipEngine if path == "flip" else (lambda e: e)
     fused, ok_fused, eng, kinfo = None, True, None, {}
     try:
-        if path != "per-layer":
+        if path == "staged":
+            eng = StagedGPUEngine(net.canonical(), x.shape[1:], kind, f32, threads=threads)
+            fused, ok_fused = rate(eng, x, 16, 3.0, 100_000, rng)
+            kinfo = {"regs": int(eng._stage_kernel.num_regs), "smem_dynamic": max(eng.smem)}
+            kinfo["shift_blocks"] = [len(b) for b in eng.pair_blocks]
+        elif path != "per-layer":
             eng = FusedGPUEngine(net.canonical(), x.shape[1:], "ntk", f32, threads=threads)
             vanilla = arch.readout == "vanilla"
             first = 4096 if vanilla else 256 if arch.readout == "lap" else 64
@@ -391,12 +404,12 @@ def _timing_row(name, arch, path, x, threads, rng) -> dict:
             k = eng._shift_block_kernel
             kinfo = {"regs": int(k.num_regs), "local_bytes": int(k.local_size_bytes), "smem_dynamic": eng.smem}
             kinfo["shift_blocks"] = eng.n_shift_blocks
-        base_eng = wrap(PerLayerEngine(net, x.shape[1:], "ntk", f32, xp=cupy))
+        base_eng = wrap(PerLayerEngine(net, x.shape[1:], kind, f32, xp=cupy))
         base, ok_base = rate(base_eng, x[:64], 8, 1.0 if eng else 2.0, 256 if eng else 4096, rng)
     finally:
         cupy.get_default_memory_pool().free_all_blocks()
     evaluations = 2.0 if path == "flip" else 1.0  # per pair
-    flops = eng.flops_per_pair * evaluations if eng else None
+    flops = eng.flops_per_pair * evaluations if eng and path != "staged" else None
     shown = f"fused {fused:,.0f} pairs/s" if eng else "no fused path"
     print(f"timed {name}: {shown}, per-layer {base:,.1f} pairs/s, {kinfo}", flush=True)
     return {
@@ -406,7 +419,7 @@ def _timing_row(name, arch, path, x, threads, rng) -> dict:
         "baseline_pairs_per_s": base,
         "speedup": fused / base if eng else None,
         "flops_per_pair": flops,
-        "tflops": flops * fused / 1e12 if eng else None,
+        "tflops": flops * fused / 1e12 if flops else None,
         "cifar10_hours": CIFAR_PAIRS / (fused if eng else base) / 3600,
         "kernel": kinfo,
         "threads": eng.threads if eng else None,
@@ -481,8 +494,8 @@ def _table(rows: list[dict], peak, size: int) -> None:
             fused = speedup = tflops = pct = "n/a"
         else:
             fused, speedup = f"{r['fused_pairs_per_s']:,.0f}", f"{r['speedup']:,.1f}x"
-            tflops = f"{r['tflops']:.2f}"
-            pct = f"{100 * r['tflops'] / peak:.1f}" if peak else "n/a"
+            tflops = f"{r['tflops']:.2f}" if r["tflops"] else "n/a"
+            pct = f"{100 * r['tflops'] / peak:.1f}" if peak and r["tflops"] else "n/a"
         print(
             f"| {r['config']} | {fused} | {r['baseline_pairs_per_s']:,.1f} | "
             f"{speedup} | {tflops} | {pct} | {r['cifar10_hours']:,.1f} |"

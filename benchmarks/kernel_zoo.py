@@ -2,7 +2,8 @@
 ``c``, flips on and off, CNTK-GAP and Myrtle, every kernel on the same images and ridge rule
 (:func:`cntk_core.regression.compare_kernels`: k-fold CV ridge on the training Gram, the paper's
 classifier, binomial standard errors). The baseline of each row is the vanilla kernel of the same
-depth and kind in the same run (``x V``: its accuracy difference in points).
+depth, kind and number of training images in the same run (``x V``: its accuracy difference in points,
+± the standard error of the difference paired over the same test images).
 
     CNTK_CIFAR10_SUBSET=/path/to/subset .venv/bin/python benchmarks/kernel_zoo.py \
         --n-train 2000 --kernels V,LAP1,LAP2,V+flip,LAP1+flip --depth 5 --kind nngp --dtype float32
@@ -28,7 +29,7 @@ import numpy as np
 
 from cntk_core import Architecture, myrtle
 from cntk_core.data import balanced_subset, load_dataset, preprocess
-from cntk_core.regression import compare_kernels, zoo_table
+from cntk_core.regression import compare_kernels, paired_difference, zoo_table
 
 
 def architecture(name: str, depth: int) -> Architecture:
@@ -80,12 +81,11 @@ def main(argv=None) -> int:
             dtype=args.dtype, progress=False, on_row=report,
         )  # fmt: skip
     print(zoo_table(rows))
-    vanilla = {
-        r.n_train: r.accuracy for r in rows if r.architecture["readout"] == "vanilla" and not r.architecture.get("flip")
-    }
+    vanilla = {r.n_train: r for r in rows if r.architecture["readout"] == "vanilla" and not r.architecture.get("flip")}
     for r in rows:
-        if r.n_train in vanilla:
-            print(f"{r.name}: {100 * (r.accuracy - vanilla[r.n_train]):+.1f} points x V (same n_train)")
+        if r.n_train in vanilla and r is not vanilla[r.n_train]:
+            diff, se = paired_difference(r, vanilla[r.n_train], y_test)
+            print(f"{r.name}: {100 * diff:+.1f} ± {100 * se:.1f} points x V (same n_train; paired over test images)")
     if args.json:
         args.json.write_text(json.dumps([r.to_dict() for r in rows], indent=1))
     return 0

@@ -43,8 +43,9 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from .cpu_threads import run_items
 from .recurrence import INV_9PI
 
 _PI = math.pi
@@ -499,25 +500,29 @@ def _self_maps(x, a, zero, masks, work, n_conv, maps, c):
         _record_maps(sig, q_, maps, a, layer, c.one, c.sqrt_inv_9pi)
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
+def _image_maps_items(lo, hi, x, p_, n_conv, c, out):
+    """:func:`image_maps` of the images ``lo .. hi - 1`` into ``out`` (one thread's run)."""
+    q_ = x.shape[2] // p_
+    zero = np.int64(n_conv - n_conv)  # a run-time 0: a literal would compile _record_maps twice
+    masks = shift_block_masks(p_, q_, zero, c.one)
+    for i in range(lo, hi):
+        work = np.zeros((2, x.shape[2] + 2 * q_), x.dtype)
+        _self_maps(x, i, zero, masks, work, n_conv, out, c)
+
+
 def image_maps(x, p_, n_conv, c):
     """Per-image maps ``(n, L, 2, 2PQ)``: sqrt(v / (9 pi)) and 1/sqrt(v) (0 where v = 0) of the
     variances v = Sigma^(h)(x, x)[p, p] for h = 0 .. L-1, flat, stored twice end to end (so that every shift
     block reads one contiguous window).
 
     x: (n, C, PQ) flat channel-planar images of ``p_`` rows. O(n P Q L) work, run once per image
-    (not once per pair), by :func:`_self_maps` on the self pair's delta = 0 plane. Allocates
-    ``32 L P Q`` bytes per image in float64.
+    (not once per pair), by :func:`_self_maps` on the self pair's delta = 0 plane, images split among
+    threads (:func:`cntk_core.cpu_threads.run_items`). Allocates ``32 L P Q`` bytes per image in float64.
     """
     n, _, pq = x.shape
-    q_ = pq // p_
     out = np.zeros((n, max(n_conv, 1), 2, 2 * pq), x.dtype)
-    zero = np.int64(n_conv - n_conv)  # a run-time 0: a literal would compile _record_maps twice
-    masks = shift_block_masks(p_, q_, zero, c.one)
-    idx = np.arange(n)  # int64 image numbers (prange's own index is unsigned)
-    for i in prange(n):
-        work = np.zeros((2, pq + 2 * q_), x.dtype)
-        _self_maps(x, idx[i], zero, masks, work, n_conv, out, c)
+    run_items(_image_maps_items, n, x, int(p_), int(n_conv), c, out)
     return out
 
 
@@ -526,7 +531,33 @@ def image_maps(x, p_, n_conv, c):
 _PAIR_GROUP = 32
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
+def _pair_sums_items(
+    lo, hi, x1, x2, m1, m2, p_, rows, cols, blocks, out_layers, fix_first, fix_last, ntk, c, lap_p, lap_q, group,
+    partial,
+):  # fmt: skip
+    """Work items ``lo .. hi - 1`` of :func:`pair_sums` (one thread's run): item = (shift block, group
+    of ``group`` pairs), block-major."""
+    lap = lap_p.shape[0] > 0
+    n_pairs = rows.shape[0]
+    n_blocks = blocks.shape[0]
+    n_groups = (n_pairs + group - 1) // group
+    pq = x1.shape[2]
+    q_ = pq // p_
+    for item in range(lo, hi):
+        d = item // n_groups
+        g = item - d * n_groups
+        masks = shift_block_masks(p_, q_, blocks[d], c.one)
+        work = np.zeros((4, pq + 2 * q_), x1.dtype)
+        ew = np.empty(pq if lap else 0)
+        if lap:
+            lap_entry_weights(lap_p, lap_q, q_, blocks[d], ew)
+        _shift_block_sums(
+            x1, rows, x2, cols, g * group, min((g + 1) * group, n_pairs), n_blocks, d, m1, m2, blocks[d],
+            masks, ew, work, out_layers, fix_first, fix_last, ntk, c, partial,
+        )  # fmt: skip
+
+
 def pair_sums(
     x1, x2, m1, m2, p_, rows, cols, blocks, weights, out_layers, fix_first, fix_last, ntk, c, wp=None, wq=None
 ):
@@ -540,36 +571,24 @@ def pair_sums(
     (:func:`cntk_core.cpu_lap.lap_tables`) for a LAP-weighted sum, or ``None`` (GAP, vanilla; an
     empty table is the same). Returns float64
     ``(n_pairs, len(out_layers))`` (unscaled). Work items are (shift block, group of pairs), which
-    share the block's masks and scratch. Partial sums are per (pair, shift block) and reduced in a fixed
-    order, so a pair's value does not depend on which other pairs share the call (Gram tiles give
-    bit-identical results). Allocates ``n_pairs * n_blocks * len(out_layers)`` float64 partial sums
-    and, per work item, the block's masks and scratch (4 + 4 rows of about PQ entries; with LAP, one
-    more float64 row of weights).
+    share the block's masks and scratch, run by threads (:func:`cntk_core.cpu_threads.run_items`).
+    Partial sums are per (pair, shift block) and reduced in a fixed order, so a pair's value does
+    not depend on which other pairs share the call (Gram tiles give bit-identical results) or on the
+    threads. Allocates ``n_pairs * n_blocks * len(out_layers)`` float64 partial sums and, per work
+    item, the block's masks and scratch (4 + 4 rows of about PQ entries; with LAP, one more float64
+    row of weights).
     """
     lap_p = np.zeros((0, 0)) if wp is None else wp
     lap_q = np.zeros((0, 0)) if wq is None else wq
-    lap = lap_p.shape[0] > 0
-    n_pairs = rows.shape[0]
-    n_blocks = blocks.shape[0]
-    n_out = out_layers.shape[0]
-    pq = x1.shape[2]
-    q_ = pq // p_
-    partial = np.zeros((n_pairs * n_blocks, n_out))
+    n_pairs, n_blocks = len(rows), len(blocks)
+    partial = np.zeros((n_pairs * n_blocks, len(out_layers)))
     # groups of pairs share a block's masks; with one block (vanilla) up to 64, leaving >= 32 items
     group = _PAIR_GROUP if n_blocks > 1 else max(1, min(64, n_pairs // 32))
-    n_groups = (n_pairs + group - 1) // group
-    for item in prange(n_blocks * n_groups):
-        d = item // n_groups
-        g = item - d * n_groups
-        masks = shift_block_masks(p_, q_, blocks[d], c.one)
-        work = np.zeros((4, pq + 2 * q_), x1.dtype)
-        ew = np.empty(pq if lap else 0)
-        if lap:
-            lap_entry_weights(lap_p, lap_q, q_, blocks[d], ew)
-        _shift_block_sums(
-            x1, rows, x2, cols, g * group, min((g + 1) * group, n_pairs), n_blocks, d, m1, m2, blocks[d],
-            masks, ew, work, out_layers, fix_first, fix_last, ntk, c, partial,
-        )  # fmt: skip
+    n_items = n_blocks * ((n_pairs + group - 1) // group)
+    run_items(
+        _pair_sums_items, n_items, x1, x2, m1, m2, int(p_), rows, cols, blocks, out_layers, bool(fix_first),
+        bool(fix_last), bool(ntk), c, lap_p, lap_q, int(group), partial,
+    )  # fmt: skip
     return weighted_shift_block_sums(partial, weights, n_pairs)
 
 

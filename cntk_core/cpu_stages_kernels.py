@@ -25,10 +25,15 @@ and the readout counts it twice; see :func:`cntk_core.cpu_planes.self_pair_shift
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .cpu_planes import _flat_sum, _hsum, _hsum_pair, _k_entry, _relu_entry, _s0_shift_block, _theta_entry, _vsum
+from .cpu_threads import run_items
 
+# Small helpers called many times per shift block are inlined by Numba (an array passed to a compiled
+# call costs atomic reference-count updates on arrays that the threads share); the per-block and
+# per-layer routines are ordinary compiled calls, each compiled once: Numba-level inlining of those
+# re-typed them at every call site and doubled this module's cold compile.
 _INLINE = {"cache": True, "nogil": True, "error_model": "numpy", "inline": "always", "fastmath": {"contract"}}
 _FN = {"cache": True, "nogil": True, "error_model": "numpy", "fastmath": {"contract"}}
 
@@ -49,7 +54,7 @@ def _mask_entry(p_, q_, kr, cut, r, t, one, masks):
     masks[3, f] = one if r + 1 < p_ and r + 1 != wrap else zero
 
 
-@njit(**_INLINE)
+@njit(**_FN)
 def _set_masks(p_, q_, k, prev, one, masks):
     """masks = the (4, PQ) 0/1 tr3 masks of shift block ``k`` (left, right, up, down neighbour
     allowed), as :func:`cntk_core.cpu_planes.shift_block_masks` builds them, without allocating.
@@ -84,7 +89,7 @@ def _set_masks(p_, q_, k, prev, one, masks):
             masks[3, f0 + t] = down_r
 
 
-@njit(**_INLINE)
+@njit(**_FN)
 def _layer_flat(hs, ht, sig, theta, q_, masks, ma, a, mb, b, off, k, c, k_only, theta_only, first):
     """One ReLU layer on a shift block held at ``Q .. Q + PQ`` (see cpu_planes' ``_layer_shift_block``),
     reading the flat maps ``ma[a, :, off + k + f]`` and ``mb[b, :, off + f]``. ``first`` (a literal):
@@ -116,7 +121,7 @@ def _layer_flat(hs, ht, sig, theta, q_, masks, ma, a, mb, b, off, k, c, k_only, 
             )
 
 
-@njit(**_INLINE)
+@njit(**_FN)
 def _record(hs, tmp, q_, masks, maps, a, off, c):
     """maps[a, :, off ..] = the maps of the variances v = tr3 of the block whose row 3-sums are
     ``hs`` (block 0 of the self pair: the delta = 0 plane), each stored twice end to end;
@@ -164,7 +169,7 @@ def _scatter_run(src, src0, u0, u1, out, b_even, b_odd, t_even, t_odd, transpose
             out[bo + u] += src[e + one]
 
 
-@njit(**_INLINE)
+@njit(**_FN)
 def _scatter(src, src2, two, p_, q_, k, out, out2, transpose):
     """Add block ``k``'s entries ``src[Q + f]`` into the pooled tensor ``out`` (``n2^2`` entries,
     ``n2 = P'Q'``, ``P' = P // 2``) in the next stage's shift block layout (module docstring), dropping
@@ -221,7 +226,7 @@ def _scatter(src, src2, two, p_, q_, k, out, out2, transpose):
                         out2[t_even + u1] += src2[src0 + t1 - 1]
 
 
-@njit(**_INLINE)
+@njit(**_FN)
 def _gather(tin, k, dst, q_):
     """dst[Q + f] = shift block ``k`` of a pooled tensor in shift block layout (one contiguous run)."""
     n = np.uint64(dst.shape[0] - 2 * q_)
@@ -230,7 +235,7 @@ def _gather(tin, k, dst, q_):
         dst[qu + f] = tin[base + f]
 
 
-@njit(**_INLINE)
+@njit(**_FN)
 def _lap_sum(src, q_, k, wr, wc):
     """float64 sum of ``wr[a_r, r] wc[a_c, t] src[Q + f]`` over block ``k`` (f = r Q + t pairs
     a = (f + k) mod PQ with f): the LAP readout's integer-count weights."""
@@ -242,6 +247,14 @@ def _lap_sum(src, q_, k, wr, wc):
             fa -= n
         acc += wr[fa // q_, f // q_] * wc[fa % q_, f % q_] * src[q_ + f]
     return acc
+
+
+@njit(**_FN)
+def _runtime_values(n):
+    """``(int64 0, False)`` as runtime values, not Numba literals: a literal argument makes Numba
+    compile one more specialisation of the callee (and of everything it calls), and the cold
+    compile of this module is what a fresh machine (and CI) waits for."""
+    return n - n, n < 0
 
 
 @njit(**_FN)
@@ -288,7 +301,7 @@ def _stage(
             k_only = not ntk or (h == 0 and fix_first)  # Theta after the layer equals K
             theta_only = ntk and not k_only and fix_last and h == n_conv - 1  # the readout's K left out
             ht_in = hs if theta_is_sigma else ht
-            if h == 0:
+            if h == 0:  # a literal: two compiled copies of the loop, each without the per-entry branch
                 _layer_flat(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, moff[h], k, c, k_only, theta_only, True)
             else:
                 _layer_flat(hs, ht_in, sig, theta, q_, masks, ma, a, mb, b, moff[h], k, c, k_only, theta_only, False)
@@ -302,10 +315,9 @@ def _stage(
         th = sig if k_only else theta
         if not last_stage:
             tr = wgt > 1.0
-            if theta_only:  # K is not needed any more (the last layer): Theta alone
-                _scatter(th, th, False, p_, q_, k, tout_theta, tout_theta, tr)
-            else:
-                _scatter(sig, th, ntk, p_, q_, k, tout_sig, tout_theta, tr)
+            # theta_only: K is not needed any more (the last layer), Theta alone
+            src, out = (th, tout_theta) if theta_only else (sig, tout_sig)
+            _scatter(src, th, ntk and not theta_only, p_, q_, k, out, tout_theta, tr)
         elif not record:
             src = th if ntk else sig
             if readout == LAP:
@@ -356,44 +368,43 @@ def pair_value(
     return total
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def pair_values(xa, xb, ma, mb, rows, cols, geo, moff, blocks, bstart, bweight, wr, wc, ntk, fix_first,
-                fix_last, readout, c, chunks):  # fmt: skip
-    """float64 ``(n_pairs,)`` unscaled readouts of the pairs ``(xa[rows[i]], xb[cols[i]])``
-    (:func:`pair_value`). ``chunks``: work items are (pair, one of ``chunks`` runs of the first
-    stage's blocks), each scattering into a partial pooled tensor of its own; then per pair the
-    partials are added in order and the later stages run. Each value depends on its pair and
-    ``chunks`` alone, not on the other pairs or the threads. Allocates ``n_pairs * chunks`` partial
-    pooled tensors (times 2 for the NTK) of ``(P_2 Q_2)^2`` entries, and per item its scratch."""
-    n_pairs = rows.shape[0]
-    dt = xa.dtype
-    out = np.zeros(n_pairs)
-    dummy = np.zeros(1, dt)
-    n2 = (geo[0, 0] // 2) * (geo[0, 1] // 2)
-    part_sig = np.zeros((n_pairs * chunks, n2 * n2), dt)
-    part_theta = np.zeros((n_pairs * chunks if ntk else 1, n2 * n2 if ntk else 1), dt)
+@njit(**_FN)
+def _first_stage_items(lo, hi, xa, xb, ma, mb, rows, cols, geo, moff, blocks, bstart, bweight, wr, wc, ntk, fix_first,
+                       fix_last, readout, c, chunks, part_sig, part_theta):  # fmt: skip
+    """Work items ``lo .. hi - 1`` of :func:`pair_values`' first phase (one thread's run): item =
+    (pair, run of the first stage's blocks), scattering into its own partial pooled tensor."""
+    dummy = np.zeros(1, xa.dtype)
     n_blocks = bstart[1] - bstart[0]
-    for it in prange(n_pairs * chunks):
-        item = np.int64(it)  # prange's index is unsigned, and unsigned with signed gives floats
+    stage0, no = _runtime_values(lo)
+    for item in range(lo, hi):
         i = item // chunks
         ch = item - i * chunks
         b0 = bstart[0] + n_blocks * ch // chunks
         b1 = bstart[0] + n_blocks * (ch + 1) // chunks
         _stage(
-            0, b0, b1, xa, rows[i], xb, cols[i], ma, mb, geo, moff, blocks, bweight, wr, wc, ntk, fix_first,
-            fix_last, readout, False, c, dummy, dummy, part_sig[item], part_theta[item if ntk else 0],
+            stage0, b0, b1, xa, rows[i], xb, cols[i], ma, mb, geo, moff, blocks, bweight, wr, wc, ntk, fix_first,
+            fix_last, readout, no, c, dummy, dummy, part_sig[item], part_theta[item if ntk else 0],
         )  # fmt: skip
+
+
+@njit(**_FN)
+def _later_stages_items(lo, hi, xa, xb, ma, mb, rows, cols, geo, moff, blocks, bstart, bweight, wr, wc, ntk,
+                        fix_first, fix_last, readout, c, chunks, part_sig, part_theta, out):  # fmt: skip
+    """Pairs ``lo .. hi - 1`` of :func:`pair_values`' second phase (one thread's run): the partials
+    added in order, the mean's 1/16, the later stages, ``out[i]``."""
+    dt = xa.dtype
+    n2 = part_sig.shape[1]
     sixteenth = c.half * c.half * c.half * c.half
-    for ip in prange(n_pairs):
-        i = np.int64(ip)
-        tin_sig = np.zeros(n2 * n2, dt)
-        tin_theta = np.zeros(n2 * n2 if ntk else 1, dt)
+    stage0, no = _runtime_values(lo)
+    for i in range(lo, hi):
+        tin_sig = np.zeros(n2, dt)
+        tin_theta = np.zeros(n2 if ntk else 1, dt)
         for ch in range(chunks):
             j = i * chunks + ch
-            for e in range(n2 * n2):
+            for e in range(n2):
                 tin_sig[e] += part_sig[j, e]
             if ntk:
-                for e in range(n2 * n2):
+                for e in range(n2):
                     tin_theta[e] += part_theta[j, e]
         for e in range(tin_sig.shape[0]):
             tin_sig[e] *= sixteenth
@@ -401,24 +412,49 @@ def pair_values(xa, xb, ma, mb, rows, cols, geo, moff, blocks, bstart, bweight, 
             tin_theta[e] *= sixteenth
         out[i] = pair_value(
             xa, rows[i], xb, cols[i], ma, mb, geo, moff, blocks, bstart, bweight, wr, wc, ntk, fix_first,
-            fix_last, readout, False, c, 1, tin_sig, tin_theta,
+            fix_last, readout, no, c, stage0 + 1, tin_sig, tin_theta,
         )  # fmt: skip
+
+
+def pair_values(xa, xb, ma, mb, rows, cols, geo, moff, blocks, bstart, bweight, wr, wc, ntk, fix_first, fix_last,
+                readout, c, chunks):  # fmt: skip
+    """float64 ``(n_pairs,)`` unscaled readouts of the pairs ``(xa[rows[i]], xb[cols[i]])``
+    (:func:`pair_value`). ``chunks``: work items are (pair, one of ``chunks`` runs of the first
+    stage's blocks), each scattering into a partial pooled tensor of its own; then per pair the
+    partials are added in order and the later stages run; both phases on threads
+    (:func:`cntk_core.cpu_threads.run_items`). Each value depends on its pair and ``chunks`` alone,
+    not on the other pairs or the threads. Allocates ``n_pairs * chunks`` partial pooled tensors
+    (times 2 for the NTK) of ``(P_2 Q_2)^2`` entries, and per item its scratch."""
+    n_pairs = len(rows)
+    dt = xa.dtype
+    n2 = int((geo[0, 0] // 2) * (geo[0, 1] // 2))
+    part_sig = np.zeros((n_pairs * chunks, n2 * n2), dt)
+    part_theta = np.zeros((n_pairs * chunks if ntk else 1, n2 * n2 if ntk else 1), dt)
+    out = np.zeros(n_pairs)
+    args = (xa, xb, ma, mb, rows, cols, geo, moff, blocks, bstart, bweight, wr, wc, bool(ntk), bool(fix_first),
+            bool(fix_last), int(readout), c, int(chunks), part_sig, part_theta)  # fmt: skip
+    run_items(_first_stage_items, n_pairs * chunks, *args)
+    run_items(_later_stages_items, n_pairs, *args, out)
     return out
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(**_FN)
+def _image_maps_items(lo, hi, x, geo, moff, blocks, bstart, bweight, wr, wc, c, maps):
+    """:func:`image_maps` of the images ``lo .. hi - 1`` (one thread's run)."""
+    dummy = np.zeros(1, x.dtype)
+    stage0, no = _runtime_values(lo)
+    for i in range(lo, hi):
+        pair_value(
+            x, i, x, i, maps, maps, geo, moff, blocks, bstart, bweight, wr, wc, no, no, no,
+            stage0 + VANILLA, not no, c, stage0, dummy, dummy,
+        )  # fmt: skip
+
+
 def image_maps(x, geo, moff, m_total, blocks, bstart, bweight, wr, wc, c):
     """Flat maps ``(n, 2, m_total)`` of every layer's input variances (module docstring): each
     image's self pair through the stages in K-only mode (``blocks``: the blocks that reach the
-    delta = 0 planes of every stage, self-pair halves). Allocates the maps and per image one pair's
-    stage buffers."""
-    n = x.shape[0]
-    maps = np.zeros((n, 2, m_total), x.dtype)
-    idx = np.arange(n)
-    dummy = np.zeros(1, x.dtype)
-    for i in prange(n):
-        pair_value(
-            x, idx[i], x, idx[i], maps, maps, geo, moff, blocks, bstart, bweight, wr, wc, False,
-            False, False, VANILLA, True, c, 0, dummy, dummy,
-        )  # fmt: skip
+    delta = 0 planes of every stage, self-pair halves), images split among threads. Allocates the
+    maps and per image one pair's stage buffers."""
+    maps = np.zeros((x.shape[0], 2, int(m_total)), x.dtype)
+    run_items(_image_maps_items, x.shape[0], x, geo, moff, blocks, bstart, bweight, wr, wc, c, maps)
     return maps

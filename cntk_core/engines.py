@@ -74,7 +74,8 @@ class NumbaEngine:
             self.shift_blocks = cpu_lap.lap_shift_blocks(*self.lap)
             self.scale = cpu_lap.lap_scale(spec.lap_c)
         else:
-            self.lap = (None, None)
+            # empty tables, not None: one compiled pair_sums for every readout (None compiles another)
+            self.lap = (np.zeros((0, 0)), np.zeros((0, 0)))
             self.shift_blocks = cpu_planes.shift_blocks(p, q, spec.readout)
             self.scale = 1.0 if spec.readout == "vanilla" else R.gap_scale(p, q)
         self.weights = np.ones(len(self.shift_blocks))
@@ -212,5 +213,9 @@ def make_engine(backend: str, network: Network, shape: tuple, kind: str, dtype: 
 
             if FusedGPUEngine.supports(spec):
                 return FusedGPUEngine(spec, shape, kind, dtype)
+            from .gpu_stages import StagedGPUEngine  # pooled networks (Myrtle), one launch per stage
+
+            if StagedGPUEngine.supports(spec):
+                return StagedGPUEngine(spec, shape, kind, dtype)
         return PerLayerEngine(network, shape, kind, dtype, xp=cupy)
     return PerLayerEngine(network, shape, kind, dtype)

@@ -13,8 +13,9 @@ never depends on the launch it was part of). The vanilla readout needs only shif
 the ``delta = 0`` plane. The LAP readout with window ``c`` (zero padding) weights entry
 ``[i, j, i', j']`` by the integer ``n_P(i, i') * n_Q(j, j')`` (the kernel's ``lap_count``; the pair's
 sum is scaled by ``(2c + 1)^-4``) and visits only the shift blocks holding displacements with
-``|di|, |dj| <= 2c`` (:func:`shift_block_list`). Networks with pooling, circular padding or another
-readout are not fused here (:meth:`FusedGPUEngine.supports`); they run on the per-layer path with
+``|di|, |dj| <= 2c`` (:func:`shift_block_list`). Networks with pooling run on
+:class:`cntk_core.gpu_stages.StagedGPUEngine` (the same kernels' helpers, one launch per stage);
+circular padding is not fused (:meth:`FusedGPUEngine.supports`) and runs on the per-layer path with
 CuPy arrays. The flip-symmetrised kernel is formed by the Gram driver from two evaluations.
 
 Per device: the kernels are compiled and loaded once per device (CuPy), and a thread block needing more
@@ -58,7 +59,14 @@ MAX_BLOCKS = 2**31 - 1
 THREADS_ENV = "CNTK_GPU_THREADS"
 #: NVRTC options (CuPy adds ``-ftz=true`` and ``-arch``) and the template instances it compiles
 NVRTC_OPTIONS = ("-std=c++17",)
-NAME_EXPRESSIONS = ("cntk_shift_blocks<float>", "cntk_shift_blocks<double>")
+NAME_EXPRESSIONS = (
+    "cntk_shift_blocks<float>",
+    "cntk_shift_blocks<double>",
+    "cntk_stage_blocks<float>",
+    "cntk_stage_blocks<double>",
+)
+#: the CUDA sources, in the order of the one text NVRTC compiles (cntk_stages.cu uses cntk_planes.cu)
+CUDA_SOURCES = ("cntk_planes.cu", "cntk_stages.cu")
 #: readouts the fused kernel computes (with zero padding and no pooling: FusedGPUEngine.supports)
 FUSED_READOUTS = ("gap", "vanilla", "lap")
 _STATIC_SMEM_LIMIT = 48 * 1024
@@ -68,8 +76,10 @@ _SMEM_SET: dict[tuple[int, str], int] = {}
 
 
 def kernel_source() -> str:
-    """The CUDA C++ source of the fused kernels (``cntk_core/cuda/cntk_planes.cu``)."""
-    return importlib.resources.files("cntk_core").joinpath("cuda", "cntk_planes.cu").read_text()
+    """The CUDA C++ source of the fused kernels as one text: ``cntk_core/cuda/cntk_planes.cu`` (the
+    unpooled networks) then ``cntk_stages.cu`` (pooled ones, :mod:`cntk_core.gpu_stages`)."""
+    root = importlib.resources.files("cntk_core").joinpath("cuda")
+    return "\n".join(root.joinpath(name).read_text() for name in CUDA_SOURCES)
 
 
 def _check_lap_c(readout: str, lap_c) -> int | None:
@@ -140,6 +150,57 @@ def ftz_floor(dtype) -> float:
     number, which ``-ftz=true`` turns into 0 (``sqrt(tiny) * 2^digits``: ``2^-39`` in float32)."""
     info = np.finfo(dtype)
     return math.sqrt(float(info.tiny)) * 2.0 ** (info.nmant + 1)
+
+
+def check_pixel_range(x: np.ndarray, dtype) -> None:
+    """``ValueError`` for NHWC images ``x`` whose largest |pixel| is outside
+    :func:`cntk_core.scaling.exponent_window` of ``dtype`` (``kernel_matrix`` scales such images by
+    an exact power of two before an engine sees them)."""
+    from .scaling import exponent_window
+
+    if not len(x):
+        return
+    flat = x.reshape(len(x), -1)
+    exponent = np.frexp(np.maximum(flat.max(axis=1), -flat.min(axis=1)))[1]
+    lo, hi = exponent_window(dtype, x.shape[-1])
+    if exponent.min() < lo or exponent.max() > hi:
+        raise ValueError(
+            f"images whose largest |pixel| is outside [2^{lo - 1}, 2^{hi}) leave the {np.dtype(dtype)} range of "
+            "the GPU kernel; cntk_core.kernel_matrix scales them by an exact power of two"
+        )
+
+
+def check_flush(peaks, dtype) -> None:
+    """``FloatingPointError`` where, in float32, some image's largest variance at some layer
+    (``peaks``, a CuPy or NumPy array) is positive but below :func:`ftz_floor`: the GPU's
+    flush-to-zero would drop entries that matter (the kernel shrinks with depth, fastest on small
+    images; use float64)."""
+    if np.dtype(dtype) != np.float32 or not peaks.size:
+        return
+    if bool(((peaks > 0) & (peaks < ftz_floor(dtype))).any()):
+        raise FloatingPointError(
+            f"some images' variances fall below {ftz_floor(dtype):.1e} at some layer, where the "
+            "GPU's float32 flush-to-zero drops entries of the kernel (the kernel shrinks with depth, "
+            "fastest on small images); use dtype='float64'"
+        )
+
+
+def check_pairs(xa, xb, rows, cols) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """``(rows, cols, device)`` of a ``pairs`` call on the prepared image blocks ``xa``, ``xb`` (CuPy):
+    the indices as int64 ``(n_pairs,)``, and the GPU both blocks live on (``None`` for no pairs).
+    ``ValueError`` for indices of different lengths or out of range, or blocks on different GPUs."""
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    cols = np.asarray(cols, dtype=np.int64).ravel()
+    if rows.shape != cols.shape:
+        raise ValueError(f"rows and cols must have the same length, got {rows.shape} and {cols.shape}")
+    if len(rows) == 0:
+        return rows, cols, None
+    if rows.min() < 0 or rows.max() >= len(xa) or cols.min() < 0 or cols.max() >= len(xb):
+        raise ValueError(f"pair indices out of range for blocks of {len(xa)} and {len(xb)} images")
+    device = int(xa.device.id)
+    if int(xb.device.id) != device:
+        raise ValueError(f"the two blocks were prepared on different GPUs ({device} and {int(xb.device.id)})")
+    return rows, cols, device
 
 
 def _threads(threads) -> int | None:
@@ -213,10 +274,15 @@ class FusedGPUEngine:
         check_kind(kind)
         if not self.supports(spec):
             param = "pools" if spec.pools else "padding" if spec.padding != "zero" else "readout"
+            where = (
+                "pooled networks run on cntk_core.gpu_stages.StagedGPUEngine"
+                if param == "pools"
+                else "such networks run on the per-layer path"
+            )
             raise ParameterError(
                 param,
                 f"the fused GPU kernel runs readouts {FUSED_READOUTS} with zero padding and no pooling, not "
-                f"{spec!r}; such networks run on the per-layer path (cntk_core.network_kernel on backend='cupy')",
+                f"{spec!r}; {where} (cntk_core.network_kernel on backend='cupy' picks the engine)",
             )
         dt = np.dtype(dtype)
         if dt.name not in _CTYPES:
@@ -315,22 +381,12 @@ class FusedGPUEngine:
         :func:`ftz_floor`: ``-ftz=true`` would zero entries that matter (the kernel itself shrinks
         out of float32's range with depth, e.g. tiny images in deep networks; use float64).
         """
-        from .scaling import exponent_window
-
         cp = self._cp
         x = np.asarray(x)
         if x.ndim != 4 or x.shape[1:] != (self.p, self.q, self.c):
             raise ValueError(f"expected images of shape (n, {self.p}, {self.q}, {self.c}), got {x.shape}")
         n = len(x)
-        if n:  # the range window (see the docstring)
-            flat = x.reshape(n, -1)
-            exponent = np.frexp(np.maximum(flat.max(axis=1), -flat.min(axis=1)))[1]
-            lo, hi = exponent_window(self.dtype, self.c)
-            if exponent.min() < lo or exponent.max() > hi:
-                raise ValueError(
-                    f"images whose largest |pixel| is outside [2^{lo - 1}, 2^{hi}) leave the {self.dtype} range of "
-                    "the GPU kernel; cntk_core.kernel_matrix scales them by an exact power of two"
-                )
+        check_pixel_range(x, self.dtype)
         xd = cp.asarray(np.ascontiguousarray(x, dtype=self.dtype))
         v = cp.zeros((n, self.spec.n_conv, self.p, self.q), self.dtype)
         if n == 0:  # a launch of no thread blocks is an error in CUDA
@@ -338,14 +394,7 @@ class FusedGPUEngine:
         idx = cp.arange(n, dtype=cp.int32)
         # the first shift block is (0, 0): the self pair's delta = 0 plane, in record mode
         self._launch(xd, xd, v, v, idx, idx, 1, True)
-        if self.dtype == np.float32:
-            peak = v.reshape(n, self.spec.n_conv, -1).max(axis=2)
-            if bool(((peak > 0) & (peak < ftz_floor(self.dtype))).any()):
-                raise FloatingPointError(
-                    f"some images' variances fall below {ftz_floor(self.dtype):.1e} at some layer, where the "
-                    "GPU's float32 flush-to-zero drops entries of the kernel (the kernel shrinks with depth, "
-                    "fastest on small images); use dtype='float64'"
-                )
+        check_flush(v.reshape(n, self.spec.n_conv, -1).max(axis=2), self.dtype)
         return xd, v
 
     def pairs(self, state1, state2, rows, cols) -> np.ndarray:
@@ -356,18 +405,10 @@ class FusedGPUEngine:
         """
         cp = self._cp
         (xa, va), (xb, vb) = state1, state2
-        rows = np.asarray(rows, dtype=np.int64).ravel()
-        cols = np.asarray(cols, dtype=np.int64).ravel()
-        if rows.shape != cols.shape:
-            raise ValueError(f"rows and cols must have the same length, got {rows.shape} and {cols.shape}")
+        rows, cols, device = check_pairs(xa, xb, rows, cols)
         out = np.empty(len(rows))
         if len(rows) == 0:
             return out
-        if rows.min() < 0 or rows.max() >= len(xa) or cols.min() < 0 or cols.max() >= len(xb):
-            raise ValueError(f"pair indices out of range for blocks of {len(xa)} and {len(xb)} images")
-        device = int(xa.device.id)
-        if int(xb.device.id) != device:
-            raise ValueError(f"the two blocks were prepared on different GPUs ({device} and {int(xb.device.id)})")
 
         def run(lo: int, hi: int) -> None:
             r = cp.asarray(rows[lo:hi].astype(np.int32))

@@ -176,15 +176,15 @@ QUICK_PER_LAYER_AREA = 64
 
 
 def per_layer_note(spec: NetworkSpec, height: int, width: int, hint: str = "use smaller images") -> str | None:
-    """A warning for nets that run on the per-layer engine (pools or circular padding: full
-    ``(H W)^2`` tensors per pair, cost growing as the image area squared) on images larger than
-    8x8 px, ending in ``(hint)``; ``None`` otherwise."""
+    """A warning for nets that run on the per-layer engine (circular padding: full ``(H W)^2``
+    tensors per pair, cost growing as the image area squared) on images larger than 8x8 px, ending
+    in ``(hint)``; ``None`` otherwise. Pooled (Myrtle) nets run on the fused staged engines."""
     arch = spec.architecture
-    if not (arch.pools or arch.padding == "circular") or height * width <= QUICK_PER_LAYER_AREA:
+    if arch.padding != "circular" or height * width <= QUICK_PER_LAYER_AREA:
         return None
     factor = (height * width / QUICK_PER_LAYER_AREA) ** 2
     return (
-        f"{spec.title} runs on the per-layer engine (pools or circular padding), whose cost grows as the image "
+        f"{spec.title} runs on the per-layer engine (circular padding), whose cost grows as the image "
         f"area squared: {height}x{width} px take about {factor:.0f}x as long per pair as 8x8 px ({hint})"
     )
 

@@ -231,9 +231,36 @@ def server_env(tmp: Path, data_dir: Path | None = None) -> dict:
     return env
 
 
+_WARMED = []
+
+
+def warm_numba_cache() -> None:
+    """Compile the fused CPU engines in this process (once): both dtypes, every readout and kind,
+    several depths in one pass, and the staged (pooled) engine, so that the on-disk Numba cache holds
+    them before a server's kernel needs them. The page tests then time the page, not Numba's first
+    compile (a minute or more on a fresh checkout), and a kernel still compiling when its page
+    closes is not taken for one left running. The compile is the same one the other tests need."""
+    if _WARMED:
+        return
+    import numpy as np
+
+    import cntk_core
+
+    x = np.random.default_rng(0).standard_normal((2, 4, 4, 1))
+    for dtype in ("float32", "float64"):
+        for readout, c in (("gap", None), ("vanilla", None), ("lap", 1)):
+            for kind in ("ntk", "nngp"):
+                cntk_core.kernel_matrix(x, depth=3, readout=readout, lap_c=c, kind=kind, dtype=dtype, progress=False)
+        cntk_core.kernel_matrices(x, depths=(2, 3), dtype=dtype, progress=False)
+        for kind in ("ntk", "nngp"):
+            cntk_core.network_kernel(cntk_core.myrtle(5), x, kind=kind, dtype=dtype, progress=False)
+    _WARMED.append(True)
+
+
 def start_voila(tmp: Path, data: LabData, *, notebook: str | None = None) -> tuple[Server, str]:
     """``python -m cntk_widgets --voila`` (the launcher's own command: its template, its data check) on
     a free port; returns the server and its base URL once it answers."""
+    warm_numba_cache()
     port = free_port()
     cmd = [sys.executable, "-m", "cntk_widgets", "--voila", "--no-browser", f"--port={port}", *data.launcher_args()]
     if notebook:
@@ -261,6 +288,7 @@ def start_jupyterlab(tmp: Path, data: LabData, *, notebook: str = "02_cntk_explo
     the notebook as the start page), serving a copy of ``notebooks/`` on a free port, with a token
     and ``window.jupyterapp`` exposed for the driver. Returns the server and the URL prefix
     ``http://127.0.0.1:PORT`` ; :func:`lab_url` adds the token."""
+    warm_numba_cache()
     from cntk_widgets import __main__ as launcher
 
     args = launcher.build_parser().parse_args(["--no-browser", f"--notebook={notebook}", *data.launcher_args()])

@@ -1,4 +1,5 @@
-// Host build of cntk_core/cuda/cntk_planes.cu for the CPU tests (tests/cuda_host.py builds it with g++).
+// Host build of cntk_core/cuda/cntk_planes.cu and cntk_stages.cu for the CPU tests (tests/cuda_host.py
+// builds it with g++).
 //
 // Both kernels run as written: a launch runs its blocks one after the other, and each block's nt
 // threads as coroutines (ucontext) of which one runs at a time. A thread runs until it reaches a
@@ -21,6 +22,9 @@
 #error "compile with -DCNTK_PLANES_SOURCE='\"path/to/cntk_planes.cu\"'"
 #endif
 #include CNTK_PLANES_SOURCE
+#ifdef CNTK_STAGES_SOURCE
+#include CNTK_STAGES_SOURCE
+#endif
 
 #include <ucontext.h>
 
@@ -175,6 +179,25 @@ static int shift_blocks(int grid, int nt, int smem_bytes, int order, int ftz, co
     });
 }
 
+template <typename T>
+static int stage_blocks(int grid, int nt, int smem_bytes, int order, int ftz, const T* x1, const T* x2, T* v1,
+                        const T* v2, const int* ints, const int* rows, const int* cols, const int* sb,
+                        const T* prev, const int* prev_slots, const long long* strides, T* next,
+                        double* partial) {
+    // ints: vstride, voff, n_shift_blocks, P, Q, C, h0, h1, L, fix_first, fix_last, ntk, record, lap_c,
+    //       n_prev_slots, Pp, Qp, prev_mode, slot0, n_next_slots, next_mode; strides: prev, next
+#ifdef CNTK_STAGES_SOURCE
+    const int* k = ints;
+    return launch(grid, nt, smem_bytes, order, ftz, [&] {
+        cntk_stage_blocks<T>(x1, x2, v1, v2, k[0], k[1], rows, cols, sb, k[2], k[3], k[4], k[5], k[6], k[7], k[8],
+                             k[9], k[10], k[11], k[12], k[13], prev, prev_slots, k[14], k[15], k[16], strides[0],
+                             k[17], next, k[18], k[19], strides[1], k[20], partial);
+    });
+#else
+    return BAD_ARGS;
+#endif
+}
+
 }  // namespace cntk_host
 
 extern "C" {
@@ -205,6 +228,22 @@ int cntk_host_shift_blocks_f64(int grid, int nt, int smem_bytes, int order, int 
     return cntk_host::shift_blocks<double>(grid, nt, smem_bytes, order, ftz, x1, x2, v1, v2, rows, cols, sb,
                                            n_shift_blocks, P, Q, C, L, fix_first, fix_last, ntk, record, lap_c,
                                            partial);
+}
+
+int cntk_host_stage_blocks_f32(int grid, int nt, int smem_bytes, int order, int ftz, const float* x1, const float* x2,
+                               float* v1, const float* v2, const int* ints, const int* rows, const int* cols,
+                               const int* sb, const float* prev, const int* prev_slots, const long long* strides,
+                               float* next, double* partial) {
+    return cntk_host::stage_blocks<float>(grid, nt, smem_bytes, order, ftz, x1, x2, v1, v2, ints, rows, cols, sb,
+                                          prev, prev_slots, strides, next, partial);
+}
+
+int cntk_host_stage_blocks_f64(int grid, int nt, int smem_bytes, int order, int ftz, const double* x1,
+                               const double* x2, double* v1, const double* v2, const int* ints, const int* rows,
+                               const int* cols, const int* sb, const double* prev, const int* prev_slots,
+                               const long long* strides, double* next, double* partial) {
+    return cntk_host::stage_blocks<double>(grid, nt, smem_bytes, order, ftz, x1, x2, v1, v2, ints, rows, cols, sb,
+                                           prev, prev_slots, strides, next, partial);
 }
 
 int cntk_host_reduce(int grid, int nt, int order, const double* partial, int n_pairs, int n_shift_blocks,

@@ -30,7 +30,13 @@ SOURCES = sorted(CUDA_DIR.glob("*.cu"))
 MANGLED = {
     "cntk_shift_blocks<float>": "_Z17cntk_shift_blocksIfEv",
     "cntk_shift_blocks<double>": "_Z17cntk_shift_blocksIdEv",
+    "cntk_stage_blocks<float>": "_Z17cntk_stage_blocksIfEv",
+    "cntk_stage_blocks<double>": "_Z17cntk_stage_blocksIdEv",
 }
+#: mangled-name suffixes (parameter lists) of the two kernel templates
+PARAMS = {"cntk_shift_blocks": "PKT_S2_PS0_S2_PKiS5_S5_iiiiiiiiiiPd",
+          "cntk_stage_blocks": "PKT_S2_PS0_S2_iiPKiS5_S5_iiiiiiiiiiiiS2_S5_iiixiS3_iixiPd"}  # fmt: skip
+STAGES = CUDA_DIR / "cntk_stages.cu"
 
 
 @pytest.fixture(scope="module")
@@ -47,39 +53,38 @@ def _entries(ptx: str) -> list[str]:
 
 
 def test_sources_exist():
-    assert CUDA_DIR / "cntk_planes.cu" in SOURCES
-    assert kernel_source() == (CUDA_DIR / "cntk_planes.cu").read_text()
+    assert CUDA_DIR / "cntk_planes.cu" in SOURCES and STAGES in SOURCES
+    assert kernel_source() == (CUDA_DIR / "cntk_planes.cu").read_text() + "\n" + STAGES.read_text()
 
 
 @pytest.mark.parametrize("src", SOURCES, ids=lambda p: p.name)
 def test_compiles_to_ptx(nvcc, src, tmp_path):
     res = _run([nvcc, "-ptx", "-arch=compute_80", "-std=c++17", src, "-o", tmp_path / "k.ptx"])
     assert res.returncode == 0, res.stderr
-    if src.name == "cntk_planes.cu":
-        entries = _entries((tmp_path / "k.ptx").read_text())
-        assert {"cntk_reduce"} | {m for m in entries if m.startswith(tuple(MANGLED.values()))} == set(entries)
-        assert len(entries) == 3, entries
+    entries = _entries((tmp_path / "k.ptx").read_text())
+    assert {"cntk_reduce"} | {m for m in entries if m.startswith(tuple(MANGLED.values()))} == set(entries)
+    assert len(entries) == {"cntk_planes.cu": 3, "cntk_stages.cu": 5}[src.name], entries  # stages includes planes
 
 
 def test_whole_program_compiles_for_sm90(nvcc, tmp_path):
     """``-c`` also compiles the host side, where a __syncthreads reached from a __host__ function is
-    an error; ``-cubin`` assembles both kernels, with no spills (ptxas -v)."""
-    res = _run([nvcc, "-arch=sm_90", "-std=c++17", "-c", PLANES, "-o", tmp_path / "k.o"])
+    an error; ``-cubin`` assembles every kernel (cntk_stages.cu includes cntk_planes.cu), with no
+    spills (ptxas -v)."""
+    res = _run([nvcc, "-arch=sm_90", "-std=c++17", "-c", STAGES, "-o", tmp_path / "k.o"])
     assert res.returncode == 0, res.stderr
-    res = _run([nvcc, "-cubin", "-arch=sm_90", "-std=c++17", "-Xptxas", "-v", PLANES, "-o", tmp_path / "k.cubin"])
+    res = _run([nvcc, "-cubin", "-arch=sm_90", "-std=c++17", "-Xptxas", "-v", STAGES, "-o", tmp_path / "k.cubin"])
     assert res.returncode == 0, res.stderr
     functions = re.findall(r"Compiling entry function '(\w+)'", res.stderr)
-    assert sorted(functions) == sorted(
-        ["cntk_reduce", *(m + "PKT_S2_PS0_S2_PKiS5_S5_iiiiiiiiiiPd" for m in MANGLED.values())]
-    ), res.stderr
+    want = [m + PARAMS[name.split("<")[0]] for name, m in MANGLED.items()]
+    assert sorted(functions) == sorted(["cntk_reduce", *want]), res.stderr
     spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", res.stderr)
-    assert len(spills) == 3 and all(s == ("0", "0") for s in spills), res.stderr
+    assert len(spills) == 5 and all(s == ("0", "0") for s in spills), res.stderr
 
 
-def _nvrtc_equivalent(src: Path, out: Path) -> Path:
+def _nvrtc_equivalent(src: Path | str, out: Path) -> Path:
     """A copy of ``src`` as NVRTC compiles it for CuPy: __CUDACC_RTC__ defined (its branches taken),
     and the kernels instantiated from the name expressions alone (as nvrtcAddNameExpression does)."""
-    text = src.read_text()
+    text = src if isinstance(src, str) else src.read_text()
     assert "!defined(__CUDACC_RTC__)" in text
     text = text.replace("!defined(__CUDACC_RTC__)", "0")
     refs = ", ".join(f"(void*)&{name}" for name in NAME_EXPRESSIONS)
@@ -88,13 +93,13 @@ def _nvrtc_equivalent(src: Path, out: Path) -> Path:
 
 
 def test_nvrtc_equivalent_compile(nvcc, tmp_path):
-    src = _nvrtc_equivalent(PLANES, tmp_path / "rtc.cu")
+    src = _nvrtc_equivalent(kernel_source(), tmp_path / "rtc.cu")  # the one text CuPy compiles
     ptx = tmp_path / "rtc.ptx"
     res = _run([nvcc, "-ptx", "-arch=compute_90", *NVRTC_OPTIONS, "-ftz=true", src, "-o", ptx])
     assert res.returncode == 0, res.stderr
     text = ptx.read_text()
     entries = _entries(text)
-    assert "cntk_reduce" in entries and len(entries) == 3
+    assert "cntk_reduce" in entries and len(entries) == 5
     for mangled in MANGLED.values():
         assert any(e.startswith(mangled) for e in entries), entries
     assert len(re.findall(r"\.ftz\.f32", text)) > 20  # float arithmetic flushes subnormals, as under CuPy

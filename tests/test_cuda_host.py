@@ -263,8 +263,8 @@ def test_broken_lap_weights_fail_these_tests(tmp_path, name):
 def test_emulation_reports_a_divergent_barrier(tmp_path):
     """A barrier inside the per-entry loop is reached a different number of times by different
     threads (undefined behaviour on the GPU): the launch says so."""
-    text = PLANES.read_text().replace("        s_src[e] = acc;\n", "        s_src[e] = acc;\n        CNTK_SYNC();\n", 1)
-    assert "s_src[e] = acc;\n        CNTK_SYNC();" in text
+    text = PLANES.read_text().replace("        s0[e] = acc;\n", "        s0[e] = acc;\n        CNTK_SYNC();\n", 1)
+    assert "s0[e] = acc;\n        CNTK_SYNC();" in text
     path = tmp_path / "divergent.cu"
     path.write_text(text)
     bad = build_host_lib(path)

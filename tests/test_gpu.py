@@ -35,8 +35,9 @@ def test_kernel_source_is_package_data():
     from cntk_core.gpu import kernel_source
 
     src = kernel_source()
-    assert src == (Path(cntk_core.__file__).parent / "cuda" / "cntk_planes.cu").read_text()
-    assert "cntk_shift_blocks" in src and "cntk_reduce" in src
+    cuda = Path(cntk_core.__file__).parent / "cuda"
+    assert src == (cuda / "cntk_planes.cu").read_text() + "\n" + (cuda / "cntk_stages.cu").read_text()
+    assert "cntk_shift_blocks" in src and "cntk_reduce" in src and "cntk_stage_blocks" in src
 
 
 @pytest.mark.parametrize("p,q", [(5, 7), (4, 4), (1, 3)])
@@ -201,8 +202,8 @@ def test_gpu_paths_match_reference(shape, depth, readout, fix, kind, c, dtype):
     assert rel_err(layered, ref, floor=1) <= TOL[dtype]
 
 
-#: networks of the new dispatch on CuPy: flip on the fused engine, pooling and circular padding on
-#: the per-layer path with CuPy arrays
+#: networks of the new dispatch on CuPy: flip on the fused engine, pooling on the staged engine
+#: (cntk_core.gpu_stages), circular padding on the per-layer path with CuPy arrays
 DISPATCH = [
     ((6, 7, 3), Architecture(3, "lap", True, True, lap_c=1, flip=True), "ntk"),
     ((6, 6, 2), Architecture(4, "gap", flip=True), "nngp"),

@@ -151,8 +151,9 @@ def test_extension_checks_run_and_pass_on_the_fake_gpu(fake_gpu, monkeypatch):  
     names = [c["check"] for c in checks.results]
     assert len(names) == 2 * len(gpu_check.TINY_EXTENSIONS) + sum(len(d) for _, _, d in small) + 1
     assert all(c["ok"] for c in checks.results), [c for c in checks.results if not c["ok"]]
-    assert sum(n.startswith("fused") for n in names) >= 2 * 5 and sum(n.startswith("per-layer") for n in names) >= 8
-    assert any("fused + flip" in n for n in names) and any("per-layer + flip" in n for n in names)
+    assert sum(n.startswith("fused") for n in names) >= 2 * 5 and sum(n.startswith("per-layer") for n in names) >= 6
+    assert sum(n.startswith("staged") for n in names) >= 6  # Myrtle: 2 tiny x 2 dtypes, 1 Gram x 2 dtypes
+    assert any("fused + flip" in n for n in names) and any("staged + flip" in n for n in names)
 
 
 def test_extension_checks_fail_on_a_wrong_kernel(fake_gpu, monkeypatch):  # noqa: F811
@@ -170,22 +171,24 @@ def test_extension_checks_fail_on_a_wrong_kernel(fake_gpu, monkeypatch):  # noqa
 
 
 def test_timing_rows_of_every_path_on_the_fake_gpu(fake_gpu, monkeypatch, capsys):  # noqa: F811
-    """_timing_row for each TIMED configuration (fused, flip, per-layer) on 8x8 images with few pairs:
-    the row's keys, finite values, no fused columns for per-layer rows, and the table prints them."""
+    """_timing_row for each TIMED configuration (fused, flip, staged, per-layer) on 8x8 images with few
+    pairs: the row's keys, finite values, no fused columns for per-layer rows, no FLOP count for
+    per-layer and staged rows, and the table prints them."""
     real_rate = gpu_check.rate
     monkeypatch.setattr(gpu_check, "rate", lambda eng, x, first, t, cap, rng: real_rate(eng, x[:4], 3, 0.0, 3, rng))
     x = np.random.default_rng(1).standard_normal((4, 8, 8, 3)).astype(np.float32)
     rows = []
-    for name, arch, path in gpu_check.TIMED:
+    for name, arch, path, *kind in gpu_check.TIMED:
         arch = Architecture.from_dict({**arch.to_dict(), "depth": min(arch.depth, 5)})  # Myrtle-5 unchanged
-        row = gpu_check._timing_row(name, arch, path, x, None, np.random.default_rng(2))
+        row = gpu_check._timing_row(name, arch, path, x, None, np.random.default_rng(2), *kind)
         assert row.pop("finite") is True and row["path"] == path
-        assert (row["fused_pairs_per_s"] is None) == (path == "per-layer") == (row["tflops"] is None)
+        assert (row["fused_pairs_per_s"] is None) == (path == "per-layer")
+        assert (row["tflops"] is None) == (path in ("per-layer", "staged"))
         assert row["baseline_pairs_per_s"] > 0 and row["cifar10_hours"] > 0
         rows.append(row)
     by_name = {r["config"]: r for r in rows}
-    assert [r["path"] for r in rows].count("per-layer") == 2
+    assert [r["path"] for r in rows].count("per-layer") == 1 and [r["path"] for r in rows].count("staged") == 3
     assert by_name["CNTK-GAP-11+flip"]["flops_per_pair"] == 2 * by_name["CNTK-GAP-11"]["flops_per_pair"] > 0
     gpu_check._table(rows, 67.0, 8)
-    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| CNTK")]
-    assert len(table) == len(gpu_check.TIMED) and sum("| n/a | " in line for line in table) == 2
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| CNTK", "| CNN"))]
+    assert len(table) == len(gpu_check.TIMED) and sum("| n/a | " in line for line in table) == 4

@@ -12,7 +12,16 @@ import sys
 import numpy as np
 import pytest
 from conftest import make_images
-from cuda_host import FORWARD, REVERSE, SHUFFLED, build_host_lib, launch_reduce, launch_shift_blocks
+from cuda_host import (
+    FORWARD,
+    REVERSE,
+    SHUFFLED,
+    build_host_lib,
+    kernel_parameters,
+    launch_reduce,
+    launch_shift_blocks,
+    launch_stage_blocks,
+)
 from gpu_emulator import emulate_matrix
 
 import cntk_core
@@ -153,14 +162,19 @@ class _FakeKernel:
             raise RuntimeError(f"CUDA_ERROR_ILLEGAL_ADDRESS: arrays of device {foreign[0]} used on device {dev}")
         if shared_mem > max(_STATIC_SMEM, self.max_dynamic_shared_size_bytes):
             raise RuntimeError(f"CUDA_ERROR_INVALID_VALUE: {shared_mem} bytes of shared memory on device {dev}")
-        assert all(isinstance(a, (_HostArray, np.integer, np.floating)) for a in args), [type(a) for a in args]
+        params = kernel_parameters(self.name.split("<")[0])  # the CUDA signature: count, order, scalar types
+        assert len(args) == len(params), (self.name, len(args), len(params))
+        for k, (a, want) in enumerate(zip(args, params, strict=True)):
+            assert isinstance(a, _HostArray) if want == "array" else type(a) is want, (self.name, k, type(a), want)
         _FakeState.launches.append((dev, self.name, shared_mem, int(grid[0])))
         if self.name == "cntk_reduce":
             assert shared_mem == 0 and launch_reduce(self.lib, grid[0], block[0], args, self.order) == 0
             return
-        x1, p, q = args[0], args[8], args[9]
+        stage = self.name.startswith("cntk_stage_blocks")
+        x1, p, q = args[0], *(args[10:12] if stage else args[8:10])
         assert shared_mem == block[0] * 8 + 4 * int(p) * int(q) * x1.itemsize
-        assert launch_shift_blocks(self.lib, grid[0], block[0], shared_mem, args, self.order) == 0
+        launch = launch_stage_blocks if stage else launch_shift_blocks
+        assert launch(self.lib, grid[0], block[0], shared_mem, args, self.order) == 0
 
 
 class _FakeModule:
@@ -265,7 +279,8 @@ def test_engine_refuses_networks_it_does_not_fuse(fake_gpu, arch, param):
 
     with pytest.raises(ParameterError) as err:
         gpu.FusedGPUEngine(arch, (8, 8, 3), "ntk", np.dtype("float64"))
-    assert err.value.param == param and "per-layer" in str(err.value)
+    assert err.value.param == param
+    assert ("StagedGPUEngine" if param == "pools" else "per-layer") in str(err.value)
 
 
 @pytest.mark.parametrize(

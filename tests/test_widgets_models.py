@@ -279,6 +279,7 @@ def test_per_layer_note_warns_only_for_per_layer_nets_on_large_images():
 
     assert per_layer_note(NetworkSpec(depth=5, preset="myrtle-5"), 8, 8) is None  # 8x8: quick enough
     assert per_layer_note(NetworkSpec(depth=11, readout="lap", lap_c=3), 32, 32) is None  # fused engine
-    note = per_layer_note(NetworkSpec(depth=5, preset="myrtle-5"), 32, 32)
-    assert "CNTK-Myrtle-5 runs on the per-layer engine" in note and "about 256x" in note
+    assert per_layer_note(NetworkSpec(depth=5, preset="myrtle-5"), 32, 32) is None  # the staged engines
+    note = per_layer_note(NetworkSpec(depth=5, padding="circular"), 32, 32)
+    assert "CNTK-GAP-5-circ runs on the per-layer engine" in note and "about 256x" in note
     assert "16x16 px take about 16x" in per_layer_note(NetworkSpec(padding="circular"), 16, 16)

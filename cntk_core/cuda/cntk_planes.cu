@@ -47,6 +47,9 @@
 // which images go in unscaled (every engine shares it), and FusedGPUEngine.prepare refuses the
 // variance maps whose significant entries -ftz=true would flush (see cntk_core/gpu.py).
 
+#ifndef CNTK_PLANES_INCLUDED
+#define CNTK_PLANES_INCLUDED  // cntk_stages.cu includes this file unless it comes first in one text
+
 #if defined(__CUDACC__)
 #define CNTK_HD __device__
 #define CNTK_GLOBAL __global__
@@ -172,6 +175,97 @@ CNTK_HD inline void shift_block_position(int e, unsigned long long qinv, int gi,
     if (j >= Q) j -= Q;
 }
 
+// Layers h = h0 + 1 .. h1 (1-based, of L in the network) of one shift block, thread `tid` of `nt` on
+// the entries e = tid, tid + nt, ...; the block's input is in s_src (Sigma) and, for the NTK past the
+// first layer, t_src (Theta); the pointers come back swapped so that s_src (t_src) holds the output.
+// One barrier per layer: layer h reads the previous layer's box sums and writes the other buffer.
+//   va, vb: the two images' variance maps of these layers ((h1 - h0) x P x Q, layer h at
+//   (h - 1 - h0) P Q); vrec: where record mode writes them instead. Past layer L (the network's last),
+//   s_src holds the readout's operand (Theta for the NTK, else K) and t_src nothing.
+template <typename T>
+CNTK_HD void layers_thread(int tid, int nt, const T* va, const T* vb, T* vrec, T*& s_src, T*& t_src, T*& s_dst,
+                           T*& t_dst, int gi, int gj, int P, int Q, unsigned long long qinv, int h0, int h1,
+                           int L, bool fix_first, bool fix_last, bool ntk, bool record) {
+    const int PQ = P * Q;
+    for (int h = h0 + 1; h <= h1; ++h) {
+        const bool add_k = !(fix_last && h == L);
+        const int vo = (h - 1 - h0) * PQ;
+        for (int e = tid; e < PQ; e += nt) {
+            int r, c, i, j;
+            shift_block_position(e, qinv, gi, gj, P, Q, r, c, i, j);
+            const bool up = r > 0 && i > 0, down = r < P - 1 && i < P - 1;
+            const bool left = c > 0 && j > 0, right = c < Q - 1 && j < Q - 1;
+            const T s = box3(s_src, r, c, Q, up, down, left, right);  // Sigma^(h-1)
+            T t = T(0);
+            if (ntk) {
+                if (h == 1)
+                    t = fix_first ? T(0) : s;  // Theta^(0) = Sigma^(0)
+                else
+                    t = box3(t_src, r, c, Q, up, down, left, right);
+            }
+            T prod;
+            if (record) {
+                vrec[vo + e] = s;
+                prod = s * s;
+            } else {
+                prod = va[vo + i * Q + j] * vb[vo + e];
+            }
+            T k, k_dot;
+            relu_dual(s, prod, k, k_dot);
+            t = k_dot * t;
+            if (add_k) t += k;
+            if (h < L) {
+                s_dst[e] = k;
+                t_dst[e] = t;
+            } else {
+                s_dst[e] = ntk ? t : k;  // the readout's operand
+            }
+        }
+        CNTK_SYNC();
+        T* tmp = s_src;
+        s_src = s_dst;
+        s_dst = tmp;
+        tmp = t_src;
+        t_src = t_dst;
+        t_dst = tmp;
+    }
+}
+
+// This thread's float64 share of the readout of the shift block held in src: its own entries (no other
+// thread's), in the order it wrote them, each times its LAP weight (lap_count) if lap_c >= 0. Entries of
+// weight 0 are not read at all (a pooled stage leaves NaN in entries it was not given; cntk_stages.cu).
+template <typename T>
+CNTK_HD double readout_thread(int tid, int nt, const T* src, int gi, int gj, int P, int Q, unsigned long long qinv,
+                              int lap_c) {
+    double total = 0.0;
+    for (int e = tid; e < P * Q; e += nt) {
+        if (lap_c >= 0) {
+            int r, c, i, j;
+            shift_block_position(e, qinv, gi, gj, P, Q, r, c, i, j);
+            const int weight = lap_count(i, r, P, lap_c) * lap_count(j, c, Q, lap_c);
+            if (weight != 0) total += double(src[e]) * double(weight);
+        } else {
+            total += double(src[e]);
+        }
+    }
+    return total;
+}
+
+// S0 of shift block (gi, gj) into s0: S0[r, c] = sum_c xa[i, j, :] . xb[r, c, :] (thread tid's entries).
+template <typename T>
+CNTK_HD void input_thread(int tid, int nt, const T* xa, const T* xb, T* s0, int gi, int gj, int P, int Q, int C,
+                          unsigned long long qinv) {
+    for (int e = tid; e < P * Q; e += nt) {
+        int r, c, i, j;
+        shift_block_position(e, qinv, gi, gj, P, Q, r, c, i, j);
+        const T* pa = xa + (i * Q + j) * C;
+        const T* pb = xb + e * C;
+        T acc = pa[0] * pb[0];
+        for (int ch = 1; ch < C; ++ch) acc += pa[ch] * pb[ch];
+        s0[e] = acc;
+    }
+}
+
 // Everything one thread block does for one (pair, shift block). Thread `tid` of `nt` handles the entries
 // e = tid, tid + nt, ...; no phase reads an entry that another thread writes in the same phase.
 //   xa, xb: P x Q x C images; va, vb: L x P x Q variance maps (unused in record mode);
@@ -188,70 +282,11 @@ CNTK_HD double shift_block_thread(int tid, int nt, const T* xa, const T* xb, con
     T* s_dst = buf + 2 * PQ;
     T* t_dst = buf + 3 * PQ;
     const unsigned long long qinv = reciprocal_q(Q);
-    // S0[r, c] = sum_c xa[i, j, :] . xb[r, c, :]
-    for (int e = tid; e < PQ; e += nt) {
-        int r, c, i, j;
-        shift_block_position(e, qinv, gi, gj, P, Q, r, c, i, j);
-        const T* pa = xa + (i * Q + j) * C;
-        const T* pb = xb + e * C;
-        T acc = pa[0] * pb[0];
-        for (int ch = 1; ch < C; ++ch) acc += pa[ch] * pb[ch];
-        s_src[e] = acc;
-    }
+    input_thread(tid, nt, xa, xb, s_src, gi, gj, P, Q, C, qinv);
     CNTK_SYNC();
-    for (int h = 1; h <= L; ++h) {
-        const bool add_k = !(fix_last && h == L);
-        for (int e = tid; e < PQ; e += nt) {
-            int r, c, i, j;
-            shift_block_position(e, qinv, gi, gj, P, Q, r, c, i, j);
-            const bool up = r > 0 && i > 0, down = r < P - 1 && i < P - 1;
-            const bool left = c > 0 && j > 0, right = c < Q - 1 && j < Q - 1;
-            const T s = box3(s_src, r, c, Q, up, down, left, right);  // Sigma^(h-1)
-            T t = T(0);
-            if (ntk) {
-                if (h == 1)
-                    t = fix_first ? T(0) : s;  // Theta^(0) = Sigma^(0)
-                else
-                    t = box3(t_src, r, c, Q, up, down, left, right);
-            }
-            T prod;
-            if (record) {
-                vrec[(h - 1) * PQ + e] = s;
-                prod = s * s;
-            } else {
-                prod = va[(h - 1) * PQ + i * Q + j] * vb[(h - 1) * PQ + e];
-            }
-            T k, k_dot;
-            relu_dual(s, prod, k, k_dot);
-            t = k_dot * t;
-            if (add_k) t += k;
-            if (h < L) {
-                s_dst[e] = k;
-                t_dst[e] = t;
-            } else {
-                s_dst[e] = ntk ? t : k;  // the readout's operand, summed below
-            }
-        }
-        CNTK_SYNC();
-        T* tmp = s_src;
-        s_src = s_dst;
-        s_dst = tmp;
-        tmp = t_src;
-        t_src = t_dst;
-        t_dst = tmp;
-    }
-    // readout: this thread's own entries of the last layer (no other thread's), in the order it wrote them
-    double total = 0.0;
-    for (int e = tid; e < PQ; e += nt) {
-        double value = double(s_src[e]);
-        if (lap_c >= 0) {
-            int r, c, i, j;
-            shift_block_position(e, qinv, gi, gj, P, Q, r, c, i, j);
-            value *= double(lap_count(i, r, P, lap_c) * lap_count(j, c, Q, lap_c));
-        }
-        total += value;
-    }
-    return total;
+    layers_thread(tid, nt, va, vb, vrec, s_src, t_src, s_dst, t_dst, gi, gj, P, Q, qinv, 0, L, L, fix_first,
+                  fix_last, ntk, record);
+    return readout_thread(tid, nt, s_src, gi, gj, P, Q, qinv, lap_c);
 }
 
 }  // namespace cntk
@@ -316,3 +351,5 @@ template __global__ void cntk_shift_blocks<double>(const double*, const double*,
                                                    const int*, const int*, const int*, int, int, int, int, int,
                                                    int, int, int, int, int, double*);
 #endif
+
+#endif  // CNTK_PLANES_INCLUDED

@@ -43,7 +43,8 @@ Modules
 - :mod:`.estimator`: :class:`CNTKClassifier` (scikit-learn) and :func:`precomputed_kernels`.
 - :mod:`.experiment`: :func:`run_experiment` and its :class:`ExperimentResult`.
 - :mod:`.small_data`: small-data learning curves, one Gram per kernel (:func:`learning_curves`).
-- :mod:`.zoo`: several kernels on one split, accuracy with standard errors and times (:func:`compare_kernels`).
+- :mod:`.zoo`: several kernels on one split, accuracy with standard errors and times (:func:`compare_kernels`),
+  and the paired difference of two kernels on the same test images (:func:`paired_difference`).
 - :mod:`.experiment_data`: subset picking and the paper's preprocessing (:func:`standardize`).
 - :mod:`._checks`: the input checks (:func:`check_kernel` is public); labels use
   :func:`cntk_core.validation.check_labels`.
@@ -69,7 +70,7 @@ from .solve import (  # the targets 0.9 / -0.1: module constants as before, not 
     solve_kernel,
 )
 from .spectra import effective_dimension, eigenspectrum, normalized_gram, participation_ratio
-from .zoo import ZooRow, compare_kernels, zoo_table
+from .zoo import ZooRow, compare_kernels, paired_difference, zoo_table
 
 __all__ = [
     "CNTKClassifier",
@@ -96,6 +97,7 @@ __all__ = [
     "learning_curves",
     "normalized_gram",
     "one_hot_targets",
+    "paired_difference",
     "participation_ratio",
     "per_class_accuracy",
     "precomputed_kernels",

@@ -7,6 +7,9 @@ waits for), the ridge chosen by k-fold cross-validation on the training Gram alo
 (:func:`~cntk_core.regression.ridge.select_ridge`), the paper's classifier
 (:func:`~cntk_core.regression.solve.kernel_regression`), and the accuracy with its binomial
 standard error ``sqrt(a (1 - a) / n_test)`` (the spread of the accuracy over test sets of this size).
+Rows keep their test predictions, so two kernels on the same test images compare by a paired
+difference (:func:`paired_difference`), whose standard error is usually much smaller than that of
+two independent accuracies (the images that are easy or hard are so for both kernels).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from .solve import kernel_regression
 @dataclass(frozen=True)
 class ZooRow:
     """One kernel's result: ``accuracy`` and ``std_error`` are fractions; ``seconds`` the wall time of
-    its two Grams; ``relative_ridge`` the chosen ridge over ``mean(diag(K_train))``."""
+    its two Grams; ``relative_ridge`` the chosen ridge over ``mean(diag(K_train))``; ``predictions``
+    the predicted class of each test image, in order (``n_test`` ints)."""
 
     name: str
     architecture: dict
@@ -39,6 +43,7 @@ class ZooRow:
     relative_ridge: float
     n_train: int
     n_test: int
+    predictions: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,11 +111,25 @@ def compare_kernels(
             relative_ridge=ridge.relative_ridge,
             n_train=len(x_train),
             n_test=len(x_test),
+            predictions=tuple(int(p) for p in np.asarray(pred)),
         )
         rows.append(row)
         if on_row is not None:
             on_row(row)
     return rows
+
+
+def paired_difference(row: ZooRow, baseline: ZooRow, y_test) -> tuple[float, float]:
+    """``(difference, std_error)`` of ``row``'s accuracy minus ``baseline``'s on the same test images
+    ``y_test`` (fractions): the mean of ``d_i = correct_row(i) - correct_baseline(i)`` and its standard
+    error ``std(d, ddof=1) / sqrt(n_test)`` (paired: per image, both kernels' answers)."""
+    y = np.asarray(y_test)
+    a, b = np.asarray(row.predictions), np.asarray(baseline.predictions)
+    if a.shape != y.shape or b.shape != y.shape:
+        raise ParameterError("y_test", "both rows need one prediction per test label (rows of the same test set)")
+    d = (a == y).astype(float) - (b == y).astype(float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return float(d.mean()), se
 
 
 def zoo_table(rows: Sequence[ZooRow]) -> str:
