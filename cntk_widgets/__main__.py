@@ -20,7 +20,10 @@ about Jupyter news?" question is answered "no" by a default-settings override th
 (``cntk_widgets/jupyter_config/labconfig``, via ``JUPYTER_CONFIG_PATH``): a user's own setting still
 wins and nothing in the user's Jupyter folders is written. Voila serves the page with the lab's template
 ``cntk-lab`` (``cntk_widgets/jupyter_data``, via ``JUPYTER_PATH``): no stylesheets from a CDN, and a
-closed or reloaded tab stops its kernel. SIGINT, SIGTERM or SIGHUP to the launcher
+closed or reloaded tab stops its kernel (Voila's close-the-tab request; a kernel whose request was lost,
+or whose student's connection dropped, is stopped once it has had no page connected and no activity for
+``--cull-idle`` seconds, default ``CULL_IDLE``: a classroom server never fills up with dead kernels).
+SIGINT, SIGTERM or SIGHUP to the launcher
 stop the server: SIGTERM to its process group (the clean shutdown of Jupyter and Voila: kernels
 stopped, runtime files removed), then SIGKILL if it has not exited after ``STOP_TIMEOUT`` seconds or
 on a second signal. On Linux the server also gets SIGTERM when the launcher dies in a way no handler
@@ -49,6 +52,22 @@ VOILA_DATA_DIR = Path(__file__).resolve().parent / "jupyter_data"
 VOILA_TEMPLATE = "cntk-lab"
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 STOP_TIMEOUT = 10.0
+#: Voila: seconds a kernel with no page connected and no activity lives on (``--cull-idle``)
+CULL_IDLE = 300
+
+
+def cull_arguments(seconds: int) -> list[str]:
+    """Jupyter server options that stop a kernel after ``seconds`` with no connection and no activity
+    (checked every ``seconds / 3``, at most every minute); a kernel a page is connected to, or one that
+    is computing, is never stopped. ``seconds = 0``: none (kernels live until the server stops)."""
+    if seconds == 0:
+        return []
+    return [
+        f"--MappingKernelManager.cull_idle_timeout={seconds}",
+        f"--MappingKernelManager.cull_interval={max(1, min(60, seconds // 3))}",
+        "--MappingKernelManager.cull_connected=False",
+        "--MappingKernelManager.cull_busy=False",
+    ]
 
 
 def notebooks_dir() -> Path:
@@ -88,6 +107,7 @@ def build_command(args: argparse.Namespace) -> tuple[list[str], Path]:
         if args.no_browser:
             cmd.append("--no-browser")
         cmd.append(f"--Voila.ip={args.ip}")
+        cmd += cull_arguments(args.cull_idle)
     else:
         # default_url: the address JupyterLab prints (and /) opens the notebook itself, not the Launcher
         cmd = [sys.executable, "-m", "jupyterlab", notebook.name, f"--ServerApp.ip={args.ip}"]
@@ -236,7 +256,8 @@ def run_server(cmd: list[str], cwd: Path, env: dict[str, str], stop_timeout: flo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cntk_core.cli import _positive_int  # the `cntk-lab` command's: the same words for the same mistake
+    # the `cntk-lab` command's argument types: the same words for the same mistake
+    from cntk_core.cli import _non_negative_int, _positive_int
     from cntk_core.data import DATASETS
 
     parser = argparse.ArgumentParser(
@@ -276,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="images per class the notebooks' views use (sets CNTK_LAB_N_PER_CLASS; default: each notebook's "
         "own, e.g. 4 in the explorer). Larger N: slower kernels (N^2 pairs), especially on CIFAR-10",
+    )
+    parser.add_argument(
+        "--cull-idle",
+        type=_non_negative_int,
+        default=CULL_IDLE,
+        metavar="SECONDS",
+        help=f"Voila: stop a kernel no page has been connected to, and that has done nothing, for SECONDS (a "
+        f"closed tab whose stop request was lost, a student gone; default {CULL_IDLE}; 0 = never)",
     )
     parser.add_argument("--print-command", action="store_true", help="print the server command and exit")
     return parser

@@ -141,7 +141,7 @@ class Server:
     whole group (SIGTERM, then SIGKILL)."""
 
     def __init__(self, cmd: list[str], env: dict, log: Path, cwd: Path):
-        self.cmd, self.log = cmd, log
+        self.cmd, self.log, self.cwd = cmd, log, Path(cwd)
         self._fh = open(log, "wb")
         self.proc = subprocess.Popen(
             cmd,
@@ -257,14 +257,18 @@ def warm_numba_cache() -> None:
     _WARMED.append(True)
 
 
-def start_voila(tmp: Path, data: LabData, *, notebook: str | None = None) -> tuple[Server, str]:
+def start_voila(
+    tmp: Path, data: LabData, *, notebook: str | None = None, cull_idle: int | None = None
+) -> tuple[Server, str]:
     """``python -m cntk_widgets --voila`` (the launcher's own command: its template, its data check) on
-    a free port; returns the server and its base URL once it answers."""
+    a free port, with ``--cull-idle`` if given; returns the server and its base URL once it answers."""
     warm_numba_cache()
     port = free_port()
     cmd = [sys.executable, "-m", "cntk_widgets", "--voila", "--no-browser", f"--port={port}", *data.launcher_args()]
     if notebook:
         cmd.append(f"--notebook={notebook}")
+    if cull_idle is not None:
+        cmd.append(f"--cull-idle={cull_idle}")
     server = Server(cmd, server_env(tmp), tmp / "voila.log", ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -323,7 +327,9 @@ def start_jupyterlab(tmp: Path, data: LabData, *, notebook: str = "02_cntk_explo
 
 
 def lab_url(server: Server, base: str, notebook: str) -> str:
-    return f"{base}/lab/tree/{notebook}?token={server.token}"
+    """``notebook`` in a JupyterLab workspace of its own: no tab another test left open (a notebook saved
+    with widget outputs whose kernel has stopped) is restored beside it."""
+    return f"{base}/lab/workspaces/{Path(notebook).stem.replace('_', '-')}/tree/{notebook}?token={server.token}"
 
 
 # -- the browser -----------------------------------------------------------------------------------
@@ -796,6 +802,23 @@ def run_all(page, *, timeout: float = 300.0) -> dict:
             idle_since = None
         page.wait_for_timeout(300)
     raise AssertionError(f"Run All did not finish within {timeout:.0f} s: {state}")
+
+
+def saved_notebook(page, server: Server, notebook: str, *, timeout: float = 60.0):
+    """Save the open notebook with JupyterLab's own command and read it back (``nbformat``) from the
+    served folder: the outputs the page's Run All produced, as a user's saved notebook holds them."""
+    import nbformat
+
+    path = server.cwd / notebook
+    before = path.stat().st_mtime_ns
+    page.evaluate("async () => { await window.jupyterapp.commands.execute('docmanager:save'); }")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        clean = page.evaluate("() => !window.jupyterapp.shell.currentWidget.context.model.dirty")
+        if clean and path.stat().st_mtime_ns != before:
+            return nbformat.read(path, as_version=4)
+        page.wait_for_timeout(200)
+    raise AssertionError(f"JupyterLab did not save {notebook} within {timeout:.0f} s")
 
 
 def screenshot(page, path: Path, selector: str | None = None) -> Path:

@@ -80,6 +80,26 @@ def test_lab_launcher_opens_only_the_projects_notebooks(notebook, capsys):
     assert "--port=9001" in capsys.readouterr().out
 
 
+def test_voila_culls_idle_unconnected_kernels(capsys):
+    """A classroom server stops kernels whose page is gone (a lost close request, a student gone): Jupyter's
+    idle cull of unconnected, idle kernels, default 300 s; the browser test sees it stop a real kernel."""
+    assert launcher.main(["--print-command", "--voila"]) == 0
+    out = capsys.readouterr().out
+    assert "--MappingKernelManager.cull_idle_timeout=300" in out and "--MappingKernelManager.cull_interval=60" in out
+    assert "--MappingKernelManager.cull_connected=False" in out and "--MappingKernelManager.cull_busy=False" in out
+    assert launcher.main(["--print-command", "--voila", "--cull-idle", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "cull_idle_timeout=9 " in out + " " and "cull_interval=3" in out
+    assert launcher.main(["--print-command", "--voila", "--cull-idle", "0"]) == 0
+    assert "cull" not in capsys.readouterr().out
+    assert launcher.main(["--print-command"]) == 0  # JupyterLab: a user's own kernels are never culled
+    assert "cull" not in capsys.readouterr().out
+    for bad in ("-5", "soon"):
+        with pytest.raises(SystemExit) as info:
+            launcher.main(["--print-command", "--voila", "--cull-idle", bad])
+        assert info.value.code == 2 and "expected an integer >= 0" in capsys.readouterr().err
+
+
 def test_lab_launcher_follows_a_symlinked_notebooks_folder(tmp_path, monkeypatch):
     link = tmp_path / "notebooks"
     link.symlink_to(launcher.notebooks_dir())
