@@ -205,6 +205,7 @@ def _student_page_checks(page) -> None:
     body = page.locator("body").inner_text()
     for bad in ("Traceback", "Error", "import ", "classroom_explorer(", "Dataset(", "DATASET"):
         assert bad not in body, f"the classroom page shows {bad!r}"
+    assert re.search(r"Images: \d+ .*images", body), "the page does not say which images it shows"
 
 
 def test_voila_classroom(playwright, chromium, cifar10, shots, tmp_path):

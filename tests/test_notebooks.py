@@ -225,12 +225,14 @@ def _cifar10_for(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("CNTK_LAB_DATASET", "cifar10")
 
 
-#: notebooks that tests/test_browser.py runs in JupyterLab (Run All) and checks with CHECKS on the notebook
-#: JupyterLab saves; run headless here only when that test is not in the session or cannot run
-RUN_IN_JUPYTERLAB = {
+#: notebooks that a browser test runs and checks (JupyterLab: CHECKS on the notebook JupyterLab saves; Voila:
+#: what the classroom page shows, CHECKS' items among them); run headless here only when that test is not in
+#: the session or cannot run
+RUN_IN_BROWSER = {
     "01_from_ntk_to_cntk.ipynb": "tests/test_browser.py::test_jupyterlab_notebook_01",
     "02_cntk_explorer.ipynb": "tests/test_browser.py::test_jupyterlab_notebook_02",
     "03_cifar10_regression.ipynb": "tests/test_browser.py::test_jupyterlab_notebook_03",
+    "classroom.ipynb": "tests/test_browser.py::test_voila_classroom",
 }
 
 
@@ -242,11 +244,11 @@ def check_executed_notebook(name: str, nb) -> None:
     CHECKS[name](nb)
 
 
-def _checked_in_jupyterlab(request, name: str) -> str | None:
-    """The browser test that runs notebook ``name`` and applies its checks, if it runs in this session."""
+def _checked_in_browser(request, name: str) -> str | None:
+    """The browser test that runs notebook ``name`` and checks what it shows, if it runs in this session."""
     from browser_support import find_chromium, playwright_available
 
-    nodeid = RUN_IN_JUPYTERLAB.get(name)
+    nodeid = RUN_IN_BROWSER.get(name)
     collected = {item.nodeid for item in request.session.items}
     if nodeid in collected and find_chromium() and playwright_available():
         return nodeid
@@ -256,9 +258,9 @@ def _checked_in_jupyterlab(request, name: str) -> str | None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs_and_shows_its_results(path: Path, monkeypatch, tmp_path, request):
     assert path.name in CHECKS, f"{path.name}: add the checks of what it shows to CHECKS"
-    browser_test = _checked_in_jupyterlab(request, path.name)
+    browser_test = _checked_in_browser(request, path.name)
     if browser_test:
-        pytest.skip(f"{browser_test} runs it in JupyterLab and applies these checks to the saved notebook")
+        pytest.skip(f"{browser_test} runs it in the browser and checks what it shows")
     monkeypatch.delenv("CNTK_LAB_DATASET", raising=False)  # each notebook's own default
     if path.name.startswith(("03_", "05_")):
         _cifar10_for(monkeypatch, tmp_path)
