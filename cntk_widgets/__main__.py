@@ -56,6 +56,11 @@ STOP_TIMEOUT = 10.0
 CULL_IDLE = 300
 
 
+def cull_interval(seconds: int) -> int:
+    """Seconds between two idle checks for a cull after ``seconds`` (> 0): a third of it, 1 to 60."""
+    return max(1, min(60, seconds // 3))
+
+
 def cull_arguments(seconds: int) -> list[str]:
     """Jupyter server options that stop a kernel after ``seconds`` with no connection and no activity
     (checked every ``seconds / 3``, at most every minute); a kernel a page is connected to, or one that
@@ -64,7 +69,7 @@ def cull_arguments(seconds: int) -> list[str]:
         return []
     return [
         f"--MappingKernelManager.cull_idle_timeout={seconds}",
-        f"--MappingKernelManager.cull_interval={max(1, min(60, seconds // 3))}",
+        f"--MappingKernelManager.cull_interval={cull_interval(seconds)}",
         "--MappingKernelManager.cull_connected=False",
         "--MappingKernelManager.cull_busy=False",
     ]

@@ -61,20 +61,26 @@ def browser_required() -> bool:
     return os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_BROWSER") == "1"
 
 
+def browser_problem() -> str | None:
+    """Why the browser tests cannot run here (no Chromium, no playwright package); ``None`` if they can."""
+    if not find_chromium():
+        return "Chromium is not installed (apt-get install -y --no-install-recommends chromium)"
+    if not playwright_available():
+        return "the playwright package is not installed (pip install playwright; no `playwright install`)"
+    return None
+
+
 def chromium_or_skip() -> str:
     """Chromium's path for a browser test; without Chromium or the playwright package the test skips
     (fails where :func:`browser_required`)."""
     import pytest
 
-    path = find_chromium()
-    problem = None if path else "Chromium is not installed (apt-get install -y --no-install-recommends chromium)"
-    if path and not playwright_available():
-        problem = "the playwright package is not installed (pip install playwright; no `playwright install`)"
+    problem = browser_problem()
     if problem:
         if browser_required():
             pytest.fail(f"browser tests are required here (CI=true or REQUIRE_BROWSER=1) but {problem}", pytrace=False)
         pytest.skip(problem)
-    return path
+    return find_chromium()
 
 
 def playwright_session():

@@ -20,7 +20,6 @@ Needs Debian's ``/usr/bin/chromium`` (or ``CNTK_CHROMIUM``) and the ``playwright
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -29,14 +28,13 @@ import pytest
 from browser_support import (
     VIEWPORTS,
     LabData,
+    chromium_or_skip,
     click_heatmap_cell,
     explorer_state,
-    find_chromium,
     layout_problems,
     make_cifar10_folder,
     open_browser,
     open_notebook,
-    playwright_available,
     plot_overlaps,
     press_depth,
     run_all,
@@ -48,6 +46,8 @@ from browser_support import (
     wait_for,
 )
 from test_notebooks import check_executed_notebook
+
+from cntk_widgets import __main__ as launcher
 
 pytestmark = pytest.mark.browser
 
@@ -62,24 +62,9 @@ SECOND_LOAD_S = 45.0
 CULL_IDLE_S = 12
 
 
-def _required() -> bool:
-    return os.environ.get("CI", "").lower() == "true" or os.environ.get("REQUIRE_BROWSER") == "1"
-
-
-def _missing(what: str):
-    if _required():
-        pytest.fail(f"browser tests are required here (CI=true or REQUIRE_BROWSER=1) but {what}", pytrace=False)
-    pytest.skip(what)
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    path = find_chromium()
-    if path is None:
-        _missing("Chromium is not installed (apt-get install -y --no-install-recommends chromium)")
-    if not playwright_available():
-        _missing("the playwright package is not installed (pip install playwright; no `playwright install`)")
-    return path
+    return chromium_or_skip()
 
 
 @pytest.fixture(scope="module")
@@ -279,7 +264,7 @@ def test_voila_classroom(playwright, chromium, cifar10, shots, tmp_path):
         _student_page_checks(page)
         problems += _clean(log, "classroom page, next load")
 
-        cull_s = CULL_IDLE_S + CULL_IDLE_S // 3  # idle time + the check's interval
+        cull_s = CULL_IDLE_S + launcher.cull_interval(CULL_IDLE_S)  # idle time + the check's interval
         deadline = t_closed + cull_s + 20
         while f"Kernel shutdown: {old_kernel}" not in server.tail(200_000) and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -246,11 +246,11 @@ def check_executed_notebook(name: str, nb) -> None:
 
 def _checked_in_browser(request, name: str) -> str | None:
     """The browser test that runs notebook ``name`` and checks what it shows, if it runs in this session."""
-    from browser_support import find_chromium, playwright_available
+    from browser_support import browser_problem
 
     nodeid = RUN_IN_BROWSER.get(name)
     collected = {item.nodeid for item in request.session.items}
-    if nodeid in collected and find_chromium() and playwright_available():
+    if nodeid in collected and browser_problem() is None:
         return nodeid
     return None
 
